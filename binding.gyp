@@ -1,0 +1,30 @@
+{
+  "targets": [
+    {
+      "target_name": "hopscotch",
+      "sources": [
+        "<!@(node -p \"require('./native-sources.json').core.join(' ')\")",
+        "<!@(node -p \"require('./native-sources.json').addon.join(' ')\")"
+      ],
+      "dependencies": ["hopscotch_avx2"],
+      "include_dirs": [
+        "<!@(node -p \"require('node-addon-api').include\")",
+        "native/core"
+      ],
+      "defines": ["NAPI_VERSION=9", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions"],
+      "libraries": ["-ldl", "-lpthread"]
+    },
+    {
+      "target_name": "hopscotch_avx2",
+      "type": "static_library",
+      "sources": ["<!@(node -p \"require('./native-sources.json').core_avx2.join(' ')\")"],
+      "include_dirs": ["native/core"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-O3", "-mavx2", "-mfma", "-fPIC", "-fexceptions"]
+    }
+  ]
+}

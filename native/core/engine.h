@@ -1,0 +1,89 @@
+// The engine interface: tensor work only. Algorithms (Adam, selection loops) live in
+// TypeScript and call these once per batch.
+//
+// Block l with input h (tokens x hidden), theta = {b_att, s_att, b_mlp, s_mlp}:
+//   A      = Attention(RMSNorm(h))      (x residual_multiplier for Granite)
+//   x1     = b_att[l] * A + s_att[l] * h          (skipped layer: A is never computed)
+//   M      = MLP(RMSNorm(x1))           (x residual_multiplier for Granite)
+//   h_next = b_mlp[l] * M + s_mlp[l] * x1
+// Loss L = (1/N) sum_i sum_{t in response_i} -log p(y_t | ...), or / response tokens
+// with token_mean. Samples are packed without padding; positions restart per sample.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "weights.h"
+
+namespace hs {
+
+struct Sample {
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> response;
+};
+
+struct Theta {
+  std::vector<float> b_att, s_att, b_mlp, s_mlp;
+  static Theta ones(int layers);
+};
+
+struct BatchOptions {
+  std::vector<int> skip;        // layers whose attention is skipped (b_att treated as 0)
+  bool token_mean = false;
+  bool recompute = false;       // keep only each layer's input; recompute internals in backward
+  int64_t token_cap = 0;        // 0 = no cap; else a batch above it is an error
+};
+
+struct LossResult {
+  double loss = 0.0;
+  int64_t response_tokens = 0;
+  Theta grad;                        // empty when no gradient was asked for
+  std::vector<double> sample_nll;    // per-sample sum of response-token NLL
+  size_t peak_bytes = 0;             // peak activation/workspace bytes of this call
+};
+
+struct GenerateOptions {
+  int max_new_tokens = 64;
+  std::vector<int> skip;
+  std::vector<int32_t> stop;        // stop ids (in addition to nothing: caller passes eos)
+};
+
+struct LayerStats {
+  // Per layer, mean over tokens of cosine similarities.
+  std::vector<double> cos_attn;     // cos(h, x1)
+  std::vector<double> cos_mlp;      // cos(x1, h_next)
+  std::vector<double> cos_block;    // cos(h, h_next)
+  std::vector<double> block_influence;  // ShortGPT BI = 1 - cos(h, h_next)
+  // Requested hidden states: index i is the input of layer hidden_layers[i]
+  // (numLayers = final, before the final norm), tokens x hidden.
+  std::vector<std::vector<float>> hidden;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual const char* device() const = 0;
+  // want_grad=false computes the loss only.
+  virtual LossResult loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts,
+                          bool want_grad) = 0;
+  // Logits for one sequence (positions 0..T-1), T x vocab row-major.
+  virtual std::vector<float> logits(const std::vector<int32_t>& tokens, const Theta& theta,
+                                    const std::vector<int>& skip) = 0;
+  // Greedy generation with a KV cache; returns only the new tokens of each prompt.
+  virtual std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts,
+                                                     const Theta& theta, const GenerateOptions& opts) = 0;
+  virtual LayerStats layer_stats(const std::vector<Sample>& samples, const Theta& theta,
+                                 const std::vector<int>& skip, const std::vector<int>& hidden_layers) = 0;
+};
+
+// Argument checks shared by all backends: throw typed errors before any compute.
+void validate_batch(const ModelConfig& cfg, const std::vector<Sample>& samples, const Theta& theta,
+                    const BatchOptions& opts, bool require_response);
+void validate_theta(const ModelConfig& cfg, const Theta& theta);
+void validate_skip(const ModelConfig& cfg, const std::vector<int>& skip);
+void validate_tokens(const ModelConfig& cfg, const std::vector<int32_t>& tokens, const char* what);
+
+std::unique_ptr<Engine> make_cpu_engine(const LoadedModel& model, int threads);
+
+}  // namespace hs

@@ -1,0 +1,1 @@
+// AVX2/FMA micro-kernel (filled in by the blocked GEMM).
