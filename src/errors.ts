@@ -30,6 +30,7 @@ export const ErrorCodes = {
   CHECKPOINT: 'HOPSCOTCH_ERR_CHECKPOINT',
   EXPORT: 'HOPSCOTCH_ERR_EXPORT',
   ABORTED: 'HOPSCOTCH_ERR_ABORTED',
+  NON_FINITE: 'HOPSCOTCH_ERR_NON_FINITE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -1,1 +1,413 @@
-// filled in by its owner
+// fp32 CPU kernels of the decoder block and the loss (see cpu_kernels.h for the
+// layouts and the determinism guarantee). Inner loops run over contiguous floats
+// so the compiler can vectorise them; work is split with ThreadPool::parallel_for
+// over independent outputs only.
+#include "cpu_kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+
+#include "gemm.h"
+#include "threadpool.h"
+
+namespace hs::cpu {
+
+namespace {
+
+void parallel(ThreadPool* pool, int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  if (pool)
+    pool->parallel_for(n, grain, fn);
+  else
+    fn(0, n);
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  float s = 0.f;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+inline double dot_d(const float* a, const float* b, int64_t n) {
+  double s = 0.0;
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  return s;
+}
+
+// Rows of roughly `target` elements per parallel range.
+inline int64_t row_grain(int64_t dim, int64_t target = 16384) { return std::max<int64_t>(1, target / std::max<int64_t>(1, dim)); }
+
+// Softmax-weighted sum of value rows for one query head. Keys/values are rows
+// kb[j * stride .. + D), j < n. Returns the row's logsumexp of the scaled scores.
+float attend_row(const float* qh, const float* kb, const float* vb, int64_t stride, int64_t n, int D, float scale,
+                 float* out, float* scores) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; ++j) {
+    const float s = dot(qh, kb + j * stride, D) * scale;
+    scores[j] = s;
+    mx = std::max(mx, s);
+  }
+  float sum = 0.f;
+  for (int64_t j = 0; j < n; ++j) {
+    const float e = std::exp(scores[j] - mx);
+    scores[j] = e;
+    sum += e;
+  }
+  for (int d = 0; d < D; ++d) out[d] = 0.f;
+  for (int64_t j = 0; j < n; ++j) {
+    const float p = scores[j];
+    const float* vj = vb + j * stride;
+    for (int d = 0; d < D; ++d) out[d] += p * vj[d];
+  }
+  const float inv = 1.f / sum;
+  for (int d = 0; d < D; ++d) out[d] *= inv;
+  return mx + std::log(sum);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- RMSNorm
+
+void rmsnorm_fwd(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t dim, float eps,
+                 ThreadPool* pool) {
+  parallel(pool, rows, row_grain(dim), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * dim;
+      float* yr = y + r * dim;
+      const double ms = dot_d(xr, xr, dim) / static_cast<double>(dim);
+      const float rs = static_cast<float>(1.0 / std::sqrt(static_cast<double>(static_cast<float>(ms) + eps)));
+      if (rstd) rstd[r] = rs;
+      if (w)
+        for (int64_t i = 0; i < dim; ++i) yr[i] = w[i] * (xr[i] * rs);
+      else
+        for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * rs;
+    }
+  });
+}
+
+void rmsnorm_bwd(const float* dy, const float* x, const float* w, const float* rstd, float* dx, int64_t rows,
+                 int64_t dim, bool accumulate, ThreadPool* pool) {
+  parallel(pool, rows, row_grain(dim), [&](int64_t r0, int64_t r1) {
+    std::vector<float> wdy(static_cast<size_t>(dim));
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* dyr = dy + r * dim;
+      const float* xr = x + r * dim;
+      float* dxr = dx + r * dim;
+      if (w)
+        for (int64_t i = 0; i < dim; ++i) wdy[i] = w[i] * dyr[i];
+      else
+        for (int64_t i = 0; i < dim; ++i) wdy[i] = dyr[i];
+      const float rs = rstd[r];
+      // y = x r with r = (mean x^2 + eps)^-1/2: dx = r wdy - x r^3 <wdy, x> / dim.
+      const float c = static_cast<float>(dot_d(wdy.data(), xr, dim) * rs * rs * rs / static_cast<double>(dim));
+      if (accumulate)
+        for (int64_t i = 0; i < dim; ++i) dxr[i] += rs * wdy[i] - c * xr[i];
+      else
+        for (int64_t i = 0; i < dim; ++i) dxr[i] = rs * wdy[i] - c * xr[i];
+    }
+  });
+}
+
+// ---------------------------------------------------------------- RoPE
+
+std::vector<float> rope_inv_freq(const RopeConfig& rope, int head_dim) {
+  const int half = head_dim / 2;
+  std::vector<float> inv(static_cast<size_t>(half));
+  for (int i = 0; i < half; ++i) {
+    // transformers: 1.0 / (base ** (arange(0, dim, 2).float() / dim)) in fp32.
+    const float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    const float p = static_cast<float>(std::pow(rope.theta, static_cast<double>(e)));
+    inv[i] = 1.0f / p;
+  }
+  if (rope.type == RopeType::Linear) {
+    for (auto& f : inv) f = static_cast<float>(f / rope.factor);
+  } else if (rope.type == RopeType::Llama3) {
+    const double factor = rope.factor, low = rope.low_freq_factor, high = rope.high_freq_factor;
+    const double old_len = static_cast<double>(rope.original_max_position);
+    const double low_wavelen = old_len / low, high_wavelen = old_len / high;
+    const double pi = 3.14159265358979323846;
+    for (auto& f : inv) {
+      const double base = f;
+      const double wavelen = 2.0 * pi / base;
+      double out = wavelen > low_wavelen ? base / factor : base;
+      const bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+      if (medium) {
+        const double smooth = (old_len / wavelen - low) / (high - low);
+        out = (1.0 - smooth) * out / factor + smooth * out;
+      }
+      f = static_cast<float>(out);
+    }
+  }
+  return inv;
+}
+
+void rope_tables(const std::vector<float>& inv_freq, const int32_t* positions, int64_t T, float* cos_t,
+                 float* sin_t, ThreadPool* pool) {
+  const int64_t half = static_cast<int64_t>(inv_freq.size());
+  parallel(pool, T, row_grain(half, 4096), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float pos = static_cast<float>(positions[t]);
+      for (int64_t i = 0; i < half; ++i) {
+        const float ang = pos * inv_freq[i];
+        cos_t[t * half + i] = static_cast<float>(std::cos(static_cast<double>(ang)));
+        sin_t[t * half + i] = static_cast<float>(std::sin(static_cast<double>(ang)));
+      }
+    }
+  });
+}
+
+void rope_fwd(float* x, int64_t T, int heads, int head_dim, const float* cos_t, const float* sin_t,
+              ThreadPool* pool) {
+  const int half = head_dim / 2;
+  const int64_t width = static_cast<int64_t>(heads) * head_dim;
+  parallel(pool, T, row_grain(width), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* c = cos_t + t * half;
+      const float* s = sin_t + t * half;
+      for (int h = 0; h < heads; ++h) {
+        float* x1 = x + t * width + static_cast<int64_t>(h) * head_dim;
+        float* x2 = x1 + half;
+        for (int i = 0; i < half; ++i) {
+          const float a = x1[i], b = x2[i];
+          x1[i] = a * c[i] - b * s[i];
+          x2[i] = b * c[i] + a * s[i];
+        }
+      }
+    }
+  });
+}
+
+void rope_bwd(float* dx, int64_t T, int heads, int head_dim, const float* cos_t, const float* sin_t,
+              ThreadPool* pool) {
+  const int half = head_dim / 2;
+  const int64_t width = static_cast<int64_t>(heads) * head_dim;
+  parallel(pool, T, row_grain(width), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* c = cos_t + t * half;
+      const float* s = sin_t + t * half;
+      for (int h = 0; h < heads; ++h) {
+        float* d1 = dx + t * width + static_cast<int64_t>(h) * head_dim;
+        float* d2 = d1 + half;
+        for (int i = 0; i < half; ++i) {
+          const float a = d1[i], b = d2[i];
+          d1[i] = a * c[i] + b * s[i];
+          d2[i] = b * c[i] - a * s[i];
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- attention
+
+void attention_fwd(const float* q, const float* k, const float* v, float* o, float* lse, const int32_t* cu_seqlens,
+                   int nseq, const AttentionShape& sh, ThreadPool* pool) {
+  const int D = sh.head_dim, nH = sh.heads, group = sh.heads / sh.kv_heads;
+  const int64_t qs = static_cast<int64_t>(nH) * D, ks = static_cast<int64_t>(sh.kv_heads) * D;
+  const int64_t T = cu_seqlens[nseq];
+  // Sample start of every token, and the longest sample (score scratch size).
+  std::vector<int32_t> start(static_cast<size_t>(T));
+  int64_t max_len = 0;
+  for (int s = 0; s < nseq; ++s) {
+    for (int32_t t = cu_seqlens[s]; t < cu_seqlens[s + 1]; ++t) start[t] = cu_seqlens[s];
+    max_len = std::max<int64_t>(max_len, cu_seqlens[s + 1] - cu_seqlens[s]);
+  }
+  parallel(pool, T * nH, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, max_len)), [&](int64_t i0, int64_t i1) {
+    std::vector<float> scores(static_cast<size_t>(max_len));
+    for (int64_t item = i0; item < i1; ++item) {
+      const int64_t t = item / nH;
+      const int h = static_cast<int>(item % nH);
+      const int64_t st = start[t];
+      const int64_t koff = st * ks + static_cast<int64_t>(h / group) * D;
+      lse[item] = attend_row(q + t * qs + static_cast<int64_t>(h) * D, k + koff, v + koff, ks, t - st + 1, D,
+                             sh.scale, o + t * qs + static_cast<int64_t>(h) * D, scores.data());
+    }
+  });
+}
+
+void attention_bwd(const float* q, const float* k, const float* v, const float* o, const float* lse,
+                   const float* d_o, float* dq, float* dk, float* dv, const int32_t* cu_seqlens, int nseq,
+                   const AttentionShape& sh, ThreadPool* pool) {
+  const int D = sh.head_dim, nH = sh.heads, nKV = sh.kv_heads, group = sh.heads / sh.kv_heads;
+  const int64_t qs = static_cast<int64_t>(nH) * D, ks = static_cast<int64_t>(nKV) * D;
+  const float scale = sh.scale;
+  parallel(pool, static_cast<int64_t>(nseq) * nKV, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<float> dqi(static_cast<size_t>(D));
+    for (int64_t item = i0; item < i1; ++item) {
+      const int s = static_cast<int>(item / nKV);
+      const int g = static_cast<int>(item % nKV);
+      const int64_t st = cu_seqlens[s], len = cu_seqlens[s + 1] - st;
+      const int64_t koff = st * ks + static_cast<int64_t>(g) * D;
+      const float* kb = k + koff;
+      const float* vb = v + koff;
+      float* dkb = dk + koff;
+      float* dvb = dv + koff;
+      for (int64_t j = 0; j < len; ++j)
+        for (int d = 0; d < D; ++d) dkb[j * ks + d] = dvb[j * ks + d] = 0.f;
+      for (int hq = g * group; hq < (g + 1) * group; ++hq) {
+        for (int64_t i = 0; i < len; ++i) {
+          const int64_t qoff = (st + i) * qs + static_cast<int64_t>(hq) * D;
+          const float* qi = q + qoff;
+          const float* doi = d_o + qoff;
+          const float Di = dot(doi, o + qoff, D);
+          const float li = lse[(st + i) * nH + hq];
+          for (int d = 0; d < D; ++d) dqi[d] = 0.f;
+          for (int64_t j = 0; j <= i; ++j) {
+            const float* kj = kb + j * ks;
+            const float* vj = vb + j * ks;
+            const float p = std::exp(dot(qi, kj, D) * scale - li);
+            const float ds = p * (dot(doi, vj, D) - Di);
+            const float dss = ds * scale;
+            float* dkj = dkb + j * ks;
+            float* dvj = dvb + j * ks;
+            for (int d = 0; d < D; ++d) {
+              dqi[d] += ds * kj[d];
+              dkj[d] += dss * qi[d];
+              dvj[d] += p * doi[d];
+            }
+          }
+          float* dqo = dq + qoff;
+          for (int d = 0; d < D; ++d) dqo[d] = dqi[d] * scale;
+        }
+      }
+    }
+  });
+}
+
+void attention_cached(const float* q, const float* const* k_cache, const float* const* v_cache,
+                      const int64_t* n_keys, float* o, int64_t rows, const AttentionShape& sh, ThreadPool* pool) {
+  const int D = sh.head_dim, nH = sh.heads, group = sh.heads / sh.kv_heads;
+  const int64_t qs = static_cast<int64_t>(nH) * D, ks = static_cast<int64_t>(sh.kv_heads) * D;
+  int64_t max_len = 0;
+  for (int64_t r = 0; r < rows; ++r) max_len = std::max(max_len, n_keys[r]);
+  parallel(pool, rows * nH, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<float> scores(static_cast<size_t>(max_len));
+    for (int64_t item = i0; item < i1; ++item) {
+      const int64_t r = item / nH;
+      const int h = static_cast<int>(item % nH);
+      const int64_t koff = static_cast<int64_t>(h / group) * D;
+      attend_row(q + r * qs + static_cast<int64_t>(h) * D, k_cache[r] + koff, v_cache[r] + koff, ks, n_keys[r], D,
+                 sh.scale, o + r * qs + static_cast<int64_t>(h) * D, scores.data());
+    }
+  });
+}
+
+// ---------------------------------------------------------------- SwiGLU
+
+void swiglu_fwd(const float* g, const float* u, float* a, int64_t n, ThreadPool* pool) {
+  parallel(pool, n, 16384, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const float x = g[i];
+      a[i] = x / (1.f + std::exp(-x)) * u[i];
+    }
+  });
+}
+
+void swiglu_bwd(const float* da, const float* g, const float* u, float* dg, float* du, int64_t n, ThreadPool* pool) {
+  parallel(pool, n, 16384, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const float x = g[i];
+      const float sig = 1.f / (1.f + std::exp(-x));
+      const float silu = x * sig;
+      du[i] = da[i] * silu;
+      dg[i] = da[i] * u[i] * (sig * (1.f + x * (1.f - sig)));
+    }
+  });
+}
+
+// ---------------------------------------------------------------- scaled residual
+
+void scaled_residual_fwd(const float* branch, const float* resid, float b, float s, float* out, int64_t n,
+                         ThreadPool* pool) {
+  parallel(pool, n, 16384, [&](int64_t i0, int64_t i1) {
+    if (branch)
+      for (int64_t i = i0; i < i1; ++i) out[i] = b * branch[i] + s * resid[i];
+    else
+      for (int64_t i = i0; i < i1; ++i) out[i] = s * resid[i];
+  });
+}
+
+void scaled_residual_bwd(const float* g, const float* branch, const float* resid, float s, float* d_resid,
+                         int64_t rows, int64_t dim, double* dot_branch, double* dot_resid, double* row_partials,
+                         ThreadPool* pool) {
+  parallel(pool, rows, row_grain(dim), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* gr = g + r * dim;
+      row_partials[2 * r] = branch ? dot_d(gr, branch + r * dim, dim) : 0.0;
+      row_partials[2 * r + 1] = dot_d(gr, resid + r * dim, dim);
+      if (d_resid) {
+        float* dr = d_resid + r * dim;
+        for (int64_t i = 0; i < dim; ++i) dr[i] = s * gr[i];
+      }
+    }
+  });
+  double sb = 0.0, sr = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    sb += row_partials[2 * r];
+    sr += row_partials[2 * r + 1];
+  }
+  *dot_branch = sb;
+  *dot_resid = sr;
+}
+
+// ---------------------------------------------------------------- cross-entropy
+
+void fused_cross_entropy(const float* x, int64_t hidden, const float* lm_head, int64_t vocab, float logit_mult,
+                         const int64_t* rows, const int32_t* targets, const float* weights, int64_t nrows,
+                         double* nll, float* dx, int64_t chunk, MemoryMeter* meter, ThreadPool* pool) {
+  chunk = std::max<int64_t>(1, std::min(chunk, nrows));
+  Buffer<float> xc(meter, static_cast<size_t>(chunk * hidden));
+  Buffer<float> logits(meter, static_cast<size_t>(chunk * vocab));
+  Buffer<float> dxc;
+  if (dx) dxc.reset(meter, static_cast<size_t>(chunk * hidden));
+  for (int64_t c0 = 0; c0 < nrows; c0 += chunk) {
+    const int64_t n = std::min(chunk, nrows - c0);
+    for (int64_t r = 0; r < n; ++r) std::copy_n(x + rows[c0 + r] * hidden, hidden, xc.data() + r * hidden);
+    gemm_nt(n, vocab, hidden, xc.data(), hidden, lm_head, hidden, logits.data(), vocab, false, pool);
+    parallel(pool, n, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* z = logits.data() + r * vocab;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < vocab; ++j) {
+          z[j] *= logit_mult;
+          mx = std::max(mx, z[j]);
+        }
+        double sum = 0.0;
+        for (int64_t j = 0; j < vocab; ++j) sum += std::exp(static_cast<double>(z[j] - mx));
+        const double lse = static_cast<double>(mx) + std::log(sum);
+        const int32_t tgt = targets[c0 + r];
+        nll[c0 + r] = lse - static_cast<double>(z[tgt]);
+        if (dx) {
+          const float w = weights[c0 + r];
+          const float lse_f = static_cast<float>(lse);
+          for (int64_t j = 0; j < vocab; ++j) z[j] = w * std::exp(z[j] - lse_f);
+          z[tgt] -= w;
+          for (int64_t j = 0; j < vocab; ++j) z[j] *= logit_mult;
+        }
+      }
+    });
+    if (dx) {
+      gemm_nn(n, hidden, vocab, logits.data(), vocab, lm_head, hidden, dxc.data(), hidden, false, pool);
+      for (int64_t r = 0; r < n; ++r) {
+        float* dst = dx + rows[c0 + r] * hidden;
+        const float* src = dxc.data() + r * hidden;
+        for (int64_t i = 0; i < hidden; ++i) dst[i] += src[i];
+      }
+    }
+  }
+}
+
+void row_cosines(const float* a, const float* b, int64_t rows, int64_t dim, double* cos_out, ThreadPool* pool) {
+  parallel(pool, rows, row_grain(dim), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* ar = a + r * dim;
+      const float* br = b + r * dim;
+      const double ab = dot_d(ar, br, dim), aa = dot_d(ar, ar, dim), bb = dot_d(br, br, dim);
+      cos_out[r] = (aa > 0.0 && bb > 0.0) ? ab / std::sqrt(aa * bb) : 0.0;
+    }
+  });
+}
+
+}  // namespace hs::cpu

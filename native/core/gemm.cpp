@@ -1,40 +1,316 @@
-// Placeholder portable GEMM (correct, unblocked); replaced by the blocked version.
+// fp32 GEMM driver for the CPU engine (GotoBLAS/BLIS loop order) and the
+// portable scalar kernels.
+//
+//   for jc in N step kNC:                     B block columns
+//     for pc in K step kKC:                   depth blocks, always in increasing order
+//       pack B[pc:pc+kc, jc:jc+nc] into kNR-wide panels (shared, parallel over panels)
+//       parallel over tasks (row block of C x range of B panels):
+//         pack A[ic:ic+mc, pc:pc+kc] into kMR-tall panels (thread-local)
+//         for each B panel, for each A panel: micro-kernel on a kMR x kNR tile of C
+//
+// Threads only ever split rows/columns of C; K is never split, and each depth
+// block is added to C in the same order, so the result is bit-identical for any
+// thread count. For few rows (decode) a direct path streams B without packing.
 #include "gemm.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "errors.h"
+#include "gemm_internal.h"
 #include "threadpool.h"
 
 namespace hs {
+namespace gemm_detail {
+namespace {
 
-void gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
-             float* C, int64_t ldc, bool accumulate, ThreadPool* pool) {
-  auto body = [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m)
-      for (int64_t n = 0; n < N; ++n) {
-        float s = 0.f;
-        for (int64_t k = 0; k < K; ++k) s += A[m * lda + k] * B[n * ldb + k];
-        C[m * ldc + n] = accumulate ? C[m * ldc + n] + s : s;
-      }
-  };
-  if (pool) pool->parallel_for(M, 1, body); else body(0, M);
-}
+// Below this many flops a call runs on the calling thread: the pool's hand-off
+// costs more than it saves. The split never changes the result.
+constexpr double kParallelMinFlops = 2.0e6;
 
-void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
-             float* C, int64_t ldc, bool accumulate, ThreadPool* pool) {
-  auto body = [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m) {
-      float* c = C + m * ldc;
-      if (!accumulate)
-        for (int64_t n = 0; n < N; ++n) c[n] = 0.f;
-      for (int64_t k = 0; k < K; ++k) {
-        float a = A[m * lda + k];
-        const float* b = B + k * ldb;
-        for (int64_t n = 0; n < N; ++n) c[n] += a * b[n];
-      }
+// A grow-only, 64-byte aligned float buffer; one per thread for packed panels.
+class PackBuffer {
+ public:
+  PackBuffer() = default;
+  PackBuffer(const PackBuffer&) = delete;
+  PackBuffer& operator=(const PackBuffer&) = delete;
+  ~PackBuffer() { std::free(data_); }
+
+  float* get(size_t count) {
+    if (count > capacity_) {
+      const size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
+      void* p = std::aligned_alloc(64, bytes);
+      if (!p) fail(code::kInternal, "gemm: cannot allocate " + std::to_string(bytes) + " bytes of packing buffer");
+      std::free(data_);
+      data_ = static_cast<float*>(p);
+      capacity_ = bytes / sizeof(float);
     }
-  };
-  if (pool) pool->parallel_for(M, 1, body); else body(0, M);
+    return data_;
+  }
+
+ private:
+  float* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+thread_local PackBuffer t_pack_a;
+thread_local PackBuffer t_pack_b;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+void check_args(const char* fn, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                int64_t ldb, int64_t b_width, const float* C, int64_t ldc) {
+  if (M < 0 || N < 0 || K < 0)
+    fail(code::kArgument, std::string(fn) + ": negative size M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                              " K=" + std::to_string(K));
+  if (lda < std::max<int64_t>(1, K))
+    fail(code::kArgument, std::string(fn) + ": lda=" + std::to_string(lda) + " is less than K=" + std::to_string(K));
+  if (ldb < std::max<int64_t>(1, b_width))
+    fail(code::kArgument, std::string(fn) + ": ldb=" + std::to_string(ldb) + " is less than the row width " +
+                              std::to_string(b_width) + " of B");
+  if (ldc < std::max<int64_t>(1, N))
+    fail(code::kArgument, std::string(fn) + ": ldc=" + std::to_string(ldc) + " is less than N=" + std::to_string(N));
+  if (M > 0 && N > 0) {
+    if (!C) fail(code::kArgument, std::string(fn) + ": C is null");
+    if (K > 0 && (!A || !B)) fail(code::kArgument, std::string(fn) + ": A or B is null");
+  }
 }
 
-const char* gemm_kernel_name() { return "scalar"; }
+template <typename Fn>
+void run_split(ThreadPool* pool, bool parallel, int64_t n, const Fn& fn) {
+  if (pool && parallel && pool->threads() > 1 && n > 1)
+    pool->parallel_for(n, 1, fn);
+  else
+    fn(0, n);
+}
+
+// A[ic:ic+mc, pc:pc+kc] -> kMR-tall panels, zero-padded to a multiple of kMR rows.
+void pack_a(int64_t mc, int64_t kc, const float* A, int64_t lda, float* dst) {
+  for (int64_t i0 = 0; i0 < mc; i0 += kMR) {
+    const int rows = static_cast<int>(std::min<int64_t>(kMR, mc - i0));
+    const float* src[kMR];
+    for (int r = 0; r < kMR; ++r) src[r] = A + (i0 + std::min(r, rows - 1)) * lda;
+    if (rows == kMR) {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int r = 0; r < kMR; ++r) dst[k * kMR + r] = src[r][k];
+    } else {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int r = 0; r < kMR; ++r) dst[k * kMR + r] = r < rows ? src[r][k] : 0.f;
+    }
+    dst += kMR * kc;
+  }
+}
+
+// One kNR-wide panel of B when B is [K,N]: columns n0.. of rows pc.., zero-padded.
+void pack_b_panel_nn(int64_t kc, int nr, const float* B, int64_t ldb, float* dst) {
+  if (nr == kNR) {
+    for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * kNR, B + k * ldb, kNR * sizeof(float));
+  } else {
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int j = 0; j < nr; ++j) dst[k * kNR + j] = B[k * ldb + j];
+      for (int j = nr; j < kNR; ++j) dst[k * kNR + j] = 0.f;
+    }
+  }
+}
+
+// One kNR-wide panel of B^T when B is [N,K]: rows n0.. of B become columns, zero-padded.
+void pack_b_panel_nt(int64_t kc, int nr, const float* B, int64_t ldb, float* dst) {
+  for (int j = 0; j < nr; ++j) {
+    const float* src = B + j * ldb;
+    for (int64_t k = 0; k < kc; ++k) dst[k * kNR + j] = src[k];
+  }
+  for (int j = nr; j < kNR; ++j)
+    for (int64_t k = 0; k < kc; ++k) dst[k * kNR + j] = 0.f;
+}
+
+void gemm_packed(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, int64_t K, const float* A,
+                 int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate,
+                 ThreadPool* pool) {
+  const int threads = pool ? pool->threads() : 1;
+  const bool parallel = threads > 1 && 2.0 * M * N * K >= kParallelMinFlops;
+
+  // Row blocks of near-equal size (a multiple of kMR) balance the threads.
+  const int64_t m_blocks = ceil_div(M, kMC);
+  const int64_t mc_step = ceil_div(ceil_div(M, m_blocks), kMR) * kMR;
+
+  float* b_pack = t_pack_b.get(static_cast<size_t>(kKC * ceil_div(std::min(N, kNC), kNR) * kNR));
+
+  for (int64_t jc = 0; jc < N; jc += kNC) {
+    const int64_t nc = std::min(kNC, N - jc);
+    const int64_t n_panels = ceil_div(nc, kNR);
+    // Split B panels into chunks so there are a few tasks per thread.
+    const int64_t n_chunks = parallel ? std::min(n_panels, ceil_div(4 * threads, m_blocks)) : 1;
+    const int64_t tasks = m_blocks * n_chunks;
+
+    for (int64_t pc = 0; pc < K; pc += kKC) {
+      const int64_t kc = std::min(kKC, K - pc);
+      const bool add = accumulate || pc > 0;
+
+      run_split(pool, parallel, n_panels, [&](int64_t q0, int64_t q1) {
+        for (int64_t q = q0; q < q1; ++q) {
+          const int64_t n0 = jc + q * kNR;
+          const int nr = static_cast<int>(std::min<int64_t>(kNR, N - n0));
+          float* dst = b_pack + q * kNR * kc;
+          if (b_is_nk)
+            pack_b_panel_nt(kc, nr, B + n0 * ldb + pc, ldb, dst);
+          else
+            pack_b_panel_nn(kc, nr, B + pc * ldb + n0, ldb, dst);
+        }
+      });
+
+      run_split(pool, parallel, tasks, [&](int64_t t0, int64_t t1) {
+        float* a_pack = t_pack_a.get(static_cast<size_t>(ceil_div(mc_step, kMR) * kMR * kKC));
+        int64_t packed_block = -1;
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t ib = t / n_chunks, chunk = t % n_chunks;
+          const int64_t ic = ib * mc_step;
+          if (ic >= M) continue;
+          const int64_t mc = std::min(mc_step, M - ic);
+          if (ib != packed_block) {
+            pack_a(mc, kc, A + ic * lda + pc, lda, a_pack);
+            packed_block = ib;
+          }
+          const int64_t q_begin = n_panels * chunk / n_chunks, q_end = n_panels * (chunk + 1) / n_chunks;
+          for (int64_t q = q_begin; q < q_end; ++q) {
+            const int64_t n0 = jc + q * kNR;
+            const int nr = static_cast<int>(std::min<int64_t>(kNR, N - n0));
+            const float* b_panel = b_pack + q * kNR * kc;
+            for (int64_t i0 = 0; i0 < mc; i0 += kMR) {
+              const int mr = static_cast<int>(std::min<int64_t>(kMR, mc - i0));
+              kern.micro(kc, a_pack + i0 * kc, b_panel, C + (ic + i0) * ldc + n0, ldc, mr, nr, add);
+            }
+          }
+        }
+      });
+    }
+  }
+}
+
+void fill_or_keep(int64_t M, int64_t N, float* C, int64_t ldc, bool accumulate) {
+  if (accumulate) return;
+  for (int64_t m = 0; m < M; ++m) std::fill(C + m * ldc, C + m * ldc + N, 0.f);
+}
+
+void gemm_dispatch(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, int64_t K, const float* A,
+                   int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate,
+                   ThreadPool* pool) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    fill_or_keep(M, N, C, ldc, accumulate);
+    return;
+  }
+  if (M <= kSmallM) {
+    const bool parallel = pool && pool->threads() > 1 && 2.0 * M * N * K >= kParallelMinFlops;
+    auto small = b_is_nk ? kern.small_nt : kern.small_nn;
+    run_split(pool, parallel, ceil_div(N, kSmallNBlock), [&](int64_t b0, int64_t b1) {
+      small(M, b0 * kSmallNBlock, std::min(N, b1 * kSmallNBlock), K, A, lda, B, ldb, C, ldc, accumulate);
+    });
+    return;
+  }
+  gemm_packed(kern, b_is_nk, M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool);
+}
+
+// ---- portable scalar kernels ----
+
+void micro_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add) {
+  float acc[kMR][kNR] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* ak = a + k * kMR;
+    const float* bk = b + k * kNR;
+    for (int i = 0; i < kMR; ++i) {
+      const float ai = ak[i];
+      for (int j = 0; j < kNR; ++j) acc[i][j] += ai * bk[j];
+    }
+  }
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) c[i * ldc + j] = add ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+}
+
+void small_nt_scalar(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,
+                     int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* a = A + m * lda;
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* b = B + n * ldb;
+      float s = 0.f;
+      for (int64_t k = 0; k < K; ++k) s += a[k] * b[k];
+      float& c = C[m * ldc + n];
+      c = accumulate ? c + s : s;
+    }
+  }
+}
+
+void small_nn_scalar(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,
+                     int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  constexpr int64_t kChunk = 64;
+  float acc[kChunk];
+  for (int64_t m = 0; m < M; ++m) {
+    const float* a = A + m * lda;
+    for (int64_t j0 = n0; j0 < n1; j0 += kChunk) {
+      const int64_t w = std::min(kChunk, n1 - j0);
+      std::fill(acc, acc + w, 0.f);
+      for (int64_t k = 0; k < K; ++k) {
+        const float ak = a[k];
+        const float* b = B + k * ldb + j0;
+        for (int64_t j = 0; j < w; ++j) acc[j] += ak * b[j];
+      }
+      float* c = C + m * ldc + j0;
+      for (int64_t j = 0; j < w; ++j) c[j] = accumulate ? c[j] + acc[j] : acc[j];
+    }
+  }
+}
+
+bool scalar_forced() {
+  const char* v = std::getenv("HOPSCOTCH_CPU_KERNEL");
+  return v && std::string(v) == "scalar";
+}
+
+}  // namespace
+
+const GemmKernels& scalar_kernels() {
+  static const GemmKernels k{"scalar", micro_scalar, small_nt_scalar, small_nn_scalar};
+  return k;
+}
+
+bool cpu_has_avx2_fma() {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+const GemmKernels& active_kernels() {
+  static const GemmKernels& k = (!scalar_forced() && cpu_has_avx2_fma()) ? avx2_kernels() : scalar_kernels();
+  return k;
+}
+
+void gemm_nt_with(const GemmKernels& kernels, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate, ThreadPool* pool) {
+  check_args("gemm_nt", M, N, K, A, lda, B, ldb, K, C, ldc);
+  gemm_dispatch(kernels, true, M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool);
+}
+
+void gemm_nn_with(const GemmKernels& kernels, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate, ThreadPool* pool) {
+  check_args("gemm_nn", M, N, K, A, lda, B, ldb, N, C, ldc);
+  gemm_dispatch(kernels, false, M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool);
+}
+
+}  // namespace gemm_detail
+
+void gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+             int64_t ldc, bool accumulate, ThreadPool* pool) {
+  gemm_detail::gemm_nt_with(gemm_detail::active_kernels(), M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool);
+}
+
+void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+             int64_t ldc, bool accumulate, ThreadPool* pool) {
+  gemm_detail::gemm_nn_with(gemm_detail::active_kernels(), M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool);
+}
+
+const char* gemm_kernel_name() { return gemm_detail::active_kernels().name; }
 
 }  // namespace hs

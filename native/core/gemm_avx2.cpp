@@ -1,1 +1,238 @@
-// AVX2/FMA micro-kernel (filled in by the blocked GEMM).
+// AVX2/FMA kernels for the fp32 GEMM (this file alone is built with -mavx2 -mfma;
+// the driver in gemm.cpp calls it only when the CPU reports both features):
+//   - a 6x16 register-tile micro-kernel over packed panels (12 accumulators),
+//   - direct small-M paths that stream B unpacked: nt as 8-lane dot products
+//     (B rows are contiguous in K), nn as rank-1 updates of B row segments.
+// Every C element is accumulated by one fixed sequence of operations whatever
+// the tile it lands in, so results do not depend on how the caller splits C.
+#include "gemm_internal.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+
+#include <immintrin.h>
+
+namespace hs {
+namespace gemm_detail {
+namespace {
+
+static_assert(kMR == 6 && kNR == 16, "the AVX2 micro-kernel is written for a 6x16 tile");
+
+inline __m256 update(const float* c, __m256 acc, bool add) {
+  return add ? _mm256_add_ps(_mm256_loadu_ps(c), acc) : acc;
+}
+
+void micro_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+
+  for (int i = 0; i < mr; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+
+#define HS_GEMM_STEP(koff)                                         \
+  {                                                                \
+    const __m256 b0 = _mm256_load_ps(b + (koff) * kNR);            \
+    const __m256 b1 = _mm256_load_ps(b + (koff) * kNR + 8);        \
+    const float* ak = a + (koff) * kMR;                            \
+    __m256 ai = _mm256_broadcast_ss(ak + 0);                       \
+    c00 = _mm256_fmadd_ps(ai, b0, c00);                            \
+    c01 = _mm256_fmadd_ps(ai, b1, c01);                            \
+    ai = _mm256_broadcast_ss(ak + 1);                              \
+    c10 = _mm256_fmadd_ps(ai, b0, c10);                            \
+    c11 = _mm256_fmadd_ps(ai, b1, c11);                            \
+    ai = _mm256_broadcast_ss(ak + 2);                              \
+    c20 = _mm256_fmadd_ps(ai, b0, c20);                            \
+    c21 = _mm256_fmadd_ps(ai, b1, c21);                            \
+    ai = _mm256_broadcast_ss(ak + 3);                              \
+    c30 = _mm256_fmadd_ps(ai, b0, c30);                            \
+    c31 = _mm256_fmadd_ps(ai, b1, c31);                            \
+    ai = _mm256_broadcast_ss(ak + 4);                              \
+    c40 = _mm256_fmadd_ps(ai, b0, c40);                            \
+    c41 = _mm256_fmadd_ps(ai, b1, c41);                            \
+    ai = _mm256_broadcast_ss(ak + 5);                              \
+    c50 = _mm256_fmadd_ps(ai, b0, c50);                            \
+    c51 = _mm256_fmadd_ps(ai, b1, c51);                            \
+  }
+
+  int64_t k = 0;
+  for (; k + 4 <= kc; k += 4) {
+    _mm_prefetch(reinterpret_cast<const char*>(b + 16 * kNR), _MM_HINT_T0);
+    HS_GEMM_STEP(0)
+    HS_GEMM_STEP(1)
+    HS_GEMM_STEP(2)
+    HS_GEMM_STEP(3)
+    a += 4 * kMR;
+    b += 4 * kNR;
+  }
+  for (; k < kc; ++k) {
+    HS_GEMM_STEP(0)
+    a += kMR;
+    b += kNR;
+  }
+#undef HS_GEMM_STEP
+
+  if (mr == kMR && nr == kNR) {
+    float* r = c;
+    _mm256_storeu_ps(r, update(r, c00, add));
+    _mm256_storeu_ps(r + 8, update(r + 8, c01, add));
+    r += ldc;
+    _mm256_storeu_ps(r, update(r, c10, add));
+    _mm256_storeu_ps(r + 8, update(r + 8, c11, add));
+    r += ldc;
+    _mm256_storeu_ps(r, update(r, c20, add));
+    _mm256_storeu_ps(r + 8, update(r + 8, c21, add));
+    r += ldc;
+    _mm256_storeu_ps(r, update(r, c30, add));
+    _mm256_storeu_ps(r + 8, update(r + 8, c31, add));
+    r += ldc;
+    _mm256_storeu_ps(r, update(r, c40, add));
+    _mm256_storeu_ps(r + 8, update(r + 8, c41, add));
+    r += ldc;
+    _mm256_storeu_ps(r, update(r, c50, add));
+    _mm256_storeu_ps(r + 8, update(r + 8, c51, add));
+    return;
+  }
+  alignas(32) float tile[kMR][kNR];
+  _mm256_store_ps(tile[0], c00), _mm256_store_ps(tile[0] + 8, c01);
+  _mm256_store_ps(tile[1], c10), _mm256_store_ps(tile[1] + 8, c11);
+  _mm256_store_ps(tile[2], c20), _mm256_store_ps(tile[2] + 8, c21);
+  _mm256_store_ps(tile[3], c30), _mm256_store_ps(tile[3] + 8, c31);
+  _mm256_store_ps(tile[4], c40), _mm256_store_ps(tile[4] + 8, c41);
+  _mm256_store_ps(tile[5], c50), _mm256_store_ps(tile[5] + 8, c51);
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) c[i * ldc + j] = add ? c[i * ldc + j] + tile[i][j] : tile[i][j];
+}
+
+// Lane mask selecting the first `count` (0..8) lanes.
+inline __m256i lane_mask(int64_t count) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), idx);
+}
+
+// Fixed-order horizontal sum of 8 lanes.
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// MB rows of A against NB rows of B (nt): dot products over the full K.
+// Per element: 8 lane partial sums over k = lane (mod 8), a masked tail, hsum.
+template <int MB, int NB>
+void dot_tile(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+              bool accumulate) {
+  __m256 acc[MB][NB];
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 b[NB];
+    for (int j = 0; j < NB; ++j) b[j] = _mm256_loadu_ps(B + j * ldb + k);
+    for (int i = 0; i < MB; ++i) {
+      const __m256 a = _mm256_loadu_ps(A + i * lda + k);
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_fmadd_ps(a, b[j], acc[i][j]);
+    }
+  }
+  if (k < K) {
+    const __m256i mask = lane_mask(K - k);
+    __m256 b[NB];
+    for (int j = 0; j < NB; ++j) b[j] = _mm256_maskload_ps(B + j * ldb + k, mask);
+    for (int i = 0; i < MB; ++i) {
+      const __m256 a = _mm256_maskload_ps(A + i * lda + k, mask);
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_fmadd_ps(a, b[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) {
+      const float s = hsum(acc[i][j]);
+      float& c = C[i * ldc + j];
+      c = accumulate ? c + s : s;
+    }
+}
+
+template <int MB>
+void dot_rows(int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+              float* C, int64_t ldc, bool accumulate) {
+  constexpr int NB = MB == 1 ? 8 : 4;
+  int64_t n = n0;
+  for (; n + NB <= n1; n += NB) dot_tile<MB, NB>(K, A, lda, B + n * ldb, ldb, C + n, ldc, accumulate);
+  for (; n < n1; ++n) dot_tile<MB, 1>(K, A, lda, B + n * ldb, ldb, C + n, ldc, accumulate);
+}
+
+void small_nt_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,
+                   int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  int64_t m = 0;
+  for (; m + 2 <= M; m += 2) dot_rows<2>(n0, n1, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
+  if (m < M) dot_rows<1>(n0, n1, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
+}
+
+// MB rows of C, NV vectors of 8 columns (the last one masked to `tail` lanes when
+// tail < 8), nn: rank-1 updates over k in increasing order.
+template <int MB, int NV>
+void axpy_tile(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+               bool accumulate, int64_t tail) {
+  const __m256i mask = lane_mask(tail);
+  __m256 acc[MB][NV];
+  for (int i = 0; i < MB; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    const float* bk = B + k * ldb;
+    __m256 b[NV];
+    for (int v = 0; v < NV; ++v)
+      b[v] = (v == NV - 1 && tail < 8) ? _mm256_maskload_ps(bk + 8 * v, mask) : _mm256_loadu_ps(bk + 8 * v);
+    for (int i = 0; i < MB; ++i) {
+      const __m256 a = _mm256_broadcast_ss(A + i * lda + k);
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(a, b[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < MB; ++i)
+    for (int v = 0; v < NV; ++v) {
+      float* c = C + i * ldc + 8 * v;
+      if (v == NV - 1 && tail < 8) {
+        const __m256 r = accumulate ? _mm256_add_ps(_mm256_maskload_ps(c, mask), acc[i][v]) : acc[i][v];
+        _mm256_maskstore_ps(c, mask, r);
+      } else {
+        _mm256_storeu_ps(c, update(c, acc[i][v], accumulate));
+      }
+    }
+}
+
+template <int MB>
+void axpy_rows(int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+               float* C, int64_t ldc, bool accumulate) {
+  constexpr int NV = MB == 1 ? 8 : 4;
+  int64_t n = n0;
+  for (; n + 8 * NV <= n1; n += 8 * NV) axpy_tile<MB, NV>(K, A, lda, B + n, ldb, C + n, ldc, accumulate, 8);
+  for (; n + 8 <= n1; n += 8) axpy_tile<MB, 1>(K, A, lda, B + n, ldb, C + n, ldc, accumulate, 8);
+  if (n < n1) axpy_tile<MB, 1>(K, A, lda, B + n, ldb, C + n, ldc, accumulate, n1 - n);
+}
+
+void small_nn_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,
+                   int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  int64_t m = 0;
+  for (; m + 2 <= M; m += 2) axpy_rows<2>(n0, n1, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
+  if (m < M) axpy_rows<1>(n0, n1, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
+}
+
+}  // namespace
+
+const GemmKernels& avx2_kernels() {
+  static const GemmKernels k{"avx2-fma", micro_avx2, small_nt_avx2, small_nn_avx2};
+  return k;
+}
+
+}  // namespace gemm_detail
+}  // namespace hs
+
+#else  // built without AVX2/FMA (non-x86 target): the driver never selects these kernels.
+
+namespace hs {
+namespace gemm_detail {
+const GemmKernels& avx2_kernels() { return scalar_kernels(); }
+}  // namespace gemm_detail
+}  // namespace hs
+
+#endif

@@ -100,6 +100,7 @@ class SafetensorsWriter {
   std::string path_, tmp_;
   int fd_ = -1;
   size_t expected_ = 0, written_ = 0;
+  size_t header_bytes_ = 0;  // 8-byte length + padded JSON header
   bool done_ = false;
 };
 

@@ -1,1 +1,223 @@
-// filled in by its owner
+// Checkpoint -> fp32 weights.
+//
+// expected_tensors() lists the Hugging Face tensor names and shapes a config needs.
+// load_weights() checks the whole list against the checkpoint first and reports
+// every missing name and every shape mismatch in one error, then converts each
+// tensor to an owned fp32 buffer and wires the per-layer pointers.
+#include "weights.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "errors.h"
+
+namespace hs {
+
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+std::string layer_name(int l, const char* suffix) { return "model.layers." + std::to_string(l) + "." + suffix; }
+
+std::string read_config_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(code::kIo, path + ": cannot open: " + std::strerror(errno));
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      std::string why = std::strerror(errno);
+      ::close(fd);
+      fail(code::kIo, path + ": read failed: " + why);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > (16u << 20)) {
+      ::close(fd);
+      fail(code::kConfigInvalid, path + ": larger than 16 MiB");
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+}  // namespace
+
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& cfg) {
+  const int64_t H = cfg.hidden, V = cfg.vocab, I = cfg.intermediate, D = cfg.head_dim;
+  const int64_t QD = static_cast<int64_t>(cfg.num_heads) * D, KVD = static_cast<int64_t>(cfg.num_kv_heads) * D;
+  std::vector<ExpectedTensor> out;
+  out.push_back({"model.embed_tokens.weight", {V, H}, false});
+  for (int l = 0; l < cfg.num_layers; ++l) {
+    const bool attention = l >= static_cast<int>(cfg.attention_absent.size()) || !cfg.attention_absent[l];
+    out.push_back({layer_name(l, "input_layernorm.weight"), {H}, false});
+    if (attention) {
+      out.push_back({layer_name(l, "self_attn.q_proj.weight"), {QD, H}, false});
+      out.push_back({layer_name(l, "self_attn.k_proj.weight"), {KVD, H}, false});
+      out.push_back({layer_name(l, "self_attn.v_proj.weight"), {KVD, H}, false});
+      out.push_back({layer_name(l, "self_attn.o_proj.weight"), {H, QD}, false});
+      if (cfg.qkv_bias) {
+        out.push_back({layer_name(l, "self_attn.q_proj.bias"), {QD}, false});
+        out.push_back({layer_name(l, "self_attn.k_proj.bias"), {KVD}, false});
+        out.push_back({layer_name(l, "self_attn.v_proj.bias"), {KVD}, false});
+      }
+      if (cfg.o_bias) out.push_back({layer_name(l, "self_attn.o_proj.bias"), {H}, false});
+      if (cfg.qk_norm) {
+        out.push_back({layer_name(l, "self_attn.q_norm.weight"), {D}, false});
+        out.push_back({layer_name(l, "self_attn.k_norm.weight"), {D}, false});
+      }
+    }
+    out.push_back({layer_name(l, "post_attention_layernorm.weight"), {H}, false});
+    out.push_back({layer_name(l, "mlp.gate_proj.weight"), {I, H}, false});
+    out.push_back({layer_name(l, "mlp.up_proj.weight"), {I, H}, false});
+    out.push_back({layer_name(l, "mlp.down_proj.weight"), {H, I}, false});
+    if (cfg.mlp_bias) {
+      out.push_back({layer_name(l, "mlp.gate_proj.bias"), {I}, false});
+      out.push_back({layer_name(l, "mlp.up_proj.bias"), {I}, false});
+      out.push_back({layer_name(l, "mlp.down_proj.bias"), {H}, false});
+    }
+  }
+  out.push_back({"model.norm.weight", {H}, false});
+  // Tied checkpoints normally omit lm_head; when one is stored anyway it is used.
+  out.push_back({"lm_head.weight", {V, H}, cfg.tie_embeddings});
+  return out;
+}
+
+std::unique_ptr<Weights> load_weights(const ModelConfig& cfg, const Checkpoint& ckpt) {
+  const std::vector<ExpectedTensor> expected = expected_tensors(cfg);
+
+  // Pass 1: check everything, report everything.
+  std::vector<std::string> missing, mismatched, bad_dtype;
+  std::vector<const TensorView*> views(expected.size(), nullptr);
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const ExpectedTensor& e = expected[i];
+    const TensorView* t = ckpt.find(e.name);
+    if (!t) {
+      if (!e.optional) missing.push_back(e.name);
+      continue;
+    }
+    if (t->shape != e.shape) {
+      mismatched.push_back(e.name + " is " + shape_text(t->shape) + ", expected " + shape_text(e.shape));
+    }
+    if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16) {
+      bad_dtype.push_back(e.name + " is " + dtype_name(t->dtype));
+    }
+    views[i] = t;
+  }
+  const std::string where = ckpt.files().empty() ? std::string("checkpoint") : ckpt.files().front()->path();
+  auto join = [](const std::vector<std::string>& items) {
+    std::string s;
+    for (const auto& x : items) s += (s.empty() ? "" : "; ") + x;
+    return s;
+  };
+  if (!missing.empty()) {
+    std::string msg = where + ": " + std::to_string(missing.size()) + " missing tensor(s): " + join(missing);
+    if (!mismatched.empty()) msg += "; and shape mismatches: " + join(mismatched);
+    fail(code::kMissingTensor, msg);
+  }
+  if (!mismatched.empty()) {
+    fail(code::kShape, where + ": " + std::to_string(mismatched.size()) + " shape mismatch(es): " + join(mismatched));
+  }
+  if (!bad_dtype.empty()) {
+    fail(code::kSafetensorsDtype, where + ": tensors must be F32, F16 or BF16: " + join(bad_dtype));
+  }
+
+  // Pass 2: convert.
+  auto w = std::make_unique<Weights>();
+  w->layers.resize(static_cast<size_t>(cfg.num_layers));
+  std::set<std::string> dtypes;
+  std::vector<const float*> ptrs(expected.size(), nullptr);
+  w->storage.reserve(expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const TensorView* t = views[i];
+    if (!t) continue;
+    w->storage.emplace_back(static_cast<size_t>(t->numel()));
+    convert_to_f32(*t, w->storage.back().data());
+    ptrs[i] = w->storage.back().data();
+    w->bytes += w->storage.back().size() * sizeof(float);
+    w->parameters += t->numel();
+    dtypes.insert(dtype_name(t->dtype));
+  }
+  w->source_dtype = dtypes.size() == 1 ? *dtypes.begin() : "mixed";
+
+  // Wire the pointers by name.
+  const std::string layers_prefix = "model.layers.";
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const std::string& name = expected[i].name;
+    const float* p = ptrs[i];
+    if (name == "model.embed_tokens.weight") {
+      w->embed = p;
+    } else if (name == "model.norm.weight") {
+      w->final_norm = p;
+    } else if (name == "lm_head.weight") {
+      w->lm_head = p;
+    } else if (name.compare(0, layers_prefix.size(), layers_prefix) == 0) {
+      size_t dot = name.find('.', layers_prefix.size());
+      size_t l = std::stoul(name.substr(layers_prefix.size(), dot - layers_prefix.size()));
+      const std::string field = name.substr(dot + 1);
+      LayerWeights& L = w->layers[l];
+      static const struct {
+        const char* suffix;
+        const float* LayerWeights::*member;
+      } kFields[] = {
+          {"input_layernorm.weight", &LayerWeights::input_norm},
+          {"self_attn.q_proj.weight", &LayerWeights::q},
+          {"self_attn.k_proj.weight", &LayerWeights::k},
+          {"self_attn.v_proj.weight", &LayerWeights::v},
+          {"self_attn.o_proj.weight", &LayerWeights::o},
+          {"self_attn.q_proj.bias", &LayerWeights::q_bias},
+          {"self_attn.k_proj.bias", &LayerWeights::k_bias},
+          {"self_attn.v_proj.bias", &LayerWeights::v_bias},
+          {"self_attn.o_proj.bias", &LayerWeights::o_bias},
+          {"self_attn.q_norm.weight", &LayerWeights::q_norm},
+          {"self_attn.k_norm.weight", &LayerWeights::k_norm},
+          {"post_attention_layernorm.weight", &LayerWeights::post_norm},
+          {"mlp.gate_proj.weight", &LayerWeights::gate},
+          {"mlp.up_proj.weight", &LayerWeights::up},
+          {"mlp.down_proj.weight", &LayerWeights::down},
+          {"mlp.gate_proj.bias", &LayerWeights::gate_bias},
+          {"mlp.up_proj.bias", &LayerWeights::up_bias},
+          {"mlp.down_proj.bias", &LayerWeights::down_bias},
+      };
+      bool wired = false;
+      for (const auto& f : kFields) {
+        if (field == f.suffix) {
+          L.*(f.member) = p;
+          wired = true;
+          break;
+        }
+      }
+      if (!wired) fail(code::kInternal, "no weight slot for expected tensor " + name);
+    } else {
+      fail(code::kInternal, "no weight slot for expected tensor " + name);
+    }
+  }
+  if (!w->lm_head) w->lm_head = w->embed;
+  return w;
+}
+
+std::unique_ptr<LoadedModel> load_model_dir(const std::string& dir) {
+  auto model = std::make_unique<LoadedModel>();
+  model->dir = dir;
+  const std::string config_path = (!dir.empty() && dir.back() == '/') ? dir + "config.json" : dir + "/config.json";
+  model->config = parse_config(read_config_file(config_path), config_path);
+  std::unique_ptr<Checkpoint> ckpt = Checkpoint::open_dir(dir);
+  model->weights = load_weights(model->config, *ckpt);
+  model->fingerprint = model_fingerprint(model->config, *ckpt);
+  return model;
+}
+
+}  // namespace hs

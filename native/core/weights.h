@@ -54,6 +54,11 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& cfg);
 // once (HOPSCOTCH_ERR_MISSING_TENSOR, HOPSCOTCH_ERR_SHAPE).
 std::unique_ptr<Weights> load_weights(const ModelConfig& cfg, const Checkpoint& ckpt);
 
+// Stable hex SHA-256 over the config fields, every tensor's name/dtype/shape (sorted
+// by name) and up to 4 KiB sampled from the start, middle and end of each tensor.
+// Reads a few pages per tensor, so it is cheap for multi-GB checkpoints.
+std::string model_fingerprint(const ModelConfig& cfg, const Checkpoint& ckpt);
+
 // A loaded model directory: config + weights.
 struct LoadedModel {
   std::string dir;

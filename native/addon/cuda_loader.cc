@@ -1,0 +1,108 @@
+// Loads the CUDA backend (libhopscotch_cuda.so) at run time, so the addon itself
+// never links against CUDA and loads on machines without a driver. The library is
+// looked up next to this .node file, then in HOPSCOTCH_CUDA_LIBRARY.
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <mutex>
+
+#include "common.h"
+
+namespace hsnapi {
+namespace {
+
+using VersionFn = const char* (*)();
+using ProbeFn = int (*)(char*, size_t);
+using CreateFn = hs::Engine* (*)(const hs::LoadedModel*, char*, size_t);
+
+struct CudaBackend {
+  void* handle = nullptr;
+  VersionFn version = nullptr;
+  ProbeFn probe = nullptr;
+  CreateFn create = nullptr;
+  std::string library;
+  std::string error;
+  std::vector<std::string> tried;
+};
+
+std::string self_dir() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&self_dir), &info) && info.dli_fname) {
+    std::string p = info.dli_fname;
+    auto slash = p.rfind('/');
+    return slash == std::string::npos ? "." : p.substr(0, slash);
+  }
+  return ".";
+}
+
+CudaBackend& backend() {
+  static CudaBackend b;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::vector<std::string> candidates;
+    if (const char* env = std::getenv("HOPSCOTCH_CUDA_LIBRARY")) candidates.push_back(env);
+    candidates.push_back(self_dir() + "/libhopscotch_cuda.so");
+    for (const auto& path : candidates) {
+      b.tried.push_back(path);
+      void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (!h) {
+        const char* e = dlerror();
+        b.error += path + ": " + (e ? e : "not loadable") + "; ";
+        continue;
+      }
+      b.version = reinterpret_cast<VersionFn>(dlsym(h, "hopscotch_cuda_version"));
+      b.probe = reinterpret_cast<ProbeFn>(dlsym(h, "hopscotch_cuda_probe"));
+      b.create = reinterpret_cast<CreateFn>(dlsym(h, "hopscotch_cuda_create"));
+      if (!b.version || !b.probe || !b.create) {
+        b.error += path + ": missing hopscotch_cuda_* entry points; ";
+        dlclose(h);
+        continue;
+      }
+      b.handle = h;
+      b.library = path;
+      b.error.clear();
+      return;
+    }
+    if (b.error.empty()) b.error = "the CUDA backend was not built";
+  });
+  return b;
+}
+
+// cudaProbe() -> { available, message, library, version, tried }
+Napi::Value CudaProbe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& b = backend();
+  auto o = Napi::Object::New(env);
+  auto tried = Napi::Array::New(env, b.tried.size());
+  for (size_t i = 0; i < b.tried.size(); ++i) tried.Set(i, b.tried[i]);
+  o.Set("tried", tried);
+  o.Set("library", b.library);
+  if (!b.handle) {
+    o.Set("available", false);
+    o.Set("message", "CUDA backend library not loadable: " + b.error);
+    return o;
+  }
+  o.Set("version", b.version());
+  char msg[1024] = {0};
+  int ok = b.probe(msg, sizeof(msg));
+  o.Set("available", ok == 1);
+  o.Set("message", std::string(msg));
+  return o;
+}
+
+}  // namespace
+
+std::unique_ptr<hs::Engine> create_cuda_engine(const hs::LoadedModel& model) {
+  auto& b = backend();
+  if (!b.handle) hs::fail(hs::code::kCuda, "CUDA backend library not loadable: " + b.error);
+  char err[2048] = {0};
+  hs::Engine* e = b.create(&model, err, sizeof(err));
+  if (!e) hs::fail(hs::code::kCuda, std::string("CUDA engine could not start: ") + err);
+  return std::unique_ptr<hs::Engine>(e);
+}
+
+void init_cuda(Napi::Env env, Napi::Object exports) {
+  exports.Set("cudaProbe", Napi::Function::New(env, CudaProbe, "cudaProbe"));
+}
+
+}  // namespace hsnapi

@@ -1,0 +1,349 @@
+// Tests and timings for the fp32 GEMM (native/core/gemm.h).
+//
+//   gemm_test           correctness of gemm_nt / gemm_nn for both kernels against a
+//                       double-precision naive reference (odd shapes, padded leading
+//                       dimensions, accumulate on/off), exact results on integer data,
+//                       untouched padding, bit-identity across 1/2/3 threads, and the
+//                       HOPSCOTCH_CPU_KERNEL=scalar override.
+//   gemm_test --bench   GFLOP/s for representative shapes at 1 and 2 threads and for
+//                       the scalar kernel, with the fraction of the core's FMA peak.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "errors.h"
+#include "gemm.h"
+#include "gemm_internal.h"
+#include "threadpool.h"
+
+using hs::ThreadPool;
+using hs::gemm_detail::GemmKernels;
+
+namespace {
+
+int g_passed = 0, g_failed = 0;
+
+void check(bool ok, const std::string& what) {
+  if (ok) {
+    ++g_passed;
+  } else {
+    ++g_failed;
+    std::printf("FAIL %s\n", what.c_str());
+  }
+}
+
+enum class Op { kNT, kNN };
+const char* op_name(Op op) { return op == Op::kNT ? "nt" : "nn"; }
+
+struct Case {
+  int64_t M, N, K;
+  int64_t pad_a = 0, pad_b = 0, pad_c = 0;  // extra leading-dimension columns
+  bool accumulate = false;
+};
+
+// Storage for one problem: A, B, C with padding columns filled with a sentinel.
+struct Problem {
+  Op op;
+  Case cs;
+  int64_t lda, ldb, ldc, b_rows, b_cols;
+  std::vector<float> A, B, C0;
+
+  Problem(Op op_, const Case& c, bool integer_data, uint32_t seed) : op(op_), cs(c) {
+    lda = c.K + c.pad_a;
+    b_rows = op == Op::kNT ? c.N : c.K;
+    b_cols = op == Op::kNT ? c.K : c.N;
+    ldb = b_cols + c.pad_b;
+    ldc = c.N + c.pad_c;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    // Padding of A and B is NaN: reading it would poison a result.
+    A.assign(static_cast<size_t>(std::max<int64_t>(1, c.M * lda)), nan);
+    B.assign(static_cast<size_t>(std::max<int64_t>(1, b_rows * ldb)), nan);
+    C0.assign(static_cast<size_t>(std::max<int64_t>(1, c.M * ldc)), -777.f);
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> real(-1.f, 1.f);
+    std::uniform_int_distribution<int> small(-2, 2);
+    auto draw = [&] { return integer_data ? static_cast<float>(small(rng)) : real(rng); };
+    for (int64_t m = 0; m < c.M; ++m)
+      for (int64_t k = 0; k < c.K; ++k) A[m * lda + k] = draw();
+    for (int64_t r = 0; r < b_rows; ++r)
+      for (int64_t q = 0; q < b_cols; ++q) B[r * ldb + q] = draw();
+    // Without accumulate the old C must be ignored: make it NaN.
+    for (int64_t m = 0; m < c.M; ++m)
+      for (int64_t n = 0; n < c.N; ++n) C0[m * ldc + n] = c.accumulate ? draw() : nan;
+  }
+
+  float b_at(int64_t k, int64_t n) const { return op == Op::kNT ? B[n * ldb + k] : B[k * ldb + n]; }
+
+  // Reference value and the magnitude sum(|a||b|) + |c0| that scales its rounding error.
+  void reference(std::vector<double>& ref, std::vector<double>& scale) const {
+    ref.assign(static_cast<size_t>(cs.M * cs.N), 0.0);
+    scale.assign(ref.size(), 0.0);
+    for (int64_t m = 0; m < cs.M; ++m)
+      for (int64_t n = 0; n < cs.N; ++n) {
+        double s = 0, mag = 0;
+        for (int64_t k = 0; k < cs.K; ++k) {
+          const double p = static_cast<double>(A[m * lda + k]) * b_at(k, n);
+          s += p;
+          mag += std::fabs(p);
+        }
+        if (cs.accumulate) {
+          s += C0[m * ldc + n];
+          mag += std::fabs(C0[m * ldc + n]);
+        }
+        ref[m * cs.N + n] = s;
+        scale[m * cs.N + n] = mag;
+      }
+  }
+
+  std::vector<float> run(const GemmKernels* kern, ThreadPool* pool) const {
+    std::vector<float> C = C0;
+    if (kern == nullptr) {
+      if (op == Op::kNT)
+        hs::gemm_nt(cs.M, cs.N, cs.K, A.data(), lda, B.data(), ldb, C.data(), ldc, cs.accumulate, pool);
+      else
+        hs::gemm_nn(cs.M, cs.N, cs.K, A.data(), lda, B.data(), ldb, C.data(), ldc, cs.accumulate, pool);
+    } else if (op == Op::kNT) {
+      hs::gemm_detail::gemm_nt_with(*kern, cs.M, cs.N, cs.K, A.data(), lda, B.data(), ldb, C.data(), ldc,
+                                    cs.accumulate, pool);
+    } else {
+      hs::gemm_detail::gemm_nn_with(*kern, cs.M, cs.N, cs.K, A.data(), lda, B.data(), ldb, C.data(), ldc,
+                                    cs.accumulate, pool);
+    }
+    return C;
+  }
+};
+
+std::string describe(Op op, const Case& c, const char* kernel, const char* data) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s %s M=%lld N=%lld K=%lld pad=(%lld,%lld,%lld) acc=%d %s", kernel, op_name(op),
+                static_cast<long long>(c.M), static_cast<long long>(c.N), static_cast<long long>(c.K),
+                static_cast<long long>(c.pad_a), static_cast<long long>(c.pad_b), static_cast<long long>(c.pad_c),
+                c.accumulate ? 1 : 0, data);
+  return buf;
+}
+
+// Compares C against the reference; also requires the padding columns of C untouched.
+void verify(const Problem& p, const std::vector<float>& C, const std::vector<double>& ref,
+            const std::vector<double>& scale, bool exact, const std::string& what) {
+  // Rounding of an fp32 sum grows with K; random-sign data stays far below this bound,
+  // while one missing or doubled term (about 1/K of the magnitude) exceeds it for K <= 16384.
+  const double rel = 2e-6 * std::sqrt(static_cast<double>(p.cs.K) + 1.0) + 1e-6;
+  double worst = 0;
+  int64_t bad = 0, pad_bad = 0;
+  for (int64_t m = 0; m < p.cs.M; ++m) {
+    for (int64_t n = 0; n < p.cs.N; ++n) {
+      const double got = C[m * p.ldc + n], want = ref[m * p.cs.N + n];
+      const double err = std::fabs(got - want);
+      const double tol = exact ? 0.0 : rel * scale[m * p.cs.N + n] + 1e-30;
+      if (!(err <= tol)) ++bad;
+      if (scale[m * p.cs.N + n] > 0) worst = std::max(worst, err / scale[m * p.cs.N + n]);
+    }
+    for (int64_t n = p.cs.N; n < p.ldc; ++n)
+      if (std::memcmp(&C[m * p.ldc + n], &p.C0[m * p.ldc + n], sizeof(float)) != 0) ++pad_bad;
+  }
+  if (bad) std::printf("  %s: %lld wrong elements, worst relative error %.3g\n", what.c_str(),
+                       static_cast<long long>(bad), worst);
+  check(bad == 0, what + " values");
+  check(pad_bad == 0, what + " C padding untouched");
+}
+
+std::vector<Case> correctness_cases() {
+  std::vector<Case> cases = {
+      {1, 1, 1},       {7, 13, 5},       {65, 129, 257},  {1, 4096, 4096}, {1, 1000, 3001},
+      {2, 777, 1025},  {3, 100, 64},     {5, 67, 300},    {8, 520, 129},   {9, 33, 17},
+      {6, 16, 256},    {12, 32, 512},    {13, 17, 300},   {16, 64, 64},    {100, 7, 600},
+      {31, 300, 1},    {150, 90, 513},   {145, 4100, 40}, {300, 500, 700}, {64, 1, 9},
+  };
+  std::vector<Case> out;
+  for (const Case& base : cases) {
+    for (int variant = 0; variant < 3; ++variant) {
+      Case c = base;
+      if (variant >= 1) c.accumulate = true;
+      if (variant == 2) c.pad_a = 3, c.pad_b = 5, c.pad_c = 7;
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+void test_correctness(const std::vector<std::pair<const char*, const GemmKernels*>>& kernels) {
+  ThreadPool pool2(2), pool3(3);
+  uint32_t seed = 1;
+  for (const Case& c : correctness_cases()) {
+    for (Op op : {Op::kNT, Op::kNN}) {
+      for (bool integer_data : {false, true}) {
+        const Problem p(op, c, integer_data, seed++);
+        std::vector<double> ref, scale;
+        p.reference(ref, scale);
+        const char* data = integer_data ? "int-data" : "real-data";
+        for (const auto& [name, kern] : kernels) {
+          const std::string what = describe(op, c, name, data);
+          const std::vector<float> c1 = p.run(kern, nullptr);
+          verify(p, c1, ref, scale, integer_data, what);
+          // Thread count must not change a single bit.
+          const std::vector<float> c2 = p.run(kern, &pool2);
+          const std::vector<float> c3 = p.run(kern, &pool3);
+          check(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0, what + " bit-identical 1 vs 2 threads");
+          check(std::memcmp(c1.data(), c3.data(), c1.size() * sizeof(float)) == 0, what + " bit-identical 1 vs 3 threads");
+        }
+      }
+    }
+  }
+}
+
+void test_public_entry_points() {
+  // The public functions run the active kernel table.
+  const GemmKernels& active = hs::gemm_detail::active_kernels();
+  check(std::string(hs::gemm_kernel_name()) == active.name, "gemm_kernel_name matches the active kernels");
+  const char* env = std::getenv("HOPSCOTCH_CPU_KERNEL");
+  const bool forced = env && std::string(env) == "scalar";
+  const char* expected = (!forced && hs::gemm_detail::cpu_has_avx2_fma()) ? "avx2-fma" : "scalar";
+  check(std::string(hs::gemm_kernel_name()) == expected,
+        std::string("gemm_kernel_name is ") + expected + " (got " + hs::gemm_kernel_name() + ")");
+  ThreadPool pool2(2);
+  for (Op op : {Op::kNT, Op::kNN}) {
+    const Problem p(op, Case{37, 91, 203, 1, 2, 3, true}, false, 99);
+    const std::vector<float> pub = p.run(nullptr, &pool2);
+    const std::vector<float> direct = p.run(&active, nullptr);
+    check(std::memcmp(pub.data(), direct.data(), pub.size() * sizeof(float)) == 0,
+          std::string("public gemm_") + op_name(op) + " equals the active kernel");
+  }
+}
+
+void test_argument_errors() {
+  float a[4] = {}, b[4] = {}, c[4] = {};
+  auto expect_error = [](const std::string& what, auto&& fn) {
+    bool thrown = false;
+    try {
+      fn();
+    } catch (const hs::Error& e) {
+      thrown = std::string(e.code()) == hs::code::kArgument;
+    }
+    check(thrown, what + " throws HOPSCOTCH_ERR_ARGUMENT");
+  };
+  expect_error("lda < K", [&] { hs::gemm_nt(2, 2, 2, a, 1, b, 2, c, 2, false, nullptr); });
+  expect_error("ldb < N (nn)", [&] { hs::gemm_nn(2, 2, 2, a, 2, b, 1, c, 2, false, nullptr); });
+  expect_error("ldc < N", [&] { hs::gemm_nn(2, 2, 2, a, 2, b, 2, c, 1, false, nullptr); });
+  expect_error("negative M", [&] { hs::gemm_nt(-1, 2, 2, a, 2, b, 2, c, 2, false, nullptr); });
+  // K = 0 clears C (or keeps it when accumulating).
+  float cz[4] = {1, 2, 3, 4};
+  hs::gemm_nt(2, 2, 0, a, 1, b, 1, cz, 2, true, nullptr);
+  check(cz[0] == 1 && cz[3] == 4, "K=0 with accumulate keeps C");
+  hs::gemm_nt(2, 2, 0, a, 1, b, 1, cz, 2, false, nullptr);
+  check(cz[0] == 0 && cz[3] == 0, "K=0 without accumulate zeroes C");
+}
+
+// Runs this binary again with HOPSCOTCH_CPU_KERNEL=scalar and checks it picks the scalar kernel.
+void test_env_override(const char* self) {
+  const std::string cmd = std::string("HOPSCOTCH_CPU_KERNEL=scalar '") + self + "' --print-kernel";
+  FILE* f = popen(cmd.c_str(), "r");
+  char buf[64] = {};
+  const bool read = f && std::fgets(buf, sizeof buf, f) != nullptr;
+  if (f) pclose(f);
+  std::string got = read ? std::string(buf) : std::string();
+  while (!got.empty() && (got.back() == '\n' || got.back() == '\r')) got.pop_back();
+  check(got == "scalar", "HOPSCOTCH_CPU_KERNEL=scalar selects the scalar kernel (got '" + got + "')");
+}
+
+// ---- timings ----
+
+double cpu_mhz() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("cpu MHz", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return std::atof(line.c_str() + colon + 1);
+    }
+  return 0;
+}
+
+double time_gflops(Op op, int64_t M, int64_t N, int64_t K, const GemmKernels& kern, ThreadPool* pool) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  std::vector<float> A(static_cast<size_t>(M * K)), B(static_cast<size_t>(N * K)), C(static_cast<size_t>(M * N));
+  for (float& x : A) x = dist(rng);
+  for (float& x : B) x = dist(rng);
+  auto once = [&] {
+    if (op == Op::kNT)
+      hs::gemm_detail::gemm_nt_with(kern, M, N, K, A.data(), K, B.data(), K, C.data(), N, false, pool);
+    else
+      hs::gemm_detail::gemm_nn_with(kern, M, N, K, A.data(), K, B.data(), N, C.data(), N, false, pool);
+  };
+  once();  // warm-up: packing buffers, pages, caches
+  using clock = std::chrono::steady_clock;
+  double best = 1e30, total = 0;
+  int reps = 0;
+  while ((total < 0.4 || reps < 3) && reps < 200) {
+    const auto t0 = clock::now();
+    once();
+    const double s = std::chrono::duration<double>(clock::now() - t0).count();
+    best = std::min(best, s);
+    total += s;
+    ++reps;
+  }
+  return 2.0 * M * N * K / best * 1e-9;
+}
+
+int bench() {
+  const double mhz = cpu_mhz();
+  const double peak_core = mhz * 1e-3 * 32.0;  // 2 FMA units x 8 lanes x 2 flops per cycle
+  std::printf("kernel: %s; clock %.0f MHz (/proc/cpuinfo), AVX2 FMA peak %.1f GFLOP/s per core\n",
+              hs::gemm_kernel_name(), mhz, peak_core);
+  const bool avx2 = hs::gemm_detail::cpu_has_avx2_fma();
+  const GemmKernels& fast = avx2 ? hs::gemm_detail::avx2_kernels() : hs::gemm_detail::scalar_kernels();
+  const GemmKernels& scalar = hs::gemm_detail::scalar_kernels();
+  ThreadPool pool2(2);
+  struct Shape {
+    int64_t M, N, K;
+  };
+  const Shape shapes[] = {{512, 2048, 2048}, {4096, 512, 512}, {64, 4096, 4096}, {8, 4096, 4096},
+                          {1, 4096, 4096},   {1, 14336, 4096}, {1, 4096, 14336}};
+  std::printf("%-3s %17s %11s %7s %11s %7s %11s\n", "op", "MxNxK", fast.name, "%peak", "2 threads", "%peak",
+              "scalar");
+  for (Op op : {Op::kNT, Op::kNN}) {
+    for (const Shape& s : shapes) {
+      const double g1 = time_gflops(op, s.M, s.N, s.K, fast, nullptr);
+      const double g2 = time_gflops(op, s.M, s.N, s.K, fast, &pool2);
+      const double gs = time_gflops(op, s.M, s.N, s.K, scalar, nullptr);
+      char shape[48];
+      std::snprintf(shape, sizeof shape, "%lldx%lldx%lld", static_cast<long long>(s.M),
+                    static_cast<long long>(s.N), static_cast<long long>(s.K));
+      std::printf("%-3s %17s %11.1f %6.1f%% %11.1f %6.1f%% %11.1f\n", op_name(op), shape, g1,
+                  peak_core > 0 ? 100.0 * g1 / peak_core : 0.0, g2,
+                  peak_core > 0 ? 100.0 * g2 / (2 * peak_core) : 0.0, gs);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--print-kernel") == 0) {
+    std::printf("%s\n", hs::gemm_kernel_name());
+    return 0;
+  }
+  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) return bench();
+
+  std::vector<std::pair<const char*, const GemmKernels*>> kernels = {{"scalar", &hs::gemm_detail::scalar_kernels()}};
+  if (hs::gemm_detail::cpu_has_avx2_fma()) kernels.push_back({"avx2-fma", &hs::gemm_detail::avx2_kernels()});
+  else std::printf("note: CPU lacks AVX2/FMA, testing the scalar kernel only\n");
+
+  test_correctness(kernels);
+  test_public_entry_points();
+  test_argument_errors();
+  test_env_override(argv[0]);
+
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}

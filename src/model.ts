@@ -1,0 +1,223 @@
+/**
+ * `load()`: opens a checkpoint folder and returns a {@link Model} backed by the CPU or
+ * CUDA engine. Arguments are checked here first so that mistakes fail fast with a
+ * typed error; the engine repeats the checks that guard memory safety.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+
+import { ErrorCodes, HopscotchError, fromNative } from './errors.js';
+import { binding, type NativeModel, type NativeTheta } from './native/binding.js';
+import * as thetaLib from './theta.js';
+import { loadTokenizer } from './tokenizer.js';
+import type {
+  BatchOptions,
+  Device,
+  GenerateOptions,
+  LayerStats,
+  LossAndGradResult,
+  LossResult,
+  Model,
+  ModelConfig,
+  Sample,
+  Theta,
+  Tokenizer,
+} from './types.js';
+
+export interface LoadOptions {
+  /** 'auto' (default) picks CUDA when a GPU and cuBLAS are usable, else the CPU (and says why). */
+  device?: Device | 'auto';
+  /** CPU threads; default: all cores. */
+  threads?: number;
+  /** Receives one line saying which device was chosen and why. */
+  log?: (message: string) => void;
+}
+
+/** Which device `device: 'auto'` would pick, and why. */
+export function resolveDevice(requested: Device | 'auto' = 'auto'): { device: Device; reason: string } {
+  if (requested === 'cpu') return { device: 'cpu', reason: 'requested' };
+  const probe = binding().cudaProbe();
+  if (requested === 'cuda') {
+    if (!probe.available) throw new HopscotchError(ErrorCodes.CUDA, `device 'cuda' is not usable: ${probe.message}`);
+    return { device: 'cuda', reason: probe.message };
+  }
+  return probe.available
+    ? { device: 'cuda', reason: probe.message }
+    : { device: 'cpu', reason: `no usable CUDA device (${probe.message})` };
+}
+
+function checkIds(ids: unknown, what: string, vocab: number): asserts ids is number[] {
+  if (!Array.isArray(ids)) throw new HopscotchError(ErrorCodes.ARGUMENT, `${what} must be an array of token ids`);
+  for (let i = 0; i < ids.length; i++) {
+    const t = ids[i];
+    if (!Number.isInteger(t) || t < 0 || t >= vocab)
+      throw new HopscotchError(ErrorCodes.TOKEN_RANGE, `${what}[${i}] = ${t} is not a token id in [0, ${vocab})`);
+  }
+}
+
+function checkSkip(skip: number[] | undefined, numLayers: number): number[] {
+  if (skip === undefined) return [];
+  if (!Array.isArray(skip)) throw new HopscotchError(ErrorCodes.SKIP, 'skip must be an array of layer indices');
+  const seen = new Set<number>();
+  for (const l of skip) {
+    if (!Number.isInteger(l) || l < 0 || l >= numLayers)
+      throw new HopscotchError(ErrorCodes.SKIP, `skip index ${l} is out of range [0, ${numLayers})`);
+    if (seen.has(l)) throw new HopscotchError(ErrorCodes.SKIP, `skip index ${l} is repeated`);
+    seen.add(l);
+  }
+  return skip;
+}
+
+class LoadedModel implements Model {
+  readonly dir: string;
+  readonly config: ModelConfig;
+  readonly device: Device;
+  readonly fingerprint: string;
+  readonly tokenizer: Tokenizer;
+  #native: NativeModel | null;
+
+  constructor(native: NativeModel, tokenizer: Tokenizer) {
+    const info = native.info();
+    this.#native = native;
+    this.dir = info.dir;
+    this.config = Object.freeze(info.config);
+    this.device = info.device;
+    this.fingerprint = info.fingerprint;
+    this.tokenizer = tokenizer;
+  }
+
+  get #engine(): NativeModel {
+    if (!this.#native) throw new HopscotchError(ErrorCodes.DISPOSED, 'the model was disposed');
+    return this.#native;
+  }
+
+  #checkSamples(samples: Sample[], requireResponse: boolean): void {
+    if (!Array.isArray(samples) || samples.length === 0)
+      throw new HopscotchError(ErrorCodes.EMPTY_BATCH, 'samples must be a non-empty array');
+    samples.forEach((s, i) => {
+      if (!s || typeof s !== 'object') throw new HopscotchError(ErrorCodes.ARGUMENT, `samples[${i}] must be { prompt, response }`);
+      checkIds(s.prompt, `samples[${i}].prompt`, this.config.vocabSize);
+      checkIds(s.response, `samples[${i}].response`, this.config.vocabSize);
+      if (requireResponse && s.response.length === 0)
+        throw new HopscotchError(ErrorCodes.EMPTY_RESPONSE, `samples[${i}] has an empty response: it carries no loss`);
+    });
+  }
+
+  #theta(theta: Theta | undefined): NativeTheta {
+    const t = theta ?? thetaLib.ones(this.config.numLayers);
+    thetaLib.validate(t, this.config.numLayers);
+    return t;
+  }
+
+  async #call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  async loss(samples: Sample[], theta: Theta, opts: BatchOptions = {}): Promise<LossResult> {
+    this.#checkSamples(samples, true);
+    const t = this.#theta(theta);
+    const skip = checkSkip(opts.skip, this.config.numLayers);
+    const engine = this.#engine;
+    const r = await this.#call(() => engine.loss(samples, t, { ...opts, skip }, false));
+    return { loss: r.loss, responseTokens: r.responseTokens, sampleNll: r.sampleNll, peakBytes: r.peakBytes };
+  }
+
+  async lossAndGrad(samples: Sample[], theta: Theta, opts: BatchOptions = {}): Promise<LossAndGradResult> {
+    this.#checkSamples(samples, true);
+    const t = this.#theta(theta);
+    const skip = checkSkip(opts.skip, this.config.numLayers);
+    const engine = this.#engine;
+    const r = await this.#call(() => engine.loss(samples, t, { ...opts, skip }, true));
+    return { loss: r.loss, responseTokens: r.responseTokens, sampleNll: r.sampleNll, peakBytes: r.peakBytes, grad: r.grad! };
+  }
+
+  async logits(tokens: number[], opts: { theta?: Theta; skip?: number[] } = {}): Promise<Float32Array> {
+    checkIds(tokens, 'tokens', this.config.vocabSize);
+    if (tokens.length === 0) throw new HopscotchError(ErrorCodes.EMPTY_BATCH, 'tokens must not be empty');
+    const t = this.#theta(opts.theta);
+    const skip = checkSkip(opts.skip, this.config.numLayers);
+    const engine = this.#engine;
+    return this.#call(() => engine.logits(tokens, t, skip));
+  }
+
+  async generate(prompts: number[][], opts: GenerateOptions = {}): Promise<number[][]> {
+    if (!Array.isArray(prompts) || prompts.length === 0)
+      throw new HopscotchError(ErrorCodes.EMPTY_BATCH, 'prompts must be a non-empty array of token id arrays');
+    prompts.forEach((p, i) => {
+      checkIds(p, `prompts[${i}]`, this.config.vocabSize);
+      if (p.length === 0) throw new HopscotchError(ErrorCodes.EMPTY_BATCH, `prompts[${i}] is empty`);
+    });
+    const maxNewTokens = opts.maxNewTokens ?? 128;
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0)
+      throw new HopscotchError(ErrorCodes.ARGUMENT, `maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
+    const stop = opts.stop ?? this.tokenizer.eosTokenIds;
+    checkIds(stop, 'stop', this.config.vocabSize);
+    const t = this.#theta(opts.theta);
+    const skip = checkSkip(opts.skip, this.config.numLayers);
+    const engine = this.#engine;
+    return this.#call(() => engine.generate(prompts, t, { maxNewTokens, skip, stop }));
+  }
+
+  async layerStats(
+    samples: Sample[],
+    opts: { theta?: Theta; skip?: number[]; hiddenLayers?: number[] } = {},
+  ): Promise<LayerStats> {
+    this.#checkSamples(samples, false);
+    const t = this.#theta(opts.theta);
+    const skip = checkSkip(opts.skip, this.config.numLayers);
+    const hidden = opts.hiddenLayers ?? [];
+    for (const l of hidden)
+      if (!Number.isInteger(l) || l < 0 || l > this.config.numLayers)
+        throw new HopscotchError(ErrorCodes.ARGUMENT, `hiddenLayers entry ${l} is out of range [0, ${this.config.numLayers}]`);
+    const engine = this.#engine;
+    return this.#call(() => engine.layerStats(samples, t, skip, hidden));
+  }
+
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = null;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
+}
+
+/** Loads a checkpoint folder (config.json, safetensors, tokenizer files). */
+export async function load(dir: string, opts: LoadOptions = {}): Promise<Model> {
+  if (typeof dir !== 'string' || dir.length === 0) throw new HopscotchError(ErrorCodes.ARGUMENT, 'dir must be a path');
+  const abs = resolve(dir);
+  if (!existsSync(abs) || !statSync(abs).isDirectory())
+    throw new HopscotchError(ErrorCodes.IO, `model folder not found: ${abs}`);
+  if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 0))
+    throw new HopscotchError(ErrorCodes.ARGUMENT, `threads must be a non-negative integer, got ${opts.threads}`);
+  const { device, reason } = resolveDevice(opts.device ?? 'auto');
+  if ((opts.device ?? 'auto') === 'auto') opts.log?.(`hopscotch: using ${device} (${reason})`);
+  let native: NativeModel;
+  try {
+    native = await binding().Model.load(abs, { device, threads: opts.threads });
+  } catch (err) {
+    throw fromNative(err);
+  }
+  try {
+    const info = native.info();
+    const tokenizer = await loadTokenizer(abs, { bosTokenIds: info.config.bosTokenIds, eosTokenIds: info.config.eosTokenIds });
+    return new LoadedModel(native, tokenizer);
+  } catch (err) {
+    native.dispose();
+    throw err;
+  }
+}
+
+/** Model summary from config and safetensors headers only (no weights loaded). */
+export function inspect(dir: string): { config: ModelConfig; tensors: number; files: number; fingerprint: string } {
+  try {
+    return binding().inspectModel(resolve(dir));
+  } catch (err) {
+    throw fromNative(err);
+  }
+}

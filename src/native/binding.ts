@@ -1,0 +1,111 @@
+/**
+ * The addon, typed once. Everything else in the library goes through these types.
+ * Loaded with node-gyp-build: build/Release first, then prebuilds/<platform>-<arch>.
+ */
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import type { LayerStats, ModelConfig } from '../types.js';
+
+export interface NativeTheta {
+  bAtt: Float32Array;
+  sAtt: Float32Array;
+  bMlp: Float32Array;
+  sMlp: Float32Array;
+}
+
+export interface NativeSample {
+  prompt: number[];
+  response: number[];
+}
+
+export interface NativeBatchOptions {
+  skip?: number[];
+  tokenMean?: boolean;
+  recompute?: boolean;
+  tokenCap?: number;
+}
+
+export interface NativeLossResult {
+  loss: number;
+  responseTokens: number;
+  sampleNll: Float64Array;
+  peakBytes: number;
+  grad?: NativeTheta;
+}
+
+export interface NativeModelInfo {
+  config: ModelConfig;
+  device: 'cpu' | 'cuda';
+  fingerprint: string;
+  dir: string;
+  weightBytes: number;
+}
+
+export interface NativeModel {
+  info(): NativeModelInfo;
+  loss(samples: NativeSample[], theta: NativeTheta, opts: NativeBatchOptions, wantGrad: boolean): Promise<NativeLossResult>;
+  logits(tokens: number[], theta: NativeTheta, skip: number[]): Promise<Float32Array>;
+  generate(
+    prompts: number[][],
+    theta: NativeTheta,
+    opts: { maxNewTokens?: number; skip?: number[]; stop?: number[] },
+  ): Promise<number[][]>;
+  layerStats(samples: NativeSample[], theta: NativeTheta, skip: number[], hiddenLayers: number[]): Promise<LayerStats>;
+  dispose(): void;
+}
+
+export interface SafetensorsTensorInfo {
+  name: string;
+  dtype: string;
+  shape: number[];
+  offset: number;
+  bytes: number;
+}
+
+export interface WriteTensor {
+  name: string;
+  dtype: 'F32' | 'F16' | 'BF16' | 'I32' | 'I64' | 'U8';
+  shape: number[];
+  data: ArrayBufferView;
+}
+
+export interface CudaProbe {
+  available: boolean;
+  message: string;
+  library: string;
+  version?: string;
+  tried: string[];
+}
+
+export interface Binding {
+  Model: { load(dir: string, opts: { device: 'cpu' | 'cuda'; threads?: number }): Promise<NativeModel> };
+  inspectSafetensors(path: string): {
+    tensors: SafetensorsTensorInfo[];
+    metadata: Record<string, string>;
+    headerSize: number;
+    fileSize: number;
+  };
+  inspectModel(dir: string): { config: ModelConfig; tensors: number; files: number; fingerprint: string };
+  readTensor(path: string, name: string): Float32Array;
+  writeSafetensors(path: string, tensors: WriteTensor[], metadata: Record<string, string>, overwrite: boolean): Promise<number>;
+  cudaProbe(): CudaProbe;
+  gemmKernel: string;
+  napiVersion: number;
+}
+
+let cached: Binding | undefined;
+
+/** The package root (where build/ and prebuilds/ live). */
+export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Loads the addon once. */
+export function binding(): Binding {
+  if (!cached) {
+    const require = createRequire(import.meta.url);
+    const load = require('node-gyp-build') as (dir: string) => Binding;
+    cached = load(packageRoot);
+  }
+  return cached;
+}
