@@ -81,8 +81,8 @@ export interface SelectionState {
   trace: TraceEntry[];
   /** Probe scores already computed in the current step (before its ranking completes). */
   probes: { candidate: number; score: number }[];
-  /** First-order scores of the current step, once computed (`shortlist`). */
-  firstOrder: { candidate: number; score: number }[] | null;
+  /** First-order scores of every step so far (`shortlist` runs only; null otherwise). */
+  firstOrder: TraceEntry[] | null;
   losses: StepLoss[];
   timings: StepTiming[];
   /** Set when the run has finished. */

@@ -243,11 +243,31 @@ void parse_block_configs(const Fields& f, const json::Value& root, ModelConfig& 
   cfg.intermediate = static_cast<int>(size);
 }
 
+// Duplicate keys are legal JSON but ambiguous (readers disagree on which wins).
+void reject_duplicate_keys(const json::Value& v, const std::string& label, const std::string& path) {
+  if (v.is_array()) {
+    for (size_t i = 0; i < v.array.size(); ++i) {
+      reject_duplicate_keys(v.array[i], label, path + "[" + std::to_string(i) + "]");
+    }
+    return;
+  }
+  if (!v.is_object()) return;
+  for (size_t i = 0; i < v.object.size(); ++i) {
+    const std::string& key = v.object[i].first;
+    const std::string field = path.empty() ? key : path + "." + key;
+    for (size_t j = 0; j < i; ++j) {
+      if (v.object[j].first == key) fail(code::kConfigInvalid, label + ": duplicate key '" + key + "' (" + field + ")");
+    }
+    reject_duplicate_keys(v.object[i].second, label, field);
+  }
+}
+
 }  // namespace
 
 ModelConfig parse_config(const std::string& text, const std::string& label) {
   json::Value root = json::parse(text, code::kConfigInvalid, label);
   if (!root.is_object()) fail(code::kConfigInvalid, label + ": config is not a JSON object");
+  reject_duplicate_keys(root, label, "");
   Fields f(root, label);
   ModelConfig cfg;
 

@@ -79,7 +79,6 @@ class CpuEngine final : public Engine {
  public:
   CpuEngine(const LoadedModel& model, int threads)
       : model_(model), cfg_(model.config), w_(*model.weights), pool_(threads) {
-    if (!model.weights) fail(code::kInternal, "make_cpu_engine: the model has no weights");
     H_ = cfg_.hidden;
     I_ = cfg_.intermediate;
     nH_ = cfg_.num_heads;
@@ -353,27 +352,29 @@ LossResult CpuEngine::loss(const std::vector<Sample>& samples, const Theta& thet
   const double denom = opts.token_mean ? static_cast<double>(response_tokens) : static_cast<double>(samples.size());
   std::vector<float> weights(static_cast<size_t>(nrows), static_cast<float>(1.0 / denom));
 
-  // Forward: keep every layer input; keep layer internals unless recomputing.
-  std::vector<Buffer<float>> hs(L + 1);
+  // Forward: with a gradient, keep every layer input, and the layer internals
+  // unless recomputing; without one, two hidden-state buffers alternate.
+  std::vector<Buffer<float>> hs(want_grad ? L + 1 : 2);
   for (auto& b : hs) b.reset(&meter, static_cast<size_t>(T * H_));
+  auto hidden = [&](int l) { return hs[want_grad ? l : l % 2].data(); };
   const bool keep = want_grad && !opts.recompute;
+  bool any_attention = false;
+  for (int l = 0; l < L; ++l) any_attention = any_attention || !skipped[l];
   std::vector<LayerActs> acts(keep ? L : 1);
   if (keep) {
     for (int l = 0; l < L; ++l) alloc_acts(acts[l], T, !skipped[l], &meter);
   } else {
-    bool any_attention = false;
-    for (int l = 0; l < L; ++l) any_attention = any_attention || !skipped[l];
     alloc_acts(acts[0], T, any_attention, &meter);
   }
   Scratch scratch;
   alloc_forward_scratch(scratch, T, &meter);
-  embed(lay, hs[0].data());
+  embed(lay, hidden(0));
   for (int l = 0; l < L; ++l)
-    layer_forward(l, lay, hs[l].data(), hs[l + 1].data(), acts[keep ? l : 0], scratch, theta, skipped[l], nullptr);
+    layer_forward(l, lay, hidden(l), hidden(l + 1), acts[keep ? l : 0], scratch, theta, skipped[l], nullptr);
 
   // Final norm and the fused chunked cross-entropy (gradient written in the same pass).
   Buffer<float> hf(&meter, static_cast<size_t>(T * H_)), rstdf(&meter, static_cast<size_t>(T));
-  cpu::rmsnorm_fwd(hs[L].data(), w_.final_norm, hf.data(), rstdf.data(), T, H_, eps_, &pool_);
+  cpu::rmsnorm_fwd(hidden(L), w_.final_norm, hf.data(), rstdf.data(), T, H_, eps_, &pool_);
   Buffer<double> nll(&meter, static_cast<size_t>(nrows));
   Buffer<float> dhf;
   if (want_grad) dhf.reset(&meter, static_cast<size_t>(T * H_));
@@ -392,7 +393,7 @@ LossResult CpuEngine::loss(const std::vector<Sample>& samples, const Theta& thet
 
   if (want_grad) {
     res.grad = Theta::ones(L);
-    alloc_backward_scratch(scratch, T, acts[0].q.size() > 0 || keep, &meter);
+    alloc_backward_scratch(scratch, T, any_attention, &meter);
     Buffer<float> g(&meter, static_cast<size_t>(T * H_)), g_prev(&meter, static_cast<size_t>(T * H_));
     cpu::rmsnorm_bwd(dhf.data(), hs[L].data(), w_.final_norm, rstdf.data(), g.data(), T, H_, false, &pool_);
     dhf.release();
@@ -622,6 +623,7 @@ LayerStats CpuEngine::layer_stats(const std::vector<Sample>& samples, const Thet
 }  // namespace
 
 std::unique_ptr<Engine> make_cpu_engine(const LoadedModel& model, int threads) {
+  if (!model.weights) fail(code::kArgument, "make_cpu_engine: the model has no weights loaded");
   return std::make_unique<CpuEngine>(model, threads);
 }
 

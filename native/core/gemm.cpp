@@ -103,26 +103,37 @@ void pack_a(int64_t mc, int64_t kc, const float* A, int64_t lda, float* dst) {
   }
 }
 
-// One kNR-wide panel of B when B is [K,N]: columns n0.. of rows pc.., zero-padded.
-void pack_b_panel_nn(int64_t kc, int nr, const float* B, int64_t ldb, float* dst) {
-  if (nr == kNR) {
-    for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * kNR, B + k * ldb, kNR * sizeof(float));
-  } else {
-    for (int64_t k = 0; k < kc; ++k) {
-      for (int j = 0; j < nr; ++j) dst[k * kNR + j] = B[k * ldb + j];
-      for (int j = nr; j < kNR; ++j) dst[k * kNR + j] = 0.f;
+// Panels q0..q1 of a kc x nc block of B when B is [K,N], zero-padded past nc.
+// Rows of B are read in order (one page at a time), panels are written 64 bytes per row.
+void pack_b_nn(int64_t kc, int64_t nc, int64_t q0, int64_t q1, const float* B, int64_t ldb, float* dst) {
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* row = B + k * ldb;
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t n0 = q * kNR;
+      float* d = dst + q * kNR * kc + k * kNR;
+      if (n0 + kNR <= nc) {
+        std::memcpy(d, row + n0, kNR * sizeof(float));
+      } else {
+        const int64_t nr = nc - n0;
+        for (int64_t j = 0; j < kNR; ++j) d[j] = j < nr ? row[n0 + j] : 0.f;
+      }
     }
   }
 }
 
-// One kNR-wide panel of B^T when B is [N,K]: rows n0.. of B become columns, zero-padded.
-void pack_b_panel_nt(int64_t kc, int nr, const float* B, int64_t ldb, float* dst) {
-  for (int j = 0; j < nr; ++j) {
-    const float* src = B + j * ldb;
-    for (int64_t k = 0; k < kc; ++k) dst[k * kNR + j] = src[k];
+// Panels q0..q1 of a kc x nc block of B^T when B is [N,K]: rows of B become columns.
+void pack_b_nt_scalar(int64_t kc, int64_t nc, int64_t q0, int64_t q1, const float* B, int64_t ldb, float* dst) {
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t n0 = q * kNR;
+    const int nr = static_cast<int>(std::min<int64_t>(kNR, nc - n0));
+    float* d = dst + q * kNR * kc;
+    for (int j = 0; j < nr; ++j) {
+      const float* src = B + (n0 + j) * ldb;
+      for (int64_t k = 0; k < kc; ++k) d[k * kNR + j] = src[k];
+    }
+    for (int j = nr; j < kNR; ++j)
+      for (int64_t k = 0; k < kc; ++k) d[k * kNR + j] = 0.f;
   }
-  for (int j = nr; j < kNR; ++j)
-    for (int64_t k = 0; k < kc; ++k) dst[k * kNR + j] = 0.f;
 }
 
 void gemm_packed(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, int64_t K, const float* A,
@@ -149,15 +160,10 @@ void gemm_packed(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, in
       const bool add = accumulate || pc > 0;
 
       run_split(pool, parallel, n_panels, [&](int64_t q0, int64_t q1) {
-        for (int64_t q = q0; q < q1; ++q) {
-          const int64_t n0 = jc + q * kNR;
-          const int nr = static_cast<int>(std::min<int64_t>(kNR, N - n0));
-          float* dst = b_pack + q * kNR * kc;
-          if (b_is_nk)
-            pack_b_panel_nt(kc, nr, B + n0 * ldb + pc, ldb, dst);
-          else
-            pack_b_panel_nn(kc, nr, B + pc * ldb + n0, ldb, dst);
-        }
+        if (b_is_nk)
+          kern.pack_b_nt(kc, nc, q0, q1, B + jc * ldb + pc, ldb, b_pack);
+        else
+          pack_b_nn(kc, nc, q0, q1, B + pc * ldb + jc, ldb, b_pack);
       });
 
       run_split(pool, parallel, tasks, [&](int64_t t0, int64_t t1) {
@@ -270,7 +276,7 @@ bool scalar_forced() {
 }  // namespace
 
 const GemmKernels& scalar_kernels() {
-  static const GemmKernels k{"scalar", micro_scalar, small_nt_scalar, small_nn_scalar};
+  static const GemmKernels k{"scalar", micro_scalar, pack_b_nt_scalar, small_nt_scalar, small_nn_scalar};
   return k;
 }
 

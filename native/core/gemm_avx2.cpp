@@ -1,8 +1,9 @@
 // AVX2/FMA kernels for the fp32 GEMM (this file alone is built with -mavx2 -mfma;
 // the driver in gemm.cpp calls it only when the CPU reports both features):
 //   - a 6x16 register-tile micro-kernel over packed panels (12 accumulators),
+//   - packing of B^T panels from [N,K] weights with 8x8 in-register transposes,
 //   - direct small-M paths that stream B unpacked: nt as 8-lane dot products
-//     (B rows are contiguous in K), nn as rank-1 updates of B row segments.
+//     (B rows are contiguous in K), nn as rank-1 updates streaming rows of B.
 // Every C element is accumulated by one fixed sequence of operations whatever
 // the tile it lands in, so results do not depend on how the caller splits C.
 #include "gemm_internal.h"
@@ -10,6 +11,8 @@
 #if defined(__AVX2__) && defined(__FMA__)
 
 #include <immintrin.h>
+
+#include <algorithm>
 
 namespace hs {
 namespace gemm_detail {
@@ -105,6 +108,49 @@ void micro_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ld
     for (int j = 0; j < nr; ++j) c[i * ldc + j] = add ? c[i * ldc + j] + tile[i][j] : tile[i][j];
 }
 
+// In-register transpose: on return r[k] holds lane k of the eight inputs.
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// B is [N,K]: panel q takes rows q*16.. of B as its 16 columns, 8x8 blocks at a time.
+void pack_b_nt_avx2(int64_t kc, int64_t nc, int64_t q0, int64_t q1, const float* B, int64_t ldb, float* dst) {
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t n0 = q * kNR;
+    const int nr = static_cast<int>(std::min<int64_t>(kNR, nc - n0));
+    float* d = dst + q * kNR * kc;
+    const float* rows[kNR];
+    for (int j = 0; j < kNR; ++j) rows[j] = j < nr ? B + (n0 + j) * ldb : nullptr;
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      for (int h = 0; h < 2; ++h) {
+        __m256 r[8];
+        for (int j = 0; j < 8; ++j)
+          r[j] = rows[8 * h + j] ? _mm256_loadu_ps(rows[8 * h + j] + k) : _mm256_setzero_ps();
+        transpose8(r);
+        for (int i = 0; i < 8; ++i) _mm256_store_ps(d + (k + i) * kNR + 8 * h, r[i]);
+      }
+    }
+    for (; k < kc; ++k)
+      for (int j = 0; j < kNR; ++j) d[k * kNR + j] = rows[j] ? rows[j][k] : 0.f;
+  }
+}
+
 // Lane mask selecting the first `count` (0..8) lanes.
 inline __m256i lane_mask(int64_t count) {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -169,58 +215,73 @@ void small_nt_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A,
   if (m < M) dot_rows<1>(n0, n1, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
 }
 
-// MB rows of C, NV vectors of 8 columns (the last one masked to `tail` lanes when
-// tail < 8), nn: rank-1 updates over k in increasing order.
-template <int MB, int NV>
-void axpy_tile(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-               bool accumulate, int64_t tail) {
-  const __m256i mask = lane_mask(tail);
-  __m256 acc[MB][NV];
-  for (int i = 0; i < MB; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < K; ++k) {
-    const float* bk = B + k * ldb;
-    __m256 b[NV];
-    for (int v = 0; v < NV; ++v)
-      b[v] = (v == NV - 1 && tail < 8) ? _mm256_maskload_ps(bk + 8 * v, mask) : _mm256_loadu_ps(bk + 8 * v);
-    for (int i = 0; i < MB; ++i) {
-      const __m256 a = _mm256_broadcast_ss(A + i * lda + k);
-      for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(a, b[v], acc[i][v]);
-    }
-  }
-  for (int i = 0; i < MB; ++i)
-    for (int v = 0; v < NV; ++v) {
-      float* c = C + i * ldc + 8 * v;
-      if (v == NV - 1 && tail < 8) {
-        const __m256 r = accumulate ? _mm256_add_ps(_mm256_maskload_ps(c, mask), acc[i][v]) : acc[i][v];
-        _mm256_maskstore_ps(c, mask, r);
-      } else {
-        _mm256_storeu_ps(c, update(c, acc[i][v], accumulate));
-      }
-    }
-}
-
-template <int MB>
-void axpy_rows(int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
-               float* C, int64_t ldc, bool accumulate) {
-  constexpr int NV = MB == 1 ? 8 : 4;
-  int64_t n = n0;
-  for (; n + 8 * NV <= n1; n += 8 * NV) axpy_tile<MB, NV>(K, A, lda, B + n, ldb, C + n, ldc, accumulate, 8);
-  for (; n + 8 <= n1; n += 8) axpy_tile<MB, 1>(K, A, lda, B + n, ldb, C + n, ldc, accumulate, 8);
-  if (n < n1) axpy_tile<MB, 1>(K, A, lda, B + n, ldb, C + n, ldc, accumulate, n1 - n);
-}
-
+// Direct nn path: each row of C is accumulated in a buffer while rows of B stream
+// by in order (contiguous reads, one page after another). Per element the sum runs
+// over k in increasing order from zero, one FMA per k, then is added to C.
 void small_nn_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,
                    int64_t ldb, float* C, int64_t ldc, bool accumulate) {
-  int64_t m = 0;
-  for (; m + 2 <= M; m += 2) axpy_rows<2>(n0, n1, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
-  if (m < M) axpy_rows<1>(n0, n1, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
+  constexpr int64_t kAccFloats = 8192;  // 32 KiB of accumulators
+  alignas(32) float acc[kAccFloats];
+  const int64_t width = std::max<int64_t>(8, kAccFloats / std::max<int64_t>(1, M) / 8 * 8);
+  for (int64_t j0 = n0; j0 < n1; j0 += width) {
+    const int64_t w = std::min(width, n1 - j0);
+    const int64_t wv = w / 8 * 8;  // full vectors; the rest is masked
+    const __m256i tail_mask = lane_mask(w - wv);
+    std::fill(acc, acc + M * width, 0.f);
+    int64_t k = 0;
+    for (; k + 4 <= K; k += 4) {
+      const float* b0 = B + k * ldb + j0;
+      const float* b1 = b0 + ldb;
+      const float* b2 = b1 + ldb;
+      const float* b3 = b2 + ldb;
+      for (int64_t m = 0; m < M; ++m) {
+        const float* a = A + m * lda + k;
+        const __m256 a0 = _mm256_broadcast_ss(a), a1 = _mm256_broadcast_ss(a + 1);
+        const __m256 a2 = _mm256_broadcast_ss(a + 2), a3 = _mm256_broadcast_ss(a + 3);
+        float* c = acc + m * width;
+        int64_t j = 0;
+        for (; j < wv; j += 8) {
+          __m256 v = _mm256_load_ps(c + j);
+          v = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b0 + j), v);
+          v = _mm256_fmadd_ps(a1, _mm256_loadu_ps(b1 + j), v);
+          v = _mm256_fmadd_ps(a2, _mm256_loadu_ps(b2 + j), v);
+          v = _mm256_fmadd_ps(a3, _mm256_loadu_ps(b3 + j), v);
+          _mm256_store_ps(c + j, v);
+        }
+        if (j < w) {
+          __m256 v = _mm256_load_ps(c + j);
+          v = _mm256_fmadd_ps(a0, _mm256_maskload_ps(b0 + j, tail_mask), v);
+          v = _mm256_fmadd_ps(a1, _mm256_maskload_ps(b1 + j, tail_mask), v);
+          v = _mm256_fmadd_ps(a2, _mm256_maskload_ps(b2 + j, tail_mask), v);
+          v = _mm256_fmadd_ps(a3, _mm256_maskload_ps(b3 + j, tail_mask), v);
+          _mm256_store_ps(c + j, v);
+        }
+      }
+    }
+    for (; k < K; ++k) {
+      const float* b0 = B + k * ldb + j0;
+      for (int64_t m = 0; m < M; ++m) {
+        const __m256 a0 = _mm256_broadcast_ss(A + m * lda + k);
+        float* c = acc + m * width;
+        int64_t j = 0;
+        for (; j < wv; j += 8)
+          _mm256_store_ps(c + j, _mm256_fmadd_ps(a0, _mm256_loadu_ps(b0 + j), _mm256_load_ps(c + j)));
+        if (j < w)
+          _mm256_store_ps(c + j, _mm256_fmadd_ps(a0, _mm256_maskload_ps(b0 + j, tail_mask), _mm256_load_ps(c + j)));
+      }
+    }
+    for (int64_t m = 0; m < M; ++m) {
+      const float* a = acc + m * width;
+      float* c = C + m * ldc + j0;
+      for (int64_t j = 0; j < w; ++j) c[j] = accumulate ? c[j] + a[j] : a[j];
+    }
+  }
 }
 
 }  // namespace
 
 const GemmKernels& avx2_kernels() {
-  static const GemmKernels k{"avx2-fma", micro_avx2, small_nt_avx2, small_nn_avx2};
+  static const GemmKernels k{"avx2-fma", micro_avx2, pack_b_nt_avx2, small_nt_avx2, small_nn_avx2};
   return k;
 }
 

@@ -37,6 +37,9 @@ struct GemmKernels {
   // mr <= kMR, nr <= kNR; `add` false stores instead of adding.
   void (*micro)(int64_t kc, const float* a_panel, const float* b_panel, float* c, int64_t ldc, int mr,
                 int nr, bool add);
+  // Packs B panels q0..q1 of a kc x nc block of B^T where B is [N,K]: `B` points at
+  // the block's first row/column, panel q covers B rows q*kNR.., zero-padded past nc.
+  void (*pack_b_nt)(int64_t kc, int64_t nc, int64_t q0, int64_t q1, const float* B, int64_t ldb, float* dst);
   // Direct nt path: C[0:M, n0:n1] (+)= A[0:M, :] * B[n0:n1, :]^T, B is [N,K] row-major.
   void (*small_nt)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda,
                    const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate);

@@ -5,8 +5,10 @@
 //                       dimensions, accumulate on/off), exact results on integer data,
 //                       untouched padding, bit-identity across 1/2/3 threads, and the
 //                       HOPSCOTCH_CPU_KERNEL=scalar override.
-//   gemm_test --bench   GFLOP/s for representative shapes at 1 and 2 threads and for
-//                       the scalar kernel, with the fraction of the core's FMA peak.
+//   gemm_test --bench [M N K ...]
+//                       GFLOP/s for representative (or the given) shapes at 1 and 2
+//                       threads and for the scalar kernel, with the fraction of the
+//                       core's FMA peak.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -293,7 +295,11 @@ double time_gflops(Op op, int64_t M, int64_t N, int64_t K, const GemmKernels& ke
   return 2.0 * M * N * K / best * 1e-9;
 }
 
-int bench() {
+struct Shape {
+  int64_t M, N, K;
+};
+
+int bench(const std::vector<Shape>& custom) {
   const double mhz = cpu_mhz();
   const double peak_core = mhz * 1e-3 * 32.0;  // 2 FMA units x 8 lanes x 2 flops per cycle
   std::printf("kernel: %s; clock %.0f MHz (/proc/cpuinfo), AVX2 FMA peak %.1f GFLOP/s per core\n",
@@ -302,11 +308,9 @@ int bench() {
   const GemmKernels& fast = avx2 ? hs::gemm_detail::avx2_kernels() : hs::gemm_detail::scalar_kernels();
   const GemmKernels& scalar = hs::gemm_detail::scalar_kernels();
   ThreadPool pool2(2);
-  struct Shape {
-    int64_t M, N, K;
-  };
-  const Shape shapes[] = {{512, 2048, 2048}, {4096, 512, 512}, {64, 4096, 4096}, {8, 4096, 4096},
-                          {1, 4096, 4096},   {1, 14336, 4096}, {1, 4096, 14336}};
+  std::vector<Shape> shapes = {{512, 2048, 2048}, {4096, 512, 512}, {64, 4096, 4096}, {8, 4096, 4096},
+                               {1, 4096, 4096},   {1, 14336, 4096}, {1, 4096, 14336}};
+  if (!custom.empty()) shapes = custom;
   std::printf("%-3s %17s %11s %7s %11s %7s %11s\n", "op", "MxNxK", fast.name, "%peak", "2 threads", "%peak",
               "scalar");
   for (Op op : {Op::kNT, Op::kNN}) {
@@ -333,7 +337,13 @@ int main(int argc, char** argv) {
     std::printf("%s\n", hs::gemm_kernel_name());
     return 0;
   }
-  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) return bench();
+  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) {
+    // Optional: --bench M N K [M N K ...] times just those shapes.
+    std::vector<Shape> custom;
+    for (int i = 2; i + 2 < argc; i += 3)
+      custom.push_back({std::atoll(argv[i]), std::atoll(argv[i + 1]), std::atoll(argv[i + 2])});
+    return bench(custom);
+  }
 
   std::vector<std::pair<const char*, const GemmKernels*>> kernels = {{"scalar", &hs::gemm_detail::scalar_kernels()}};
   if (hs::gemm_detail::cpu_has_avx2_fma()) kernels.push_back({"avx2-fma", &hs::gemm_detail::avx2_kernels()});

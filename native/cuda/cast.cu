@@ -1,0 +1,20 @@
+// fp32 -> bf16 weight conversion. Fuses nothing; elementwise, grid-stride.
+// CPU reference: round-to-nearest-even of each float (cuda_bf16's __float2bfloat16_rn).
+#include "cast.cuh"
+
+namespace hs::cuda {
+
+__global__ void cast_fwd_kernel(const float* __restrict__ in, bf16* __restrict__ out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = to_bf16(in[i]);
+}
+
+void launch_cast_fwd(const CastParams& p, cudaStream_t stream) {
+  if (p.n <= 0) return;
+  const int threads = 256;
+  const int64_t blocks = std::min<int64_t>(ceil_div(p.n, threads), 4096);
+  cast_fwd_kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p.in, p.out, p.n);
+  check_launch("cast_fwd_kernel");
+}
+
+}  // namespace hs::cuda

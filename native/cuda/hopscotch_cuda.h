@@ -1,0 +1,33 @@
+// The C entry points of libhopscotch_cuda.so, the only symbols it exports. The Node
+// addon (and hopscotch_cuda_selftest) dlopen the library and look these up by name.
+//
+// Errors: hopscotch_cuda_create returns null and writes "<CODE>: <message>" into `err`,
+// where CODE is one of the HOPSCOTCH_ERR_* strings of native/core/errors.h.
+#pragma once
+#include <cstddef>
+
+namespace hs {
+class Engine;
+struct LoadedModel;
+}  // namespace hs
+
+extern "C" {
+
+// Library version string, e.g. "0.1.0 (cuda 13.0)".
+const char* hopscotch_cuda_version();
+typedef const char* (*hopscotch_cuda_version_fn)();
+
+// Writes a one-line JSON description into msg: device count, name and compute
+// capability of device 0, and where cuBLASLt was found (or every path tried).
+// Returns the number of usable devices (0 when none), or -1 when the CUDA runtime
+// cannot be initialised (driver missing or too old).
+int hopscotch_cuda_probe(char* msg, size_t n);
+typedef int (*hopscotch_cuda_probe_fn)(char*, size_t);
+
+// Builds a CUDA engine over an already loaded model (fp32 host weights, converted to
+// bf16 on the device). The caller owns the result (delete through hs::Engine's virtual
+// destructor); `model` must outlive nothing: the engine keeps no pointer into it.
+hs::Engine* hopscotch_cuda_create(const hs::LoadedModel* model, char* err, size_t n);
+typedef hs::Engine* (*hopscotch_cuda_create_fn)(const hs::LoadedModel*, char*, size_t);
+
+}  // extern "C"
