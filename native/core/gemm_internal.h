@@ -26,7 +26,7 @@ inline constexpr int64_t kMC = 144;   // rows of a packed A block (stays in L2)
 inline constexpr int64_t kNC = 4080;  // columns of a packed B block (stays in L3)
 
 // Below this many rows of C the drivers skip packing and stream B directly.
-inline constexpr int64_t kSmallM = 8;
+inline constexpr int64_t kSmallM = 16;
 
 // Columns of C per work item in the direct small-M paths (the split unit for threads).
 inline constexpr int64_t kSmallNBlock = 64;

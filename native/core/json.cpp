@@ -7,6 +7,7 @@
 // without fraction or exponent, an exact int64 with overflow detection.
 #include "json.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -277,6 +278,38 @@ class Parser {
 
   static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
+  // Position of the first significant digit relative to the decimal point (positive
+  // for |x| >= 1), used to tell overflow from underflow. Assumes a valid literal.
+  static int64_t decimal_magnitude(const char* p, const char* last) {
+    if (*p == '-') ++p;
+    int64_t mag = 0;
+    bool significant = false;
+    for (; p < last && is_digit(*p); ++p) {
+      if (*p != '0') significant = true;
+      if (significant) ++mag;
+    }
+    if (p < last && *p == '.') {
+      for (++p; p < last && is_digit(*p); ++p) {
+        if (significant) continue;
+        if (*p != '0') {
+          significant = true;
+          break;
+        }
+        --mag;
+      }
+      while (p < last && is_digit(*p)) ++p;
+    }
+    if (p < last && (*p == 'e' || *p == 'E')) {
+      ++p;
+      bool neg = false;
+      if (*p == '+' || *p == '-') neg = *p++ == '-';
+      int64_t exp = 0;
+      for (; p < last; ++p) exp = std::min<int64_t>(exp * 10 + (*p - '0'), int64_t{1} << 40);
+      mag += neg ? -exp : exp;
+    }
+    return mag;
+  }
+
   Value parse_number() {
     size_t start = pos_;
     bool negative = false;
@@ -314,14 +347,7 @@ class Parser {
     auto res = std::from_chars(first, last, v.number);
     if (res.ec == std::errc::result_out_of_range) {
       // Underflow to zero is harmless; overflow to infinity is not representable.
-      bool huge = false;
-      for (const char* p = first; p < last; ++p) {
-        if (*p == 'e' || *p == 'E') {
-          huge = p[1] != '-';
-          break;
-        }
-      }
-      if (huge || integral) error_at("number out of range", start);
+      if (decimal_magnitude(first, last) > 0) error_at("number out of range", start);
       v.number = negative ? -0.0 : 0.0;
     } else if (res.ec != std::errc() || res.ptr != last || !std::isfinite(v.number)) {
       error_at("number out of range", start);

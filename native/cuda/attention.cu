@@ -16,6 +16,7 @@
 //   dp_ij = dO_i . v_j;  ds_ij = p_ij (dp_ij - delta_i);  delta_i = dO_i . o_i
 //   dq_i = scale * sum_j ds_ij k_j;  dk_j = scale * sum_i ds_ij q_i;  dv_j = sum_i p_ij dO_i
 #include "attention.cuh"
+#include "kernel_common.cuh"
 
 namespace hs::cuda {
 

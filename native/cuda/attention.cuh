@@ -5,7 +5,7 @@
 #pragma once
 #include <vector>
 
-#include "kernel_common.cuh"
+#include "cuda_types.h"
 
 namespace hs::cuda {
 

@@ -1,6 +1,7 @@
 // fp32 -> bf16 weight conversion. Fuses nothing; elementwise, grid-stride.
 // CPU reference: round-to-nearest-even of each float (cuda_bf16's __float2bfloat16_rn).
 #include "cast.cuh"
+#include "kernel_common.cuh"
 
 namespace hs::cuda {
 

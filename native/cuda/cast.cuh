@@ -1,6 +1,6 @@
 // fp32 -> bf16 conversion (round to nearest even), used to upload the frozen weights.
 #pragma once
-#include "kernel_common.cuh"
+#include "cuda_types.h"
 
 namespace hs::cuda {
 

@@ -2,6 +2,7 @@
 // Nothing is fused and nothing is materialised besides the (T,C) output.
 // CPU reference: out[t*C + c] = scale * float(table[tok*C + c]).
 #include "embedding.cuh"
+#include "kernel_common.cuh"
 
 namespace hs::cuda {
 

@@ -1,6 +1,6 @@
 // Token embedding lookup (weights are frozen, so there is no backward).
 #pragma once
-#include "kernel_common.cuh"
+#include "cuda_types.h"
 
 namespace hs::cuda {
 

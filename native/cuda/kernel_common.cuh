@@ -8,11 +8,11 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "cuda_common.h"
+#include "cuda_types.h"
 
 namespace hs::cuda {
 
-using bf16 = __nv_bfloat16;
+// bf16 comes from cuda_types.h
 
 __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_f32(float x) { return x; }

@@ -10,6 +10,7 @@
 //   out = coef_a * (A + bias) + coef_h * h
 //   ga = coef_a * g;  gh = coef_h * g;  grad_b = a_scale * sum(g * A);  grad_s = sum(g * h)
 #include "residual.cuh"
+#include "kernel_common.cuh"
 
 namespace hs::cuda {
 

@@ -1,7 +1,7 @@
 // Scaled residual of a Hopscotch block: out = coef_a * A + coef_h * h, and its backward
 // with the two theta reductions of the sub-layer fused in.
 #pragma once
-#include "kernel_common.cuh"
+#include "cuda_types.h"
 
 namespace hs::cuda {
 

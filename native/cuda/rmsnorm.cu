@@ -7,6 +7,7 @@
 //   y[c]  = w[c] * x[c] * r
 //   dx[c] = r * w[c] * dy[c] - x[c] * r^3 / C * sum_k(w[k] * dy[k] * x[k]) + res_scale * dres[c]
 #include "rmsnorm.cuh"
+#include "kernel_common.cuh"
 
 namespace hs::cuda {
 

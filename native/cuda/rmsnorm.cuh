@@ -1,6 +1,6 @@
 // RMSNorm over the hidden dimension: fp32 in, bf16 out (the next GEMM's operand).
 #pragma once
-#include "kernel_common.cuh"
+#include "cuda_types.h"
 
 namespace hs::cuda {
 

@@ -11,6 +11,7 @@
 // Backward: g[i] = dy[i] * c + dy[i+h] * s,  g[i+h] = dy[i+h] * c - dy[i] * s, then the
 // RMSNorm backward dx = r * w * g - x * r^3 / D * sum(w * g * x) (x before the norm).
 #include "rope.cuh"
+#include "kernel_common.cuh"
 
 namespace hs::cuda {
 

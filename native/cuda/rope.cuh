@@ -1,7 +1,7 @@
 // Attention input preparation: q/k/v bias, per-head RMSNorm of q and k (Qwen3 qk-norm)
 // and rotary position embedding (HF rotate_half convention), fp32 in, bf16 out.
 #pragma once
-#include "kernel_common.cuh"
+#include "cuda_types.h"
 
 namespace hs::cuda {
 

@@ -5,6 +5,7 @@
 //   act  = g * s * u
 //   dg   = dact * u * s * (1 + g * (1 - s)),   du = dact * g * s
 #include "swiglu.cuh"
+#include "kernel_common.cuh"
 
 namespace hs::cuda {
 

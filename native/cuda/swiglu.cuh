@@ -1,6 +1,6 @@
 // SwiGLU activation of the fused gate/up projection: act = silu(gate) * up.
 #pragma once
-#include "kernel_common.cuh"
+#include "cuda_types.h"
 
 namespace hs::cuda {
 

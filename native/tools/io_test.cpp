@@ -103,6 +103,11 @@ void test_json() {
   CHECK_EQ(jparse("1E-2").number, 0.01);
   CHECK_EQ(jparse("-1.5e+2").number, -150.0);
   CHECK_EQ(jparse("1e-400").number, 0.0);  // underflow is not an error
+  CHECK_EQ(jparse(("0." + std::string(400, '0') + "1").c_str()).number, 0.0);
+  CHECK_EQ(jparse("1000e-402").number, 0.0);
+  CHECK_THROWS(jparse("0.001e400"), hs::code::kConfigInvalid);
+  CHECK_THROWS(jparse(("1" + std::string(400, '0') + ".5").c_str()), hs::code::kConfigInvalid);
+  CHECK_THROWS(jparse("1" + std::string(400, '0')), hs::code::kConfigInvalid);
 
   // Strings and escapes.
   CHECK_EQ(jparse(R"("a\"b\\c\/d\b\f\n\r\t")").string, std::string("a\"b\\c/d\b\f\n\r\t"));

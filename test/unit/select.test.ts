@@ -186,6 +186,13 @@ describe('selectBlocks: iterative-greedy', () => {
     expect(it3.losses[1].loss).toBeLessThan(full.losses[0].loss);
   });
 
+  it('probes every candidate of a step on the same batches (symmetric layers score identically)', async () => {
+    const sel = await selectBlocks(fake({ a: [0.4, 0.4, 0.4, 0.4] }), data, { ...base, count: 1 });
+    const scores = sel.trace.map((e) => e.score);
+    expect(new Set(scores).size).toBe(1);
+    expect(sel.skipped).toEqual([0]); // ties go to the lowest index
+  });
+
   it('stops when the best probe loss exceeds maxLoss, without skipping that layer', async () => {
     const model = fake({ a: A });
     const first = await selectBlocks(model, data, { ...base, count: 1 });
@@ -366,7 +373,7 @@ describe('selectBlocks: checkpoints', () => {
     expect(ckpt.state.stoppedBy).toBeNull();
   });
 
-  it('rejects with an ABORTED HopscotchError when aborted without a reason object', async () => {
+  it('passes the default AbortError reason through when abort() is called without one', async () => {
     const controller = new AbortController();
     controller.abort(undefined);
     const err = await selectBlocks(fake({ a: A }), data, { ...opts, signal: controller.signal }).catch((e: unknown) => e);

@@ -1,0 +1,86 @@
+/**
+ * `hopscotch export`: writes a fit (the JSON that `hopscotch select --json` /
+ * `hopscotch rescale --json` print: { skipped, theta: { bAtt, sAtt, bMlp, sMlp } }) as an
+ * adapter (`scales`), a folded checkpoint of the same architecture (`hf`), or a DeciLM
+ * checkpoint without the skipped attention weights (`decilm`).
+ */
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+
+import { ErrorCodes, HopscotchError } from '../errors.js';
+import { EXPORT_FORMATS, exportModel, type ExportFormat } from '../export.js';
+import { load } from '../model.js';
+import { fromJSON, type ThetaJson } from '../theta.js';
+import { formatCount, log, printJson } from './output.js';
+
+interface ExportCliOptions {
+  model: string;
+  fit: string;
+  format: string;
+  out: string;
+  force?: boolean;
+  json?: boolean;
+  device?: string;
+  maxShardBytes?: string;
+}
+
+/** Reads a fit JSON file: { skipped: number[], theta: { bAtt, sAtt, bMlp, sMlp }, settings? }. */
+export function readFitFile(path: string): { skipped: number[]; theta: ReturnType<typeof fromJSON>; settings: Record<string, unknown> } {
+  let j: { skipped?: unknown; theta?: unknown; settings?: unknown };
+  try {
+    j = JSON.parse(readFileSync(path, 'utf8')) as typeof j;
+  } catch (err) {
+    throw new HopscotchError(ErrorCodes.ARGUMENT, `cannot read fit file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!j || typeof j !== 'object') throw new HopscotchError(ErrorCodes.ARGUMENT, `${path}: a fit file is a JSON object`);
+  if (!Array.isArray(j.skipped) || j.skipped.some((x) => !Number.isInteger(x)))
+    throw new HopscotchError(ErrorCodes.ARGUMENT, `${path}: "skipped" must be an array of layer indices`);
+  const theta = fromJSON(j.theta as ThetaJson);
+  const settings = j.settings && typeof j.settings === 'object' ? (j.settings as Record<string, unknown>) : {};
+  return { skipped: j.skipped as number[], theta, settings };
+}
+
+export function registerExport(program: Command): void {
+  program
+    .command('export')
+    .description('write a fit as an adapter (scales), a folded checkpoint (hf) or a DeciLM checkpoint without the skipped attention (decilm)')
+    .requiredOption('--model <dir>', 'base model folder')
+    .requiredOption('--fit <file>', 'fit JSON: { skipped, theta: { bAtt, sAtt, bMlp, sMlp } } as select/rescale --json print')
+    .requiredOption('--format <format>', `one of ${EXPORT_FORMATS.join(', ')}`)
+    .requiredOption('--out <dir>', 'output folder (must not exist unless --force)')
+    .option('--force', 'replace an existing output folder')
+    .option('--device <device>', 'device for the load-back check: cpu, cuda or auto', 'auto')
+    .option('--max-shard-bytes <n>', 'largest safetensors shard in bytes (default 5e9)')
+    .option('--json', 'print the result as one JSON object')
+    .action(async (opts: ExportCliOptions) => {
+      if (!(EXPORT_FORMATS as readonly string[]).includes(opts.format))
+        throw new HopscotchError(ErrorCodes.ARGUMENT, `--format must be one of ${EXPORT_FORMATS.join(', ')}, got '${opts.format}'`);
+      if (!['cpu', 'cuda', 'auto'].includes(opts.device ?? 'auto'))
+        throw new HopscotchError(ErrorCodes.ARGUMENT, `--device must be cpu, cuda or auto, got '${opts.device}'`);
+      const maxShardBytes = opts.maxShardBytes === undefined ? undefined : Number(opts.maxShardBytes);
+      const fit = readFitFile(opts.fit);
+      const model = await load(opts.model, { device: opts.device as 'cpu' | 'cuda' | 'auto', log });
+      try {
+        const r = await exportModel(model, fit, {
+          out: opts.out,
+          format: opts.format as ExportFormat,
+          force: opts.force ?? false,
+          maxShardBytes,
+          settings: fit.settings,
+          log,
+        });
+        if (opts.json) {
+          printJson(r);
+          return;
+        }
+        const lines = [`out          ${r.out}`, `format       ${r.format}`, `files        ${r.files.join(', ')}`, `bytes        ${r.bytes}`];
+        if (r.parameters !== undefined)
+          lines.push(`parameters   ${formatCount(r.parameters)} (base ${formatCount(r.baseParameters ?? 0)})`);
+        if (r.maxAbsLogitDiff !== undefined)
+          lines.push(`check        max |logit diff| ${r.maxAbsLogitDiff.toExponential(3)} (allowed ${r.tolerance?.toExponential(3)})`);
+        process.stdout.write(lines.join('\n') + '\n');
+      } finally {
+        model.dispose();
+      }
+    });
+}

@@ -1,0 +1,210 @@
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  datasetDigest,
+  loadDataset,
+  loadPrompts,
+  readDataset,
+  recoverySet,
+  saveDataset,
+} from '../../src/dataset.js';
+import type { ProgressEvent } from '../../src/progress.js';
+import type { GenerateOptions, Model, Sample, Tokenizer } from '../../src/types.js';
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'hopscotch-dataset-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const samples: Sample[] = [
+  { prompt: [1, 2, 3], response: [4, 5] },
+  { prompt: [], response: [0] },
+  { prompt: [9], response: [10, 11, 12] },
+];
+
+describe('dataset files', () => {
+  it('round-trips samples and header, written atomically', async () => {
+    const file = join(dir, 'set.jsonl');
+    await saveDataset(file, samples, { fingerprint: 'fp-1', meta: { source: 'gsm8k', maxNewTokens: 256 } });
+    const lines = (await readFile(file, 'utf8')).split('\n');
+    expect(lines).toHaveLength(5); // header + 3 samples + trailing newline
+    expect(JSON.parse(lines[0])).toEqual({
+      format: 'hopscotch-dataset',
+      version: 1,
+      fingerprint: 'fp-1',
+      samples: 3,
+      digest: datasetDigest(samples),
+      source: 'gsm8k',
+      maxNewTokens: 256,
+    });
+    expect(JSON.parse(lines[1])).toEqual({ prompt: [1, 2, 3], response: [4, 5] });
+    const { header, samples: back } = await readDataset(file, { fingerprint: 'fp-1' });
+    expect(back).toEqual(samples);
+    expect(header.source).toBe('gsm8k');
+    expect(await loadDataset(file)).toEqual(samples);
+    expect(await readdir(dir)).toEqual(['set.jsonl']); // no temporary file left behind
+  });
+
+  it('refuses to overwrite without force', async () => {
+    const file = join(dir, 'set.jsonl');
+    await saveDataset(file, samples, { fingerprint: 'fp-1' });
+    await expect(saveDataset(file, samples.slice(0, 1), { fingerprint: 'fp-1' })).rejects.toMatchObject({
+      code: 'HOPSCOTCH_ERR_EXISTS',
+    });
+    await saveDataset(file, samples.slice(0, 1), { fingerprint: 'fp-1', force: true });
+    expect(await loadDataset(file)).toEqual(samples.slice(0, 1));
+  });
+
+  it('checks the fingerprint', async () => {
+    const file = join(dir, 'set.jsonl');
+    await saveDataset(file, samples, { fingerprint: 'fp-1' });
+    await expect(loadDataset(file, { fingerprint: 'fp-2' })).rejects.toMatchObject({ code: 'HOPSCOTCH_ERR_FINGERPRINT' });
+  });
+
+  it('digest depends on ids and on where the prompt ends', () => {
+    const a = datasetDigest([{ prompt: [1, 2], response: [3] }]);
+    expect(datasetDigest([{ prompt: [1], response: [2, 3] }])).not.toBe(a);
+    expect(datasetDigest([{ prompt: [1, 2], response: [4] }])).not.toBe(a);
+    expect(datasetDigest([{ prompt: [1, 2], response: [3] }])).toBe(a);
+    expect(a).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  const header = (n: number, extra: object = {}) =>
+    JSON.stringify({ format: 'hopscotch-dataset', version: 1, fingerprint: 'fp', samples: n, ...extra });
+
+  it.each([
+    ['bad JSON', [header(1), '{"prompt":[1],'], /line 2: not valid JSON/],
+    ['negative id', [header(2), '{"prompt":[1],"response":[2]}', '{"prompt":[-1],"response":[2]}'], /line 3: "prompt"/],
+    ['fractional id', [header(1), '{"prompt":[1],"response":[2.5]}'], /line 2: "response"/],
+    ['empty response', [header(1), '{"prompt":[1],"response":[]}'], /line 2: "response" is empty/],
+    ['count mismatch', [header(3), '{"prompt":[1],"response":[2]}'], /announces 3 samples but the file has 1/],
+    ['not a header', ['{"prompt":[1],"response":[2]}'], /line 1: not a dataset header/],
+    ['future version', [JSON.stringify({ format: 'hopscotch-dataset', version: 2, fingerprint: 'fp', samples: 0 })], /version 2/],
+    ['altered ids', [header(1, { digest: datasetDigest([{ prompt: [1], response: [2] }]) }), '{"prompt":[1],"response":[3]}'], /digest/],
+  ])('rejects %s with HOPSCOTCH_ERR_DATASET and the line', async (_name, lines, message) => {
+    const file = join(dir, 'bad.jsonl');
+    await writeFile(file, (lines as string[]).join('\n') + '\n');
+    await expect(loadDataset(file)).rejects.toMatchObject({ code: 'HOPSCOTCH_ERR_DATASET', message: expect.stringMatching(message as RegExp) });
+  });
+
+  it('checks ids against vocabSize when given', async () => {
+    const file = join(dir, 'set.jsonl');
+    await saveDataset(file, samples, { fingerprint: 'fp' });
+    await expect(loadDataset(file, { vocabSize: 12 })).rejects.toMatchObject({
+      code: 'HOPSCOTCH_ERR_TOKEN_RANGE',
+      message: expect.stringMatching(/line 4: token id 12/),
+    });
+    expect(await loadDataset(file, { vocabSize: 13 })).toEqual(samples);
+  });
+});
+
+describe('loadPrompts', () => {
+  it('reads GSM8K questions and Open Assistant prompts from the shared data', async () => {
+    const gsm = await loadPrompts('/work/shared/data/gsm8k/train.jsonl', { limit: 3 });
+    expect(gsm).toHaveLength(3);
+    expect(gsm[0]).toMatch(/^Natalia sold clips to 48 of her friends/);
+    const all = await loadPrompts('/work/shared/data/gsm8k/train.jsonl');
+    expect(all).toHaveLength(7473);
+    const oasst = await loadPrompts('/work/shared/data/instructions/oasst_prompts_en.jsonl', { limit: 1 });
+    expect(oasst).toEqual(['What does my (UK) gas meter actually measure?']);
+  });
+
+  it('reads messages, skips blank lines, names bad lines', async () => {
+    const file = join(dir, 'p.jsonl');
+    await writeFile(
+      file,
+      [
+        '{"prompt":"hi"}',
+        '',
+        '{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"2+2?"}]}',
+        '{"question":"q?","answer":"a"}',
+        '{"text":"no prompt"}',
+      ].join('\n'),
+    );
+    expect(await loadPrompts(file, { limit: 3 })).toEqual([
+      'hi',
+      { messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: '2+2?' }] },
+      'q?',
+    ]);
+    await expect(loadPrompts(file)).rejects.toMatchObject({ code: 'HOPSCOTCH_ERR_DATASET', message: expect.stringMatching(/line 5/) });
+  });
+});
+
+describe('recoverySet', () => {
+  function fakeModel(hasChatTemplate: boolean) {
+    const calls: { prompts: number[][]; opts: GenerateOptions }[] = [];
+    const tokenizer: Tokenizer = {
+      encode: (text, opts) => [...(opts?.addSpecialTokens ? [1] : []), ...Array.from(text, (c) => c.charCodeAt(0))],
+      decode: () => '',
+      applyChatTemplate: (messages, opts) => [
+        2,
+        ...messages.flatMap((m) => [3, ...Array.from(m.content, (c) => c.charCodeAt(0))]),
+        ...(opts?.addGenerationPrompt ? [4] : []),
+      ],
+      hasChatTemplate,
+      eosTokenIds: [0, 5],
+      bosTokenId: 1,
+    };
+    const model = {
+      tokenizer,
+      fingerprint: 'fp',
+      // The response is the prompt's last id repeated (prompt length) % 3 times: sometimes empty.
+      async generate(prompts: number[][], opts: GenerateOptions = {}) {
+        calls.push({ prompts, opts });
+        return prompts.map((p) => Array((p.length % 3) as number).fill(p[p.length - 1]));
+      },
+    } as unknown as Model;
+    return { model, calls };
+  }
+
+  it('uses the chat template when the tokenizer has one and drops empty answers', async () => {
+    const { model, calls } = fakeModel(true);
+    const events: ProgressEvent[] = [];
+    const prompts = ['a', 'bb', 'ccc', { messages: [{ role: 'user', content: 'dd' }] }, 'e'];
+    const set = await recoverySet(model, prompts, { batchSize: 2, maxNewTokens: 16, onProgress: (e) => events.push(e) });
+    expect(calls.map((c) => c.prompts.length)).toEqual([2, 2, 1]);
+    expect(calls[0].opts).toEqual({ maxNewTokens: 16, stop: [0, 5] });
+    expect(calls[0].prompts[0]).toEqual([2, 3, 97, 4]);
+    // Template lengths: a->4, bb->5, ccc->6, dd->5, e->4; answers of length len % 3: 1, 2, 0, 2, 1.
+    expect(set.map((s) => s.prompt.length)).toEqual([4, 5, 5, 4]);
+    expect(set[1]).toEqual({ prompt: [2, 3, 98, 98, 4], response: [4, 4] });
+    expect(events.at(-1)).toEqual({ type: 'generate', batch: 3, batches: 3, samples: 4, dropped: 1 });
+  });
+
+  it('encodes plain text with special tokens without a template, and refuses conversations', async () => {
+    const { model, calls } = fakeModel(false);
+    const set = await recoverySet(model, ['ab', 'abcd']);
+    expect(calls[0].prompts).toEqual([
+      [1, 97, 98],
+      [1, 97, 98, 99, 100],
+    ]);
+    expect(calls[0].opts.maxNewTokens).toBe(256);
+    expect(set).toEqual([{ prompt: [1, 97, 98, 99, 100], response: [100, 100] }]);
+    await expect(recoverySet(model, [{ messages: [{ role: 'user', content: 'x' }] }])).rejects.toMatchObject({
+      code: 'HOPSCOTCH_ERR_ARGUMENT',
+    });
+    const { model: m2, calls: c2 } = fakeModel(true);
+    await recoverySet(m2, ['ab'], { chatTemplate: false });
+    expect(c2[0].prompts).toEqual([[1, 97, 98]]);
+  });
+
+  it('stops between batches when aborted', async () => {
+    const { model, calls } = fakeModel(true);
+    const controller = new AbortController();
+    const reason = new Error('cancel');
+    const p = recoverySet(model, ['a', 'b', 'c', 'd'], {
+      batchSize: 1,
+      signal: controller.signal,
+      onProgress: (e) => {
+        if (e.type === 'generate' && e.batch === 2) controller.abort(reason);
+      },
+    });
+    await expect(p).rejects.toBe(reason);
+    expect(calls).toHaveLength(2);
+  });
+});
