@@ -236,6 +236,8 @@ export interface RecoverySetOptions {
   batchSize?: number;
   /** Wrap prompts with the model's chat template. Default: whether the tokenizer has one. */
   chatTemplate?: boolean;
+  /** Token ids that end an answer. Default: the tokenizer's eos ids. */
+  stop?: number[];
   /** `generate` events; `dropped` counts prompts whose response came back empty. */
   onProgress?: ProgressCallback;
   signal?: AbortSignal;
@@ -289,7 +291,7 @@ export async function recoverySet(
   for (let b = 0; b < batches; b++) {
     throwIfAborted(opts.signal);
     const batch = encoded.slice(b * batchSize, (b + 1) * batchSize);
-    const responses = await model.generate(batch, { maxNewTokens, stop: model.tokenizer.eosTokenIds });
+    const responses = await model.generate(batch, { maxNewTokens, stop: opts.stop ?? model.tokenizer.eosTokenIds });
     if (!Array.isArray(responses) || responses.length !== batch.length)
       throw new HopscotchError(ErrorCodes.INTERNAL, `generate returned ${responses?.length} responses for ${batch.length} prompts`);
     for (let i = 0; i < batch.length; i++) {

@@ -12,6 +12,14 @@
 #include "gemm.h"
 #include "threadpool.h"
 
+// The attention inner loops are also compiled for AVX2/FMA and picked at load time
+// (GCC/Clang function multi-versioning) where the platform supports it.
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+#define HS_VECTOR_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define HS_VECTOR_CLONES
+#endif
+
 namespace hs::cpu {
 
 namespace {
@@ -49,9 +57,13 @@ inline double dot_d(const float* a, const float* b, int64_t n) {
 // Rows of roughly `target` elements per parallel range.
 inline int64_t row_grain(int64_t dim, int64_t target = 16384) { return std::max<int64_t>(1, target / std::max<int64_t>(1, dim)); }
 
+}  // namespace
+
+namespace detail {
+
 // Softmax-weighted sum of value rows for one query head. Keys/values are rows
 // kb[j * stride .. + D), j < n. Returns the row's logsumexp of the scaled scores.
-float attend_row(const float* qh, const float* kb, const float* vb, int64_t stride, int64_t n, int D, float scale,
+HS_VECTOR_CLONES float attend_row(const float* qh, const float* kb, const float* vb, int64_t stride, int64_t n, int D, float scale,
                  float* out, float* scores) {
   float mx = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n; ++j) {
@@ -76,7 +88,43 @@ float attend_row(const float* qh, const float* kb, const float* vb, int64_t stri
   return mx + std::log(sum);
 }
 
-}  // namespace
+// Backward of one (sample, kv head) block: all query heads of the group, all rows.
+// dK/dV rows of the block are owned here, so they accumulate without races.
+HS_VECTOR_CLONES void attention_bwd_block(const float* q, const float* kb, const float* vb, const float* o,
+                                          const float* lse, const float* d_o, float* dq, float* dkb, float* dvb,
+                                          int64_t st, int64_t len, int g, int nH, int group, int D, int64_t qs,
+                                          int64_t ks, float scale, float* dqi) {
+  for (int64_t j = 0; j < len; ++j)
+    for (int d = 0; d < D; ++d) dkb[j * ks + d] = dvb[j * ks + d] = 0.f;
+  for (int hq = g * group; hq < (g + 1) * group; ++hq) {
+    for (int64_t i = 0; i < len; ++i) {
+      const int64_t qoff = (st + i) * qs + static_cast<int64_t>(hq) * D;
+      const float* qi = q + qoff;
+      const float* doi = d_o + qoff;
+      const float Di = dot(doi, o + qoff, D);
+      const float li = lse[(st + i) * nH + hq];
+      for (int d = 0; d < D; ++d) dqi[d] = 0.f;
+      for (int64_t j = 0; j <= i; ++j) {
+        const float* kj = kb + j * ks;
+        const float* vj = vb + j * ks;
+        const float p = std::exp(dot(qi, kj, D) * scale - li);
+        const float ds = p * (dot(doi, vj, D) - Di);
+        const float dss = ds * scale;
+        float* dkj = dkb + j * ks;
+        float* dvj = dvb + j * ks;
+        for (int d = 0; d < D; ++d) {
+          dqi[d] += ds * kj[d];
+          dkj[d] += dss * qi[d];
+          dvj[d] += p * doi[d];
+        }
+      }
+      float* dqo = dq + qoff;
+      for (int d = 0; d < D; ++d) dqo[d] = dqi[d] * scale;
+    }
+  }
+}
+
+}  // namespace detail
 
 // ---------------------------------------------------------------- RMSNorm
 
@@ -231,7 +279,7 @@ void attention_fwd(const float* q, const float* k, const float* v, float* o, flo
       const int h = static_cast<int>(item % nH);
       const int64_t st = start[t];
       const int64_t koff = st * ks + static_cast<int64_t>(h / group) * D;
-      lse[item] = attend_row(q + t * qs + static_cast<int64_t>(h) * D, k + koff, v + koff, ks, t - st + 1, D,
+      lse[item] = detail::attend_row(q + t * qs + static_cast<int64_t>(h) * D, k + koff, v + koff, ks, t - st + 1, D,
                              sh.scale, o + t * qs + static_cast<int64_t>(h) * D, scores.data());
     }
   });
@@ -250,38 +298,8 @@ void attention_bwd(const float* q, const float* k, const float* v, const float* 
       const int g = static_cast<int>(item % nKV);
       const int64_t st = cu_seqlens[s], len = cu_seqlens[s + 1] - st;
       const int64_t koff = st * ks + static_cast<int64_t>(g) * D;
-      const float* kb = k + koff;
-      const float* vb = v + koff;
-      float* dkb = dk + koff;
-      float* dvb = dv + koff;
-      for (int64_t j = 0; j < len; ++j)
-        for (int d = 0; d < D; ++d) dkb[j * ks + d] = dvb[j * ks + d] = 0.f;
-      for (int hq = g * group; hq < (g + 1) * group; ++hq) {
-        for (int64_t i = 0; i < len; ++i) {
-          const int64_t qoff = (st + i) * qs + static_cast<int64_t>(hq) * D;
-          const float* qi = q + qoff;
-          const float* doi = d_o + qoff;
-          const float Di = dot(doi, o + qoff, D);
-          const float li = lse[(st + i) * nH + hq];
-          for (int d = 0; d < D; ++d) dqi[d] = 0.f;
-          for (int64_t j = 0; j <= i; ++j) {
-            const float* kj = kb + j * ks;
-            const float* vj = vb + j * ks;
-            const float p = std::exp(dot(qi, kj, D) * scale - li);
-            const float ds = p * (dot(doi, vj, D) - Di);
-            const float dss = ds * scale;
-            float* dkj = dkb + j * ks;
-            float* dvj = dvb + j * ks;
-            for (int d = 0; d < D; ++d) {
-              dqi[d] += ds * kj[d];
-              dkj[d] += dss * qi[d];
-              dvj[d] += p * doi[d];
-            }
-          }
-          float* dqo = dq + qoff;
-          for (int d = 0; d < D; ++d) dqo[d] = dqi[d] * scale;
-        }
-      }
+      detail::attention_bwd_block(q, k + koff, v + koff, o, lse, d_o, dq, dk + koff, dv + koff, st, len, g, nH, group,
+                                  D, qs, ks, scale, dqi.data());
     }
   });
 }
@@ -298,7 +316,7 @@ void attention_cached(const float* q, const float* const* k_cache, const float* 
       const int64_t r = item / nH;
       const int h = static_cast<int>(item % nH);
       const int64_t koff = static_cast<int64_t>(h / group) * D;
-      attend_row(q + r * qs + static_cast<int64_t>(h) * D, k_cache[r] + koff, v_cache[r] + koff, ks, n_keys[r], D,
+      detail::attend_row(q + r * qs + static_cast<int64_t>(h) * D, k_cache[r] + koff, v_cache[r] + koff, ks, n_keys[r], D,
                  sh.scale, o + r * qs + static_cast<int64_t>(h) * D, scores.data());
     }
   });

@@ -165,54 +165,75 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// MB rows of A against NB rows of B (nt): dot products over the full K.
-// Per element: 8 lane partial sums over k = lane (mod 8), a masked tail, hsum.
+// Depth of one pass of the direct nt path: a few rows of B and all rows of A
+// over this many k stay in L1 while every row of A meets them.
+constexpr int64_t kDotKB = 512;
+
+// MB rows of A against NB rows of B (nt) over k in [k0, k1): 8-lane partial sums
+// carried in acc (lane l sums k = l mod 8 in increasing order); `last` adds the
+// masked tail k1..K.
 template <int MB, int NB>
-void dot_tile(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-              bool accumulate) {
-  __m256 acc[MB][NB];
+void dot_block(int64_t k0, int64_t k1, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+               __m256* acc /* [MB][NB] */, bool last) {
+  __m256 c[MB][NB];
   for (int i = 0; i < MB; ++i)
-    for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_setzero_ps();
-  int64_t k = 0;
-  for (; k + 8 <= K; k += 8) {
+    for (int j = 0; j < NB; ++j) c[i][j] = acc[i * NB + j];
+  for (int64_t k = k0; k < k1; k += 8) {
     __m256 b[NB];
     for (int j = 0; j < NB; ++j) b[j] = _mm256_loadu_ps(B + j * ldb + k);
     for (int i = 0; i < MB; ++i) {
       const __m256 a = _mm256_loadu_ps(A + i * lda + k);
-      for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_fmadd_ps(a, b[j], acc[i][j]);
+      for (int j = 0; j < NB; ++j) c[i][j] = _mm256_fmadd_ps(a, b[j], c[i][j]);
     }
   }
-  if (k < K) {
-    const __m256i mask = lane_mask(K - k);
+  if (last && k1 < K) {
+    const __m256i mask = lane_mask(K - k1);
     __m256 b[NB];
-    for (int j = 0; j < NB; ++j) b[j] = _mm256_maskload_ps(B + j * ldb + k, mask);
+    for (int j = 0; j < NB; ++j) b[j] = _mm256_maskload_ps(B + j * ldb + k1, mask);
     for (int i = 0; i < MB; ++i) {
-      const __m256 a = _mm256_maskload_ps(A + i * lda + k, mask);
-      for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_fmadd_ps(a, b[j], acc[i][j]);
+      const __m256 a = _mm256_maskload_ps(A + i * lda + k1, mask);
+      for (int j = 0; j < NB; ++j) c[i][j] = _mm256_fmadd_ps(a, b[j], c[i][j]);
     }
   }
   for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) acc[i * NB + j] = c[i][j];
+}
+
+// All M (<= kSmallM) rows of A against NB rows of B: C[0:M, 0:NB] (+)= dot products.
+template <int NB>
+void dot_rows(int64_t M, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+              int64_t ldc, bool accumulate) {
+  __m256 acc[kSmallM * NB];
+  for (int64_t i = 0; i < M * NB; ++i) acc[i] = _mm256_setzero_ps();
+  const int64_t k_full = K / 8 * 8;
+  for (int64_t k0 = 0; k0 < k_full || k0 == 0; k0 += kDotKB) {
+    const int64_t k1 = std::min(k_full, k0 + kDotKB);
+    const bool last = k1 == k_full;
+    int64_t m = 0;
+    for (; m + 2 <= M; m += 2) dot_block<2, NB>(k0, k1, K, A + m * lda, lda, B, ldb, acc + m * NB, last);
+    if (m < M) dot_block<1, NB>(k0, k1, K, A + m * lda, lda, B, ldb, acc + m * NB, last);
+    if (last) break;
+  }
+  for (int64_t i = 0; i < M; ++i)
     for (int j = 0; j < NB; ++j) {
-      const float s = hsum(acc[i][j]);
+      const float s = hsum(acc[i * NB + j]);
       float& c = C[i * ldc + j];
       c = accumulate ? c + s : s;
     }
 }
 
-template <int MB>
-void dot_rows(int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
-              float* C, int64_t ldc, bool accumulate) {
-  constexpr int NB = MB == 1 ? 8 : 4;
-  int64_t n = n0;
-  for (; n + NB <= n1; n += NB) dot_tile<MB, NB>(K, A, lda, B + n * ldb, ldb, C + n, ldc, accumulate);
-  for (; n < n1; ++n) dot_tile<MB, 1>(K, A, lda, B + n * ldb, ldb, C + n, ldc, accumulate);
-}
-
 void small_nt_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,
                    int64_t ldb, float* C, int64_t ldc, bool accumulate) {
-  int64_t m = 0;
-  for (; m + 2 <= M; m += 2) dot_rows<2>(n0, n1, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
-  if (m < M) dot_rows<1>(n0, n1, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
+  for (int64_t m0 = 0; m0 < M; m0 += kSmallM) {
+    const int64_t mb = std::min(kSmallM, M - m0);
+    const float* a = A + m0 * lda;
+    float* c = C + m0 * ldc;
+    int64_t n = n0;
+    if (mb == 1)
+      for (; n + 8 <= n1; n += 8) dot_rows<8>(mb, K, a, lda, B + n * ldb, ldb, c + n, ldc, accumulate);
+    for (; n + 4 <= n1; n += 4) dot_rows<4>(mb, K, a, lda, B + n * ldb, ldb, c + n, ldc, accumulate);
+    for (; n < n1; ++n) dot_rows<1>(mb, K, a, lda, B + n * ldb, ldb, c + n, ldc, accumulate);
+  }
 }
 
 // Direct nn path: each row of C is accumulated in a buffer while rows of B stream

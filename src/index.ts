@@ -1,0 +1,79 @@
+/**
+ * hopscotch-native: skip redundant attention blocks in decoder LLMs and learn four
+ * scalars per layer so the model keeps its quality (the Hopscotch method).
+ *
+ * ```ts
+ * import { hopscotch } from 'hopscotch-native';
+ * const model = await hopscotch.load(dir, { device: 'auto' });
+ * const data = await hopscotch.recoverySet(model, prompts);
+ * const pick = await hopscotch.selectBlocks(model, data, { count: 4 });
+ * const fit = await hopscotch.rescale(model, data, { skip: pick.skipped, theta: pick.theta });
+ * await hopscotch.export(model, fit, { out: './model-hop4', format: 'hf' });
+ * ```
+ */
+import { exportModel } from './export.js';
+import { loadAdapter } from './adapter.js';
+import { inspect, load, resolveDevice } from './model.js';
+import { loadDataset, loadPrompts, recoverySet, saveDataset } from './dataset.js';
+import { rescale } from './rescale.js';
+import { selectBlocks, selectionFromJSON, selectionToJSON } from './select.js';
+import { STRATEGIES } from './strategies.js';
+import * as thetaLib from './theta.js';
+import type { Model, Theta } from './types.js';
+
+export * from './types.js';
+export { ErrorCodes, HopscotchError, type ErrorCode } from './errors.js';
+export { inspect, load, resolveDevice, type LoadOptions } from './model.js';
+export { Adam, type AdamOptions, type AdamState, type FrozenMask } from './adam.js';
+export { makeBatches, type BatchingOptions } from './batching.js';
+export {
+  datasetDigest,
+  loadDataset,
+  loadPrompts,
+  readDataset,
+  recoverySet,
+  saveDataset,
+  type ChatMessage,
+  type PromptInput,
+  type RecoverySetOptions,
+} from './dataset.js';
+export { rescale, evaluateLoss, type Fit, type RescaleOptions } from './rescale.js';
+export { selectBlocks, selectionFromJSON, selectionToJSON, type Selection, type SelectOptions, type SelectionJson } from './select.js';
+export {
+  STRATEGIES,
+  blockInfluence,
+  fullGreedy,
+  iterativeGreedy,
+  random,
+  similarity,
+  type SelectionStrategy,
+  type StrategyContext,
+  type StrategyName,
+} from './strategies.js';
+export type { ProgressEvent, ProgressCallback } from './progress.js';
+export type { TraceEntry, StepLoss, StepTiming } from './checkpoint.js';
+export { exportModel, type ExportOptions, type ExportResult, type ExportFormat } from './export.js';
+export { loadAdapter } from './adapter.js';
+export * as theta from './theta.js';
+
+/** The library as one namespace, as in the design's examples. */
+export const hopscotch = {
+  load,
+  inspect,
+  resolveDevice,
+  /** All-ones theta for a model: the original network. */
+  theta: (model: Model): Theta => thetaLib.ones(model.config.numLayers),
+  recoverySet,
+  loadPrompts,
+  saveDataset,
+  loadDataset,
+  selectBlocks,
+  selectionToJSON,
+  selectionFromJSON,
+  rescale,
+  export: exportModel,
+  loadAdapter,
+  strategies: STRATEGIES,
+} as const;
+
+export default hopscotch;
