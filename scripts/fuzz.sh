@@ -93,7 +93,8 @@ if [ "$mode" = regressions ]; then
       [ -d "$dir" ] || continue
       while IFS= read -r -d '' f; do inputs+=("$f"); done < <(find "$dir" -type f ! -name '*.md' -print0 | sort -z)
     done
-    n_reg=$(find "$FUZZ_DIR/regressions/$t" -type f ! -name '*.md' 2>/dev/null | wc -l)
+    n_reg=0
+    [ -d "$FUZZ_DIR/regressions/$t" ] && n_reg=$(find "$FUZZ_DIR/regressions/$t" -type f ! -name '*.md' | wc -l)
     # One process per input, so every failing input is reported, not only the first.
     bad=()
     for f in "${inputs[@]}"; do

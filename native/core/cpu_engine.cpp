@@ -78,7 +78,7 @@ struct Scratch {
 class CpuEngine final : public Engine {
  public:
   CpuEngine(const LoadedModel& model, int threads)
-      : model_(model), cfg_(model.config), w_(*model.weights), pool_(threads) {
+      : cfg_(model.config), w_(*model.weights), pool_(threads) {
     H_ = cfg_.hidden;
     I_ = cfg_.intermediate;
     nH_ = cfg_.num_heads;
@@ -215,7 +215,6 @@ class CpuEngine final : public Engine {
                       bool skipped, const float* g_out, float* g_in, Theta& grad);
   void final_logits_rows(const float* h_final, const std::vector<int64_t>& rows, float* out);
 
-  const LoadedModel& model_;
   const ModelConfig& cfg_;
   const Weights& w_;
   ThreadPool pool_;

@@ -207,7 +207,7 @@ void gemm_dispatch(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, 
     fill_or_keep(M, N, C, ldc, accumulate);
     return;
   }
-  if (M <= kSmallM) {
+  if (M <= (b_is_nk ? kSmallMNT : kSmallMNN)) {
     const bool parallel = pool && pool->threads() > 1 && 2.0 * M * N * K >= kParallelMinFlops;
     auto small = b_is_nk ? kern.small_nt : kern.small_nn;
     run_split(pool, parallel, ceil_div(N, kSmallNBlock), [&](int64_t b0, int64_t b1) {

@@ -199,11 +199,11 @@ void dot_block(int64_t k0, int64_t k1, int64_t K, const float* A, int64_t lda, c
     for (int j = 0; j < NB; ++j) acc[i * NB + j] = c[i][j];
 }
 
-// All M (<= kSmallM) rows of A against NB rows of B: C[0:M, 0:NB] (+)= dot products.
+// All M (<= kSmallMNT) rows of A against NB rows of B: C[0:M, 0:NB] (+)= dot products.
 template <int NB>
 void dot_rows(int64_t M, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
               int64_t ldc, bool accumulate) {
-  __m256 acc[kSmallM * NB];
+  __m256 acc[kSmallMNT * NB];
   for (int64_t i = 0; i < M * NB; ++i) acc[i] = _mm256_setzero_ps();
   const int64_t k_full = K / 8 * 8;
   for (int64_t k0 = 0; k0 < k_full || k0 == 0; k0 += kDotKB) {
@@ -224,8 +224,8 @@ void dot_rows(int64_t M, int64_t K, const float* A, int64_t lda, const float* B,
 
 void small_nt_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,
                    int64_t ldb, float* C, int64_t ldc, bool accumulate) {
-  for (int64_t m0 = 0; m0 < M; m0 += kSmallM) {
-    const int64_t mb = std::min(kSmallM, M - m0);
+  for (int64_t m0 = 0; m0 < M; m0 += kSmallMNT) {
+    const int64_t mb = std::min(kSmallMNT, M - m0);
     const float* a = A + m0 * lda;
     float* c = C + m0 * ldc;
     int64_t n = n0;

@@ -25,8 +25,10 @@ inline constexpr int64_t kKC = 256;   // depth of a packed block (B micro-panel 
 inline constexpr int64_t kMC = 144;   // rows of a packed A block (stays in L2)
 inline constexpr int64_t kNC = 4080;  // columns of a packed B block (stays in L3)
 
-// Below this many rows of C the drivers skip packing and stream B directly.
-inline constexpr int64_t kSmallM = 16;
+// Up to this many rows of C the drivers skip packing and stream B directly
+// (the small-M kernels accept any M, these are only the switch-over points).
+inline constexpr int64_t kSmallMNT = 16;
+inline constexpr int64_t kSmallMNN = 8;
 
 // Columns of C per work item in the direct small-M paths (the split unit for threads).
 inline constexpr int64_t kSmallNBlock = 64;

@@ -63,8 +63,9 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& cfg) {
   out.push_back({"model.embed_tokens.weight", {V, H}, false});
   for (int l = 0; l < cfg.num_layers; ++l) {
     const bool attention = l >= static_cast<int>(cfg.attention_absent.size()) || !cfg.attention_absent[l];
-    out.push_back({layer_name(l, "input_layernorm.weight"), {H}, false});
     if (attention) {
+      // A layer without attention has no input norm either (DeciLM no_op layers).
+      out.push_back({layer_name(l, "input_layernorm.weight"), {H}, false});
       out.push_back({layer_name(l, "self_attn.q_proj.weight"), {QD, H}, false});
       out.push_back({layer_name(l, "self_attn.k_proj.weight"), {KVD, H}, false});
       out.push_back({layer_name(l, "self_attn.v_proj.weight"), {KVD, H}, false});

@@ -30,6 +30,7 @@
 #include "attention.cuh"
 #include "cast.cuh"
 #include "cosine.cuh"
+#include "cpu_kernels.h"
 #include "cross_entropy.cuh"
 #include "cublaslt.h"
 #include "cuda_common.h"
@@ -272,30 +273,9 @@ void CudaEngine::upload_f32(DeviceBuffer& dst, const float* src, size_t n, const
   check(cudaStreamSynchronize(stream_), what);  // `src` may be a temporary
 }
 
-// inv_freq[i] = theta^(-2i/D), adjusted for linear and llama3 rope scaling (as HF does).
+// inv_freq exactly as the CPU engine computes it (HF's fp32 recipe plus rope scaling).
 void CudaEngine::compute_inv_freq() {
-  const int D = cfg_.head_dim;
-  const RopeConfig& r = cfg_.rope;
-  std::vector<float> inv(D / 2);
-  const double pi = 3.14159265358979323846;
-  for (int i = 0; i < D / 2; ++i) {
-    double f = 1.0 / std::pow(r.theta, double(2 * i) / double(D));
-    if (r.type == RopeType::Linear) {
-      f /= r.factor;
-    } else if (r.type == RopeType::Llama3) {
-      const double low_wavelen = double(r.original_max_position) / r.low_freq_factor;
-      const double high_wavelen = double(r.original_max_position) / r.high_freq_factor;
-      const double wavelen = 2.0 * pi / f;
-      if (wavelen > low_wavelen) {
-        f = f / r.factor;
-      } else if (wavelen >= high_wavelen) {
-        const double smooth = (double(r.original_max_position) / wavelen - r.low_freq_factor) /
-                              (r.high_freq_factor - r.low_freq_factor);
-        f = (1.0 - smooth) * f / r.factor + smooth * f;
-      }
-    }
-    inv[i] = static_cast<float>(f);
-  }
+  const std::vector<float> inv = cpu::rope_inv_freq(cfg_.rope, cfg_.head_dim);
   upload_f32(inv_freq_, inv.data(), inv.size(), "rotary inv_freq");
 }
 
@@ -741,7 +721,6 @@ std::vector<std::vector<int32_t>> CudaEngine::generate(const std::vector<std::ve
                                                        const Theta& theta, const GenerateOptions& opts) {
   validate_theta(cfg_, theta);
   validate_skip(cfg_, opts.skip);
-  if (opts.max_new_tokens < 0) fail(code::kArgument, "generate: max_new_tokens must be >= 0");
   for (size_t i = 0; i < prompts.size(); ++i) {
     const std::string name = "prompts[" + std::to_string(i) + "]";
     if (prompts[i].empty()) fail(code::kArgument, name + " is empty: generation needs at least one token");
@@ -765,7 +744,7 @@ std::vector<std::vector<int32_t>> CudaEngine::generate(const std::vector<std::ve
     const int64_t P = static_cast<int64_t>(prompt.size());
     const int64_t maxT = P + opts.max_new_tokens;
     std::vector<int32_t> out;
-    if (opts.max_new_tokens == 0) {
+    if (opts.max_new_tokens <= 0) {
       results.push_back(out);
       continue;
     }
@@ -806,11 +785,11 @@ std::vector<std::vector<int32_t>> CudaEngine::generate(const std::vector<std::ve
       return next;
     };
 
+    // A stop token ends the generation and is not part of the output (as on the CPU).
     int32_t next = step(prompt, 0);
     int64_t p = P;
-    while (true) {
+    while (std::find(opts.stop.begin(), opts.stop.end(), next) == opts.stop.end()) {
       out.push_back(next);
-      if (std::find(opts.stop.begin(), opts.stop.end(), next) != opts.stop.end()) break;
       if (static_cast<int>(out.size()) >= opts.max_new_tokens) break;
       next = step({next}, p);
       ++p;
