@@ -221,17 +221,26 @@ void gemm_dispatch(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, 
 // ---- portable scalar kernels ----
 
 void micro_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add) {
-  float acc[kMR][kNR] = {};
-  for (int64_t k = 0; k < kc; ++k) {
-    const float* ak = a + k * kMR;
-    const float* bk = b + k * kNR;
-    for (int i = 0; i < kMR; ++i) {
-      const float ai = ak[i];
-      for (int j = 0; j < kNR; ++j) acc[i][j] += ai * bk[j];
+  // Two passes of kMR x 8 columns: 48 accumulators stay in registers (a full
+  // kMR x kNR tile would spill on a baseline x86-64 or AArch64 register file).
+  constexpr int kHalf = kNR / 2;
+  for (int j0 = 0; j0 < nr; j0 += kHalf) {
+    float acc[kMR][kHalf] = {};
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* ak = a + k * kMR;
+      const float* bk = b + k * kNR + j0;
+      for (int i = 0; i < kMR; ++i) {
+        const float ai = ak[i];
+        for (int j = 0; j < kHalf; ++j) acc[i][j] += ai * bk[j];
+      }
     }
+    const int w = std::min(kHalf, nr - j0);
+    for (int i = 0; i < mr; ++i)
+      for (int j = 0; j < w; ++j) {
+        float& cij = c[i * ldc + j0 + j];
+        cij = add ? cij + acc[i][j] : acc[i][j];
+      }
   }
-  for (int i = 0; i < mr; ++i)
-    for (int j = 0; j < nr; ++j) c[i * ldc + j] = add ? c[i * ldc + j] + acc[i][j] : acc[i][j];
 }
 
 void small_nt_scalar(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,

@@ -239,11 +239,11 @@ void small_nt_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A,
 // Direct nn path: each row of C is accumulated in a buffer while rows of B stream
 // by in order (contiguous reads, one page after another). Per element the sum runs
 // over k in increasing order from zero, one FMA per k, then is added to C.
-void small_nn_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,
+void small_nn_rows(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,
                    int64_t ldb, float* C, int64_t ldc, bool accumulate) {
-  constexpr int64_t kAccFloats = 8192;  // 32 KiB of accumulators
+  constexpr int64_t kAccFloats = 8192;  // 32 KiB of accumulators; M <= 16 keeps width >= 512
   alignas(32) float acc[kAccFloats];
-  const int64_t width = std::max<int64_t>(8, kAccFloats / std::max<int64_t>(1, M) / 8 * 8);
+  const int64_t width = kAccFloats / M / 8 * 8;
   for (int64_t j0 = n0; j0 < n1; j0 += width) {
     const int64_t w = std::min(width, n1 - j0);
     const int64_t wv = w / 8 * 8;  // full vectors; the rest is masked
@@ -297,6 +297,13 @@ void small_nn_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A,
       for (int64_t j = 0; j < w; ++j) c[j] = accumulate ? c[j] + a[j] : a[j];
     }
   }
+}
+
+void small_nn_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,
+                   int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  constexpr int64_t kRows = 16;
+  for (int64_t m0 = 0; m0 < M; m0 += kRows)
+    small_nn_rows(std::min(kRows, M - m0), n0, n1, K, A + m0 * lda, lda, B, ldb, C + m0 * ldc, ldc, accumulate);
 }
 
 }  // namespace

@@ -20,7 +20,7 @@ export type Attrs = Record<string, string | number | undefined>;
 export function el(name: string, attrs: Attrs = {}, children: string | string[] = []): string {
   const a = Object.entries(attrs)
     .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => ` ${k}="${esc(typeof v === 'number' ? num(v) : v)}"`)
+    .map(([k, v]) => ` ${k}="${esc(typeof v === 'number' ? num(v) : String(v))}"`)
     .join('');
   const body = Array.isArray(children) ? children.join('') : children;
   return body === '' ? `<${name}${a}/>` : `<${name}${a}>${body}</${name}>`;

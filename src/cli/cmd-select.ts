@@ -1,0 +1,129 @@
+/**
+ * `hopscotch select`: chooses attention blocks to skip (the Hopscotch loop or another
+ * strategy) and prints the selection: skipped layers, theta, and every probe score.
+ */
+import { selectBlocks, selectionToJSON, type Selection, type SelectOptions } from '../select.js';
+import type { StrategyName } from '../strategies.js';
+import type { TraceEntry } from '../checkpoint.js';
+import { type DataArgs, type ModelArgs, interruptible, obtainDataset, openModel } from './cmd-shared.js';
+import { formatLoss, printJson, printLines, saveJson, sparkline, table } from './output.js';
+import { ProgressReporter } from './progress-bar.js';
+
+/** The `selectBlocks` options that the command line sets. */
+export interface SelectArgs {
+  count?: number;
+  maxLoss?: number;
+  strategy: StrategyName;
+  seed: number;
+  batchSize: number;
+  tokenCap?: number;
+  probeLr: number;
+  rescaleLr: number;
+  rescaleEpochs: number;
+  probeSubset?: number;
+  shortlist?: number;
+  checkpoint?: string;
+}
+
+export interface SelectCommandArgs {
+  model: ModelArgs;
+  data: DataArgs;
+  select: SelectArgs;
+  save?: string;
+  json: boolean;
+}
+
+/** `selectBlocks` options from the parsed arguments (progress and signal added by the caller). */
+export function selectOptions(a: SelectArgs): SelectOptions {
+  return {
+    count: a.count,
+    maxLoss: a.maxLoss,
+    strategy: a.strategy,
+    seed: a.seed,
+    batchSize: a.batchSize,
+    tokenCap: a.tokenCap,
+    probeLr: a.probeLr,
+    rescaleLr: a.rescaleLr,
+    rescaleEpochs: a.rescaleEpochs,
+    probeSubset: a.probeSubset,
+    shortlist: a.shortlist,
+    checkpoint: a.checkpoint,
+  };
+}
+
+/** The selection's settings as recorded next to its result (and in adapter metadata on export). */
+export function selectionSettings(a: SelectArgs): Record<string, unknown> {
+  const { checkpoint: _checkpoint, ...rest } = a;
+  return Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
+}
+
+/** Lowest score of every step: the loss-per-block-removed curve. */
+export function stepBest(trace: readonly TraceEntry[]): TraceEntry[] {
+  const best = new Map<number, TraceEntry>();
+  for (const e of trace) {
+    const b = best.get(e.step);
+    if (!b || e.score < b.score || (e.score === b.score && e.candidate < b.candidate)) best.set(e.step, e);
+  }
+  return [...best.values()].sort((x, y) => x.step - y.step);
+}
+
+/** Human-readable summary of a selection. */
+export function describeSelection(sel: Selection): string[] {
+  const lines = [`strategy     ${sel.strategy}`, `skipped      ${sel.skipped.join(', ') || '(none)'}`, `stopped by   ${sel.stoppedBy}`, ''];
+  const steps = [...new Set(sel.trace.map((e) => e.step))].sort((a, b) => a - b);
+  const layers = [...new Set(sel.trace.map((e) => e.candidate))].sort((a, b) => a - b);
+  if (steps.length > 0) {
+    lines.push('scores (lower = skip first; * = chosen)');
+    const rows = [['step', ...layers.map((l) => `layer ${l}`)]];
+    for (const s of steps) {
+      const chosen = new Set(steps.length === 1 ? sel.skipped : [sel.skipped[s - 1]]);
+      rows.push([
+        String(s),
+        ...layers.map((l) => {
+          const e = sel.trace.find((x) => x.step === s && x.candidate === l);
+          return e ? `${formatLoss(e.score)}${chosen.has(l) ? '*' : ' '}` : '-';
+        }),
+      ]);
+    }
+    lines.push(...table(rows, layers.map((_, i) => i + 1)), '');
+  }
+  if (sel.losses.length > 0) {
+    const best = stepBest(sel.trace);
+    if (steps.length > 1)
+      lines.push(`curve        ${sparkline(best.map((e) => e.score))}  (best score per step ${best.map((e) => formatLoss(e.score, 2)).join(' ')})`);
+    lines.push(`rescaled     ${sel.losses.map((l) => `step ${l.step}: ${formatLoss(l.loss)}`).join(', ')}`, '');
+  }
+  lines.push(...describeTheta(sel.theta, sel.skipped));
+  return lines;
+}
+
+export function describeTheta(theta: Selection['theta'], skipped: readonly number[]): string[] {
+  const rows = [['layer', 'b_att', 's_att', 'b_mlp', 's_mlp', '']];
+  for (let l = 0; l < theta.bAtt.length; l++)
+    rows.push([
+      String(l),
+      theta.bAtt[l].toFixed(4),
+      theta.sAtt[l].toFixed(4),
+      theta.bMlp[l].toFixed(4),
+      theta.sMlp[l].toFixed(4),
+      skipped.includes(l) ? 'skipped' : '',
+    ]);
+  return ['theta', ...table(rows, [0, 1, 2, 3, 4])];
+}
+
+export async function runSelect(args: SelectCommandArgs): Promise<void> {
+  const progress = new ProgressReporter();
+  const model = await openModel(args.model);
+  try {
+    const sel = await interruptible(progress, async (signal) => {
+      const data = await obtainDataset(model, args.data, progress, signal);
+      return selectBlocks(model, data, { ...selectOptions(args.select), onProgress: progress.onProgress, signal });
+    });
+    const json = { ...selectionToJSON(sel), settings: selectionSettings(args.select) };
+    if (args.save !== undefined) await saveJson(args.save, json);
+    if (args.json) printJson(json);
+    else printLines(describeSelection(sel));
+  } finally {
+    model.dispose();
+  }
+}

@@ -1,0 +1,242 @@
+// The `hopscotch` command line, run as a user runs it: `node dist/cli/main.js ...`
+// (`npm test` builds dist/ first). Selection on the llama-inert fixture, crash and
+// Ctrl-C safety of checkpoints, argument errors, the demo, and the generated reference.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+import { saveDataset } from '../../src/dataset.js';
+import { inspect, load } from '../../src/model.js';
+import type { Sample } from '../../src/types.js';
+import { demoModel, fixtureDir, root } from '../helpers.js';
+
+const mainJs = join(root, 'dist', 'cli', 'main.js');
+const inert = fixtureDir('llama-inert');
+const work = mkdtempSync(join(tmpdir(), 'hs-cli-'));
+const dataFile = join(work, 'inert.jsonl');
+
+interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+function start(args: string[]): { child: ChildProcess; done: Promise<Result> } {
+  const child = spawn(process.execPath, [mainJs, ...args], { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const done = new Promise<Result>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return { child, done };
+}
+
+const cli = (args: string[]) => start(args).done;
+
+function lastJson(r: Result): Record<string, unknown> {
+  const lines = r.stdout.trimEnd().split('\n');
+  return JSON.parse(lines[lines.length - 1]) as Record<string, unknown>;
+}
+
+/** A fixed seeded recovery set for the fixture (random ids: the fixture's weights are random too). */
+function fixtureData(): Sample[] {
+  let s = 12345;
+  const next = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0);
+  return Array.from({ length: 48 }, () => ({
+    prompt: Array.from({ length: 8 }, () => 3 + (next() % 500)),
+    response: Array.from({ length: 24 }, () => 3 + (next() % 500)),
+  }));
+}
+
+const selectArgs = ['select', '--model', inert, '--data', dataFile, '--count', '3', '--batch-size', '8', '--device', 'cpu', '--json'];
+
+/** Completed units of work recorded in a checkpoint file: probes and rankings done, plus rescales. */
+function checkpointProgress(file: string): number {
+  try {
+    const c = JSON.parse(readFileSync(file, 'utf8'));
+    return c.state.trace.length + c.state.probes.length + c.state.losses.length;
+  } catch {
+    return -1;
+  }
+}
+
+async function waitFor(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function expectSameSelection(a: Record<string, unknown>, b: Record<string, unknown>): void {
+  expect(a.skipped).toEqual(b.skipped);
+  expect(a.trace).toEqual(b.trace);
+  expect(a.losses).toEqual(b.losses);
+  const bits = (t: unknown) =>
+    Object.fromEntries(Object.entries(t as Record<string, number[]>).map(([k, v]) => [k, Array.from(new Uint32Array(Float32Array.from(v).buffer))]));
+  expect(bits(a.theta)).toEqual(bits(b.theta));
+}
+
+let reference: Record<string, unknown>;
+
+beforeAll(async () => {
+  if (!existsSync(mainJs)) throw new Error(`${mainJs} is missing: build the TypeScript first (npm run build:ts)`);
+  await saveDataset(dataFile, fixtureData(), { fingerprint: inspect(inert).fingerprint });
+  const r = await cli(selectArgs);
+  expect(r.code, r.stderr).toBe(0);
+  reference = lastJson(r);
+});
+
+describe('hopscotch inspect', () => {
+  it('--json prints the summary and the fingerprint load() computes', async () => {
+    const r = await cli(['inspect', demoModel, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const j = lastJson(r) as { config: { numLayers: number; arch: string }; fingerprint: string };
+    expect(j.config.arch).toBe('LlamaForCausalLM');
+    expect(j.config.numLayers).toBe(5);
+    const model = await load(demoModel, { device: 'cpu' });
+    try {
+      expect(j.fingerprint).toBe(model.fingerprint);
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+describe('hopscotch select', () => {
+  it('--json on llama-inert skips the inert layer 2 first, and its probe scores the lowest', () => {
+    const trace = reference.trace as { step: number; candidate: number; score: number }[];
+    expect((reference.skipped as number[])[0]).toBe(2);
+    expect(reference.skipped).toHaveLength(3);
+    const step1 = trace.filter((e) => e.step === 1);
+    expect(step1.map((e) => e.candidate)).toEqual([0, 1, 2, 3]);
+    const best = Math.min(...step1.map((e) => e.score));
+    expect(step1.find((e) => e.candidate === 2)!.score).toBe(best);
+    const theta = reference.theta as { bAtt: number[] };
+    for (const l of reference.skipped as number[]) expect(theta.bAtt[l]).toBe(0);
+    expect(reference.stoppedBy).toBe('count');
+  });
+
+  it('killed with SIGKILL at random points, then resumed, ends with the uninterrupted selection', async () => {
+    // Seeded choice of kill points (units: completed probes, rankings and rescales; the run has 4+3+2 probes,
+    // 3 rankings and 3 rescales = 15).
+    let seed = 0x5eed;
+    const rand = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+    for (let run = 0; run < 3; run++) {
+      const ckpt = join(work, `kill-${run}.json`);
+      const target = 1 + Math.floor(rand() * 12);
+      const { child, done } = start([...selectArgs, '--checkpoint', ckpt]);
+      await waitFor(() => checkpointProgress(ckpt) >= target || child.exitCode !== null, `checkpoint progress ${target}`);
+      child.kill('SIGKILL');
+      const killed = await done;
+      expect(killed.signal, `run ${run}: the process finished before the kill`).toBe('SIGKILL');
+      const state = JSON.parse(readFileSync(ckpt, 'utf8')).state;
+      expect(state.stoppedBy).toBeNull();
+      const resumed = await cli([...selectArgs, '--checkpoint', ckpt]);
+      expect(resumed.code, resumed.stderr).toBe(0);
+      expectSameSelection(lastJson(resumed), reference);
+    }
+  });
+
+  it('SIGINT stops with exit status 130 and a valid checkpoint that resumes to the same selection', async () => {
+    const ckpt = join(work, 'sigint.json');
+    const { child, done } = start([...selectArgs, '--checkpoint', ckpt]);
+    await waitFor(() => checkpointProgress(ckpt) >= 2, 'two completed probes');
+    child.kill('SIGINT');
+    const r = await done;
+    expect(r.code).toBe(130);
+    expect(r.stderr).toMatch(/interrupted/);
+    expect(r.stdout).toBe('');
+    const c = JSON.parse(readFileSync(ckpt, 'utf8'));
+    expect(c.format).toBe('hopscotch-selection-checkpoint');
+    expect(c.state.stoppedBy).toBeNull();
+    const resumed = await cli([...selectArgs, '--checkpoint', ckpt]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expectSameSelection(lastJson(resumed), reference);
+  });
+});
+
+describe('argument errors', () => {
+  it.each([
+    [['select', '--model', inert, '--data', dataFile, '--count', '0'], /--count must be an integer >= 1, got '0'/],
+    [['select', '--model', inert, '--data', dataFile, '--count', '2', '--probe-lr', 'fast'], /--probe-lr must be a positive number/],
+    [['select', '--model', inert, '--data', dataFile, '--count', '2', '--bogus'], /unknown option '--bogus'/],
+    [['select', '--model', inert, '--count', '2'], /--prompts <file> or --data <file>/],
+    [['select', '--model', inert, '--data', dataFile, '--prompts', dataFile, '--count', '2'], /cannot be used with/],
+    [['rescale', '--model', inert, '--data', dataFile, '--skip', '1,x'], /--skip must be a comma-separated list/],
+    [['select', '--model', inert, '--data', dataFile, '--count', '2', '--strategy', 'best'], /Allowed choices/],
+  ])('%j exits with 1 and HOPSCOTCH_ERR_ARGUMENT', async (args, message) => {
+    const r = await cli(args as string[]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^hopscotch: HOPSCOTCH_ERR_ARGUMENT: /);
+    expect(r.stderr).toMatch(message as RegExp);
+    expect(r.stdout).toBe('');
+  });
+
+  it('a data file made for another model is refused with its own code', async () => {
+    const r = await cli(['select', '--model', fixtureDir('llama-gqa'), '--data', dataFile, '--count', '1', '--device', 'cpu']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^hopscotch: HOPSCOTCH_ERR_FINGERPRINT: /);
+  });
+});
+
+describe('hopscotch rescale', () => {
+  it('--json prints a fit whose training loss went down, starting from --theta', async () => {
+    const sel = join(work, 'sel.json');
+    const r1 = await cli([...selectArgs.filter((a) => a !== '--json'), '--save', sel]);
+    expect(r1.code, r1.stderr).toBe(0);
+    const r = await cli(['rescale', '--model', inert, '--data', dataFile, '--skip', '2,0', '--epochs', '3', '--batch-size', '8', '--device', 'cpu', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const fit = lastJson(r) as { skipped: number[]; epochLosses: number[]; theta: { bAtt: number[] }; steps: number };
+    expect(fit.skipped).toEqual([2, 0]);
+    expect(fit.steps).toBe(18);
+    expect(fit.epochLosses[2]).toBeLessThan(fit.epochLosses[0]);
+    expect(fit.theta.bAtt[0]).toBe(0);
+    expect(fit.theta.bAtt[2]).toBe(0);
+    const from = await cli(['rescale', '--model', inert, '--data', dataFile, '--skip', '2', '--theta', sel, '--epochs', '1', '--device', 'cpu', '--json']);
+    expect(from.code, from.stderr).toBe(0);
+    expect((lastJson(from).settings as { thetaFrom: string }).thetaFrom).toBe(sel);
+  });
+});
+
+describe('hopscotch demo', () => {
+  it('--json runs the pipeline on the bundled model and writes every file it reports', async () => {
+    const out = join(work, 'demo');
+    const r = await cli(['demo', '--out', out, '--count', '1', '--limit', '12', '--max-new-tokens', '24', '--device', 'cpu', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const j = lastJson(r) as {
+      skipped: number[];
+      samples: { train: number; heldOut: number };
+      heldOutLoss: { base: number; noScale: number; rescaled: number };
+      files: Record<string, string | string[]>;
+      curve: { step: number }[];
+    };
+    expect(j.skipped).toHaveLength(1);
+    expect(j.samples).toMatchObject({ train: 9, heldOut: 3 });
+    expect(j.curve.map((c) => c.step)).toEqual([0, 1]);
+    expect(j.heldOutLoss.noScale).toBeGreaterThan(j.heldOutLoss.base);
+    for (const key of ['train', 'heldOut', 'selection', 'fit', 'scales', 'hf']) {
+      const f = j.files[key] as string;
+      expect(existsSync(f), f).toBe(true);
+    }
+    for (const f of j.files.hfFiles as string[]) expect(statSync(join(j.files.hf as string, f)).size).toBeGreaterThan(0);
+    const selection = JSON.parse(readFileSync(j.files.selection as string, 'utf8'));
+    expect(selection.skipped).toEqual(j.skipped);
+    const again = await cli(['demo', '--out', out, '--count', '1', '--limit', '12', '--max-new-tokens', '24', '--device', 'cpu']);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/HOPSCOTCH_ERR_EXISTS/);
+  });
+});
+
+describe('docs/cli.md', () => {
+  it('equals a fresh generation from the parser', async () => {
+    const { generateCliDocs } = (await import('../../scripts/gen-cli-docs.mjs')) as { generateCliDocs: (main: string) => string };
+    expect(readFileSync(join(root, 'docs', 'cli.md'), 'utf8')).toBe(generateCliDocs(mainJs));
+  });
+});
