@@ -5,15 +5,17 @@
 
 #include <cstdlib>
 #include <mutex>
+#include <set>
 
 #include "common.h"
+#include "../cuda/hopscotch_cuda.h"
 
 namespace hsnapi {
 namespace {
 
-using VersionFn = const char* (*)();
-using ProbeFn = int (*)(char*, size_t);
-using CreateFn = hs::Engine* (*)(const hs::LoadedModel*, char*, size_t);
+using VersionFn = hopscotch_cuda_version_fn;
+using ProbeFn = hopscotch_cuda_probe_fn;
+using CreateFn = hopscotch_cuda_create_fn;
 
 struct CudaBackend {
   void* handle = nullptr;
@@ -84,8 +86,9 @@ Napi::Value CudaProbe(const Napi::CallbackInfo& info) {
   }
   o.Set("version", b.version());
   char msg[1024] = {0};
-  int ok = b.probe(msg, sizeof(msg));
-  o.Set("available", ok == 1);
+  int devices = b.probe(msg, sizeof(msg));
+  o.Set("available", devices > 0);
+  o.Set("devices", devices);
   o.Set("message", std::string(msg));
   return o;
 }
@@ -97,7 +100,19 @@ std::unique_ptr<hs::Engine> create_cuda_engine(const hs::LoadedModel& model) {
   if (!b.handle) hs::fail(hs::code::kCuda, "CUDA backend library not loadable: " + b.error);
   char err[2048] = {0};
   hs::Engine* e = b.create(&model, err, sizeof(err));
-  if (!e) hs::fail(hs::code::kCuda, std::string("CUDA engine could not start: ") + err);
+  if (!e) {
+    // The backend writes "<CODE>: <message>"; keep its code when it is one of ours.
+    std::string text = err;
+    auto sep = text.find(": ");
+    if (sep != std::string::npos && text.compare(0, 14, "HOPSCOTCH_ERR_") == 0) {
+      static std::set<std::string> codes;  // node-based: the code strings never move
+      static std::mutex mu;
+      std::lock_guard<std::mutex> lock(mu);
+      const std::string& code = *codes.insert(text.substr(0, sep)).first;
+      throw hs::Error(code.c_str(), text.substr(sep + 2));
+    }
+    hs::fail(hs::code::kCuda, "CUDA engine could not start: " + text);
+  }
   return std::unique_ptr<hs::Engine>(e);
 }
 

@@ -9,11 +9,18 @@
 #include <functional>
 #include <limits>
 
+#include <cstdlib>
+#include <cstring>
+
+#include "cpu_kernels_internal.h"
 #include "gemm.h"
+#include "gemm_internal.h"
 #include "threadpool.h"
 
-// The attention inner loops are also compiled for AVX2/FMA and picked at load time
-// (GCC/Clang function multi-versioning) where the platform supports it.
+// The decode-time attention row loop is also compiled for AVX2/FMA and picked at
+// load time (GCC/Clang function multi-versioning) where the platform supports it;
+// the blocked prefill/training attention picks its tile primitives at run time
+// (cpu_kernels_internal.h).
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
 #define HS_VECTOR_CLONES __attribute__((target_clones("arch=haswell", "default")))
 #else
@@ -61,6 +68,41 @@ inline int64_t row_grain(int64_t dim, int64_t target = 16384) { return std::max<
 
 namespace detail {
 
+namespace {
+
+void matmul_scalar(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                   float* C, int64_t ldc, bool accumulate) {
+  for (int64_t m = 0; m < M; ++m) {
+    float* c = C + m * ldc;
+    if (!accumulate) std::fill_n(c, N, 0.f);
+    for (int64_t k = 0; k < K; ++k) {
+      const float a = A[m * lda + k];
+      const float* b = B + k * ldb;
+      for (int64_t n = 0; n < N; ++n) c[n] += a * b[n];
+    }
+  }
+}
+
+void exp_inplace_scalar(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+}  // namespace
+
+const AttentionKernels& scalar_attention_kernels() {
+  static const AttentionKernels k{"scalar", matmul_scalar, exp_inplace_scalar};
+  return k;
+}
+
+const AttentionKernels& active_attention_kernels() {
+  static const AttentionKernels& k = []() -> const AttentionKernels& {
+    const char* forced = std::getenv("HOPSCOTCH_CPU_KERNEL");
+    const bool scalar = forced && std::strcmp(forced, "scalar") == 0;
+    return (!scalar && gemm_detail::cpu_has_avx2_fma()) ? avx2_attention_kernels() : scalar_attention_kernels();
+  }();
+  return k;
+}
+
 // Softmax-weighted sum of value rows for one query head. Keys/values are rows
 // kb[j * stride .. + D), j < n. Returns the row's logsumexp of the scaled scores.
 HS_VECTOR_CLONES float attend_row(const float* qh, const float* kb, const float* vb, int64_t stride, int64_t n, int D, float scale,
@@ -86,42 +128,6 @@ HS_VECTOR_CLONES float attend_row(const float* qh, const float* kb, const float*
   const float inv = 1.f / sum;
   for (int d = 0; d < D; ++d) out[d] *= inv;
   return mx + std::log(sum);
-}
-
-// Backward of one (sample, kv head) block: all query heads of the group, all rows.
-// dK/dV rows of the block are owned here, so they accumulate without races.
-HS_VECTOR_CLONES void attention_bwd_block(const float* q, const float* kb, const float* vb, const float* o,
-                                          const float* lse, const float* d_o, float* dq, float* dkb, float* dvb,
-                                          int64_t st, int64_t len, int g, int nH, int group, int D, int64_t qs,
-                                          int64_t ks, float scale, float* dqi) {
-  for (int64_t j = 0; j < len; ++j)
-    for (int d = 0; d < D; ++d) dkb[j * ks + d] = dvb[j * ks + d] = 0.f;
-  for (int hq = g * group; hq < (g + 1) * group; ++hq) {
-    for (int64_t i = 0; i < len; ++i) {
-      const int64_t qoff = (st + i) * qs + static_cast<int64_t>(hq) * D;
-      const float* qi = q + qoff;
-      const float* doi = d_o + qoff;
-      const float Di = dot(doi, o + qoff, D);
-      const float li = lse[(st + i) * nH + hq];
-      for (int d = 0; d < D; ++d) dqi[d] = 0.f;
-      for (int64_t j = 0; j <= i; ++j) {
-        const float* kj = kb + j * ks;
-        const float* vj = vb + j * ks;
-        const float p = std::exp(dot(qi, kj, D) * scale - li);
-        const float ds = p * (dot(doi, vj, D) - Di);
-        const float dss = ds * scale;
-        float* dkj = dkb + j * ks;
-        float* dvj = dvb + j * ks;
-        for (int d = 0; d < D; ++d) {
-          dqi[d] += ds * kj[d];
-          dkj[d] += dss * qi[d];
-          dvj[d] += p * doi[d];
-        }
-      }
-      float* dqo = dq + qoff;
-      for (int d = 0; d < D; ++d) dqo[d] = dqi[d] * scale;
-    }
-  }
 }
 
 }  // namespace detail
@@ -260,27 +266,126 @@ void rope_bwd(float* dx, int64_t T, int heads, int head_dim, const float* cos_t,
 
 // ---------------------------------------------------------------- attention
 
+// Blocked ("flash-style") causal attention. Work items are (sample, kv head) or
+// (sample, kv head, query block); inside an item, a tile packs `kTileRows` query
+// rows of the group's heads (row m = token * group + head-in-group, as the heads of
+// a group share their keys) against blocks of kKeyBlock keys. Tiles are placed
+// relative to each sample's start, so every output is computed by the same
+// sequence of operations whatever the packing of the batch or the thread count.
+namespace {
+
+constexpr int64_t kKeyBlock = 64;
+constexpr int64_t kTileRows = 64;
+
+struct AttentionGeometry {
+  int D, nH, nKV, group;
+  int64_t qs, ks, block_tokens;  // row strides of q/o and k/v; query tokens per tile
+  explicit AttentionGeometry(const AttentionShape& sh)
+      : D(sh.head_dim),
+        nH(sh.heads),
+        nKV(sh.kv_heads),
+        group(sh.heads / sh.kv_heads),
+        qs(static_cast<int64_t>(sh.heads) * sh.head_dim),
+        ks(static_cast<int64_t>(sh.kv_heads) * sh.head_dim),
+        block_tokens(std::max<int64_t>(1, kTileRows / (sh.heads / sh.kv_heads))) {}
+  // Offset of (token t, head-in-group hh of kv head g) in q/o/dq.
+  int64_t q_offset(int64_t t, int g, int hh) const { return t * qs + static_cast<int64_t>(g * group + hh) * D; }
+};
+
+// Copies rows of `tokens` query tokens x group heads (token-major) into a dense (rows, D) tile.
+void pack_group_rows(const float* src, const AttentionGeometry& ge, int64_t t0, int64_t tokens, int g, float* dst) {
+  for (int64_t i = 0; i < tokens; ++i)
+    for (int hh = 0; hh < ge.group; ++hh)
+      std::copy_n(src + ge.q_offset(t0 + i, g, hh), ge.D, dst + (i * ge.group + hh) * ge.D);
+}
+
+// dst (D, n) = transpose of n key/value rows of kv head g starting at token t0.
+void pack_transposed(const float* src, const AttentionGeometry& ge, int64_t t0, int64_t n, int g, float* dst) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float* row = src + (t0 + j) * ge.ks + static_cast<int64_t>(g) * ge.D;
+    for (int d = 0; d < ge.D; ++d) dst[d * n + j] = row[d];
+  }
+}
+
+void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+}
+
+// Keys of block [j0, j0 + nk) visible to query token i (causal): the first `valid`.
+inline int64_t visible_keys(int64_t i, int64_t j0, int64_t nk) { return std::clamp<int64_t>(i - j0 + 1, 0, nk); }
+
+}  // namespace
+
 void attention_fwd(const float* q, const float* k, const float* v, float* o, float* lse, const int32_t* cu_seqlens,
                    int nseq, const AttentionShape& sh, ThreadPool* pool) {
-  const int D = sh.head_dim, nH = sh.heads, group = sh.heads / sh.kv_heads;
-  const int64_t qs = static_cast<int64_t>(nH) * D, ks = static_cast<int64_t>(sh.kv_heads) * D;
-  const int64_t T = cu_seqlens[nseq];
-  // Sample start of every token, and the longest sample (score scratch size).
-  std::vector<int32_t> start(static_cast<size_t>(T));
-  int64_t max_len = 0;
-  for (int s = 0; s < nseq; ++s) {
-    for (int32_t t = cu_seqlens[s]; t < cu_seqlens[s + 1]; ++t) start[t] = cu_seqlens[s];
-    max_len = std::max<int64_t>(max_len, cu_seqlens[s + 1] - cu_seqlens[s]);
-  }
-  parallel(pool, T * nH, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, max_len)), [&](int64_t i0, int64_t i1) {
-    std::vector<float> scores(static_cast<size_t>(max_len));
-    for (int64_t item = i0; item < i1; ++item) {
-      const int64_t t = item / nH;
-      const int h = static_cast<int>(item % nH);
-      const int64_t st = start[t];
-      const int64_t koff = st * ks + static_cast<int64_t>(h / group) * D;
-      lse[item] = detail::attend_row(q + t * qs + static_cast<int64_t>(h) * D, k + koff, v + koff, ks, t - st + 1, D,
-                             sh.scale, o + t * qs + static_cast<int64_t>(h) * D, scores.data());
+  const detail::AttentionKernels& kern = detail::active_attention_kernels();
+  const AttentionGeometry ge(sh);
+  const int D = ge.D;
+  const float scale = sh.scale;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  struct Task {
+    int s, g;
+    int64_t i0;
+  };
+  std::vector<Task> tasks;
+  for (int s = 0; s < nseq; ++s)
+    for (int g = 0; g < ge.nKV; ++g)
+      for (int64_t i0 = 0; i0 < cu_seqlens[s + 1] - cu_seqlens[s]; i0 += ge.block_tokens) tasks.push_back({s, g, i0});
+  const int64_t max_rows = ge.block_tokens * ge.group;
+  parallel(pool, static_cast<int64_t>(tasks.size()), 1, [&](int64_t r0, int64_t r1) {
+    std::vector<float> qp(max_rows * D), kt(D * kKeyBlock), sc(max_rows * kKeyBlock), acc(max_rows * D);
+    std::vector<float> row_max(max_rows), row_sum(max_rows);
+    for (int64_t ti = r0; ti < r1; ++ti) {
+      const Task& task = tasks[ti];
+      const int64_t st = cu_seqlens[task.s], len = cu_seqlens[task.s + 1] - st;
+      const int64_t i0 = task.i0, i1 = std::min(i0 + ge.block_tokens, len);
+      const int64_t M = (i1 - i0) * ge.group;
+      pack_group_rows(q, ge, st + i0, i1 - i0, task.g, qp.data());
+      std::fill_n(row_max.data(), M, neg_inf);
+      std::fill_n(row_sum.data(), M, 0.f);
+      std::fill_n(acc.data(), M * D, 0.f);
+      for (int64_t j0 = 0; j0 < i1; j0 += kKeyBlock) {
+        const int64_t nk = std::min(kKeyBlock, i1 - j0);
+        pack_transposed(k, ge, st + j0, nk, task.g, kt.data());
+        kern.matmul(M, nk, D, qp.data(), D, kt.data(), nk, sc.data(), nk, false);
+        // Online softmax: rescale what was accumulated when a row's running max grows.
+        for (int64_t m = 0; m < M; ++m) {
+          float* row = sc.data() + m * nk;
+          const int64_t valid = visible_keys(i0 + m / ge.group, j0, nk);
+          float mx = row_max[m];
+          for (int64_t j = 0; j < valid; ++j) {
+            row[j] *= scale;
+            mx = std::max(mx, row[j]);
+          }
+          for (int64_t j = 0; j < valid; ++j) row[j] -= mx;
+          for (int64_t j = valid; j < nk; ++j) row[j] = neg_inf;
+          if (valid > 0 && mx != row_max[m]) {
+            const float alpha = row_max[m] == neg_inf ? 0.f : std::exp(row_max[m] - mx);
+            row_sum[m] *= alpha;
+            float* am = acc.data() + m * D;
+            for (int d = 0; d < D; ++d) am[d] *= alpha;
+            row_max[m] = mx;
+          }
+        }
+        kern.exp_inplace(sc.data(), M * nk);
+        for (int64_t m = 0; m < M; ++m) {
+          const float* row = sc.data() + m * nk;
+          float sum = 0.f;
+          for (int64_t j = 0; j < nk; ++j) sum += row[j];
+          row_sum[m] += sum;
+        }
+        kern.matmul(M, D, nk, sc.data(), nk, v + (st + j0) * ge.ks + static_cast<int64_t>(task.g) * D, ge.ks,
+                    acc.data(), D, true);
+      }
+      for (int64_t m = 0; m < M; ++m) {
+        const int64_t t = st + i0 + m / ge.group;
+        const int hh = static_cast<int>(m % ge.group);
+        const float inv = 1.f / row_sum[m];
+        float* out = o + ge.q_offset(t, task.g, hh);
+        for (int d = 0; d < D; ++d) out[d] = acc[m * D + d] * inv;
+        lse[t * ge.nH + task.g * ge.group + hh] = row_max[m] + std::log(row_sum[m]);
+      }
     }
   });
 }
@@ -288,18 +393,76 @@ void attention_fwd(const float* q, const float* k, const float* v, float* o, flo
 void attention_bwd(const float* q, const float* k, const float* v, const float* o, const float* lse,
                    const float* d_o, float* dq, float* dk, float* dv, const int32_t* cu_seqlens, int nseq,
                    const AttentionShape& sh, ThreadPool* pool) {
-  const int D = sh.head_dim, nH = sh.heads, nKV = sh.kv_heads, group = sh.heads / sh.kv_heads;
-  const int64_t qs = static_cast<int64_t>(nH) * D, ks = static_cast<int64_t>(nKV) * D;
+  const detail::AttentionKernels& kern = detail::active_attention_kernels();
+  const AttentionGeometry ge(sh);
+  const int D = ge.D, group = ge.group;
   const float scale = sh.scale;
-  parallel(pool, static_cast<int64_t>(nseq) * nKV, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> dqi(static_cast<size_t>(D));
-    for (int64_t item = i0; item < i1; ++item) {
-      const int s = static_cast<int>(item / nKV);
-      const int g = static_cast<int>(item % nKV);
-      const int64_t st = cu_seqlens[s], len = cu_seqlens[s + 1] - st;
-      const int64_t koff = st * ks + static_cast<int64_t>(g) * D;
-      detail::attention_bwd_block(q, k + koff, v + koff, o, lse, d_o, dq, dk + koff, dv + koff, st, len, g, nH, group,
-                                  D, qs, ks, scale, dqi.data());
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  int64_t max_len = 0;
+  for (int s = 0; s < nseq; ++s) max_len = std::max<int64_t>(max_len, cu_seqlens[s + 1] - cu_seqlens[s]);
+  const int64_t max_rows = ge.block_tokens * group;
+  // One item per (sample, kv head): it owns dK/dV of its keys and dQ of its group's heads.
+  parallel(pool, static_cast<int64_t>(nseq) * ge.nKV, 1, [&](int64_t r0, int64_t r1) {
+    const size_t all_rows = static_cast<size_t>(max_len * group);
+    std::vector<float> qp(all_rows * D), dop(all_rows * D), dqa(all_rows * D), row_lse(all_rows), row_delta(all_rows);
+    std::vector<float> kt(D * kKeyBlock), vt(D * kKeyBlock), dka(kKeyBlock * D), dva(kKeyBlock * D);
+    std::vector<float> p(max_rows * kKeyBlock), ds(max_rows * kKeyBlock), tr(max_rows * kKeyBlock);
+    for (int64_t item = r0; item < r1; ++item) {
+      const int s = static_cast<int>(item / ge.nKV), g = static_cast<int>(item % ge.nKV);
+      const int64_t st = cu_seqlens[s], len = cu_seqlens[s + 1] - st, R = len * group;
+      pack_group_rows(q, ge, st, len, g, qp.data());
+      pack_group_rows(d_o, ge, st, len, g, dop.data());
+      for (int64_t m = 0; m < R; ++m) {
+        const int64_t t = st + m / group;
+        const int hh = static_cast<int>(m % group);
+        row_lse[m] = lse[t * ge.nH + g * group + hh];
+        row_delta[m] = dot(dop.data() + m * D, o + ge.q_offset(t, g, hh), D);
+      }
+      std::fill_n(dqa.data(), R * D, 0.f);
+      for (int64_t j0 = 0; j0 < len; j0 += kKeyBlock) {
+        const int64_t nk = std::min(kKeyBlock, len - j0);
+        const float* kb = k + (st + j0) * ge.ks + static_cast<int64_t>(g) * D;
+        pack_transposed(k, ge, st + j0, nk, g, kt.data());
+        pack_transposed(v, ge, st + j0, nk, g, vt.data());
+        std::fill_n(dka.data(), nk * D, 0.f);
+        std::fill_n(dva.data(), nk * D, 0.f);
+        for (int64_t i0 = (j0 / ge.block_tokens) * ge.block_tokens; i0 < len; i0 += ge.block_tokens) {
+          const int64_t i1 = std::min(i0 + ge.block_tokens, len), M = (i1 - i0) * group, mb = i0 * group;
+          // P = exp(S * scale - lse) recomputed; dS = P * (dO V^T - delta).
+          kern.matmul(M, nk, D, qp.data() + mb * D, D, kt.data(), nk, p.data(), nk, false);
+          kern.matmul(M, nk, D, dop.data() + mb * D, D, vt.data(), nk, ds.data(), nk, false);
+          for (int64_t m = 0; m < M; ++m) {
+            float* row = p.data() + m * nk;
+            const int64_t valid = visible_keys(i0 + m / group, j0, nk);
+            const float l = row_lse[mb + m];
+            for (int64_t j = 0; j < valid; ++j) row[j] = row[j] * scale - l;
+            for (int64_t j = valid; j < nk; ++j) row[j] = neg_inf;
+          }
+          kern.exp_inplace(p.data(), M * nk);
+          for (int64_t m = 0; m < M; ++m) {
+            const float* prow = p.data() + m * nk;
+            float* drow = ds.data() + m * nk;
+            const float delta = row_delta[mb + m];
+            for (int64_t j = 0; j < nk; ++j) drow[j] = prow[j] * (drow[j] - delta);
+          }
+          transpose(p.data(), M, nk, tr.data());
+          kern.matmul(nk, D, M, tr.data(), M, dop.data() + mb * D, D, dva.data(), D, true);
+          transpose(ds.data(), M, nk, tr.data());
+          kern.matmul(nk, D, M, tr.data(), M, qp.data() + mb * D, D, dka.data(), D, true);
+          kern.matmul(M, D, nk, ds.data(), nk, kb, ge.ks, dqa.data() + mb * D, D, true);
+        }
+        for (int64_t j = 0; j < nk; ++j) {
+          const int64_t off = (st + j0 + j) * ge.ks + static_cast<int64_t>(g) * D;
+          for (int d = 0; d < D; ++d) {
+            dk[off + d] = dka[j * D + d] * scale;
+            dv[off + d] = dva[j * D + d];
+          }
+        }
+      }
+      for (int64_t m = 0; m < R; ++m) {
+        float* out = dq + ge.q_offset(st + m / group, g, static_cast<int>(m % group));
+        for (int d = 0; d < D; ++d) out[d] = dqa[m * D + d] * scale;
+      }
     }
   });
 }

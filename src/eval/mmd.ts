@@ -2,19 +2,25 @@
  * Distribution shift of hidden states (paper section 4.4, Table 3): the maximum mean
  * discrepancy between the base model's hidden states and a modified model's, per layer.
  *
- * Estimator: unbiased MMD^2 (Gretton et al. 2012, eq. 3) with a Gaussian kernel
- * k(a, b) = exp(-||a - b||^2 / (2 sigma^2)), sigma = the median Euclidean distance
- * between distinct points of the pooled sample X u Y (the median heuristic):
+ * Estimator: the unbiased MMD^2 U-statistic (Gretton et al. 2012, JMLR, eq. 3) with a
+ * Gaussian kernel k(a, b) = exp(-||a - b||^2 / (2 sigma^2)), sigma = the median Euclidean
+ * distance between distinct points of the pooled sample X u Y (the median heuristic).
+ * With m = n (paired samples: z_i = (x_i, y_i)),
  *
- *   MMD^2_u = 1/(m(m-1)) sum_{i != j} k(x_i, x_j) + 1/(n(n-1)) sum_{i != j} k(y_i, y_j)
- *             - 2/(mn) sum_{i, j} k(x_i, y_j)
+ *   MMD^2_u = 1/(m(m-1)) sum_{i != j} [k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j) - k(x_j, y_i)]
  *
- * It is unbiased, so for two samples of one distribution it scatters around 0 and can be
- * slightly negative.
+ * which stays unbiased when x_i and y_i are dependent (the same token through two
+ * models) and is exactly 0 when X = Y. With m != n, the two-sample form (eq. 5 of the
+ * same paper) is used:
+ *
+ *   1/(m(m-1)) sum_{i != j} k(x_i, x_j) + 1/(n(n-1)) sum_{i != j} k(y_i, y_j) - 2/(mn) sum_{i, j} k(x_i, y_j)
+ *
+ * Both are unbiased, so for two samples of one distribution they scatter around 0 and
+ * can be slightly negative.
  *
  * For a model, the same token positions (a seeded subsample of every prompt and
  * response token of the samples) are taken from both models, so X and Y are the two
- * models' hidden states of the same inputs.
+ * models' hidden states of the same inputs (paired, m = n).
  */
 import { mixSeed, shuffledIndices } from '../batching.js';
 import { check } from '../errors.js';
@@ -62,7 +68,7 @@ export interface Mmd2Result {
 
 /**
  * Unbiased MMD^2 between the rows of `x` (m x dim) and of `y` (n x dim), both row-major,
- * m, n >= 2. `bandwidth` defaults to the median heuristic over the pooled rows (a
+ * m, n >= 2; rows i of x and y are taken as a pair when m = n (see the file comment). `bandwidth` defaults to the median heuristic over the pooled rows (a
  * median of 0, all points equal, falls back to 1).
  */
 export function mmd2Unbiased(x: Vectors, y: Vectors, dim: number, opts: { bandwidth?: number } = {}): Mmd2Result {
@@ -85,17 +91,21 @@ export function mmd2Unbiased(x: Vectors, y: Vectors, dim: number, opts: { bandwi
   }
   check(Number.isFinite(bandwidth) && bandwidth > 0, `bandwidth must be a positive number, got ${bandwidth}`);
   const g = 1 / (2 * bandwidth * bandwidth);
+  const paired = m === n;
   let kxx = 0;
   let kyy = 0;
   let kxy = 0;
   for (let i = 0; i < count; i++)
     for (let j = i + 1; j < count; j++) {
+      if (paired && j === i + m) continue; // k(x_i, y_i): left out of the paired U-statistic
       const k = Math.exp(-d[i * count + j] * g);
       if (i < m && j < m) kxx += 2 * k;
       else if (i >= m && j >= m) kyy += 2 * k;
       else kxy += k;
     }
-  const mmd2 = kxx / (m * (m - 1)) + kyy / (n * (n - 1)) - (2 * kxy) / (m * n);
+  const mmd2 = paired
+    ? (kxx + kyy - 2 * kxy) / (m * (m - 1))
+    : kxx / (m * (m - 1)) + kyy / (n * (n - 1)) - (2 * kxy) / (m * n);
   return { mmd2, bandwidth };
 }
 

@@ -308,6 +308,9 @@ describe('theta', () => {
     ['a string', () => 'ones' as unknown as Theta],
   ];
 
+  /** Cases that rescale trips over before its theta check (see the known issue below). */
+  const CLONED_BEFORE_CHECK = new Set(['a missing vector', 'a string']);
+
   it.each(BAD_THETA)('refuses theta with %s (HOPSCOTCH_ERR_THETA) in every engine call and in rescale', async (_what, make) => {
     const theta = make();
     const thetaBytes = bytesOf(theta);
@@ -317,10 +320,18 @@ describe('theta', () => {
     await expectCode(model.layerStats(DATA, { theta }), 'HOPSCOTCH_ERR_THETA');
     await expectCode(model.logits([1, 2, 3], { theta }), 'HOPSCOTCH_ERR_THETA');
     await expectCode(model.generate([[1, 2]], { theta, maxNewTokens: 2 }), 'HOPSCOTCH_ERR_THETA');
-    await expectCode(rescale(model, DATA, { skip: [1], theta }), 'HOPSCOTCH_ERR_THETA');
+    if (!CLONED_BEFORE_CHECK.has(_what)) await expectCode(rescale(model, DATA, { skip: [1], theta }), 'HOPSCOTCH_ERR_THETA');
     expect(bytesOf(theta)).toBe(thetaBytes);
     expect(snapshot(work)).toEqual(before);
     await expectUsable();
+  });
+
+  // rescale copies opts.theta (startTheta: clone, then validate), so a theta without one of
+  // its vectors, or not an object, fails with a plain TypeError ("Cannot read properties
+  // of undefined (reading 'slice')") instead of HOPSCOTCH_ERR_THETA (reported).
+  it.fails('rescale refuses a theta with a missing vector or of the wrong type with HOPSCOTCH_ERR_THETA (known issue)', async () => {
+    for (const [what, make] of BAD_THETA)
+      if (CLONED_BEFORE_CHECK.has(what)) await expectCode(rescale(model, DATA, { skip: [1], theta: make() }), 'HOPSCOTCH_ERR_THETA');
   });
 
   it.each(BAD_THETA)('export refuses theta with %s, writing nothing', async (what, make) => {
@@ -687,9 +698,29 @@ describe('selection checkpoints', () => {
     await refused('bad-step.json', edited((c) => (c.state.step = 'one')));
   });
 
-  it('refuses a theta of the wrong length or with non-numbers', async () => {
-    await refused('theta-length.json', edited((c) => (c.state.theta.sAtt = [1, 1])));
+  it('refuses a theta with non-numbers or a b_att of the wrong length', async () => {
     await refused('theta-type.json', edited((c) => (c.state.theta.bMlp = ['1', 1, 1, 1, 1])));
+    await refused('theta-null.json', edited((c) => (c.state.theta.sAtt[0] = null)));
+    await refused('theta-batt-length.json', edited((c) => (c.state.theta.bAtt = [0, 1])));
+  });
+
+  // Only theta.bAtt's length is checked on resume, and a finished checkpoint (stoppedBy set)
+  // is returned without any engine call: a short sAtt, an infinite sMlp (1e999 parses to
+  // Infinity) or a skip list with layer 99 come back as the Selection, with no error. An
+  // unfinished one fails later with HOPSCOTCH_ERR_THETA / HOPSCOTCH_ERR_SKIP after the
+  // file was rewritten (reported; expected: HOPSCOTCH_ERR_CHECKPOINT on reading).
+  it.fails('refuses a checkpoint whose theta or skip list does not fit the model (known issue)', async () => {
+    for (const stoppedBy of ['count', null]) {
+      const withStop = (edit: (c: Record<string, any>) => void) =>
+        edited((c) => {
+          edit(c);
+          c.state.stoppedBy = stoppedBy;
+        });
+      await refused('theta-short.json', withStop((c) => (c.state.theta.sAtt = [1, 1])));
+      await refused('theta-infinite.json', withStop((c) => (c.state.theta.sMlp[0] = 'INF')).replace('"INF"', '1e999'));
+      await refused('skipped-range.json', withStop((c) => (c.state.skipped = [99])));
+      await refused('skipped-repeated.json', withStop((c) => (c.state.skipped = [1, 1])));
+    }
   });
 
   it('refuses a checkpoint of another model, another data set or other options', async () => {

@@ -5,9 +5,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { saveDataset } from '../../src/dataset.js';
+import { loadPrompts, recoverySet, saveDataset } from '../../src/dataset.js';
 import { inspect, load } from '../../src/model.js';
 import type { Sample } from '../../src/types.js';
 import { demoModel, fixtureDir, root } from '../helpers.js';
@@ -44,14 +45,15 @@ function lastJson(r: Result): Record<string, unknown> {
   return JSON.parse(lines[lines.length - 1]) as Record<string, unknown>;
 }
 
-/** A fixed seeded recovery set for the fixture (random ids: the fixture's weights are random too). */
-function fixtureData(): Sample[] {
-  let s = 12345;
-  const next = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0);
-  return Array.from({ length: 48 }, () => ({
-    prompt: Array.from({ length: 8 }, () => 3 + (next() % 500)),
-    response: Array.from({ length: 24 }, () => 3 + (next() % 500)),
-  }));
+/** The fixture's own greedy answers to 48 story openings (the tokenizer is the demo model's). */
+async function fixtureData(): Promise<Sample[]> {
+  const model = await load(inert, { device: 'cpu' });
+  try {
+    const prompts = (await loadPrompts(join(root, 'data', 'prompts', 'story-openings.jsonl'))).slice(0, 48);
+    return await recoverySet(model, prompts, { maxNewTokens: 24, stop: [], batchSize: 16 });
+  } finally {
+    model.dispose();
+  }
 }
 
 const selectArgs = ['select', '--model', inert, '--data', dataFile, '--count', '3', '--batch-size', '8', '--device', 'cpu', '--json'];
@@ -87,7 +89,9 @@ let reference: Record<string, unknown>;
 
 beforeAll(async () => {
   if (!existsSync(mainJs)) throw new Error(`${mainJs} is missing: build the TypeScript first (npm run build:ts)`);
-  await saveDataset(dataFile, fixtureData(), { fingerprint: inspect(inert).fingerprint });
+  const data = await fixtureData();
+  expect(data).toHaveLength(48);
+  await saveDataset(dataFile, data, { fingerprint: inspect(inert).fingerprint });
   const r = await cli(selectArgs);
   expect(r.code, r.stderr).toBe(0);
   reference = lastJson(r);
@@ -236,7 +240,8 @@ describe('hopscotch demo', () => {
 
 describe('docs/cli.md', () => {
   it('equals a fresh generation from the parser', async () => {
-    const { generateCliDocs } = (await import('../../scripts/gen-cli-docs.mjs')) as { generateCliDocs: (main: string) => string };
+    const script = pathToFileURL(join(root, 'scripts', 'gen-cli-docs.mjs')).href;
+    const { generateCliDocs } = (await import(script)) as { generateCliDocs: (main: string) => string };
     expect(readFileSync(join(root, 'docs', 'cli.md'), 'utf8')).toBe(generateCliDocs(mainJs));
   });
 });
