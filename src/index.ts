@@ -18,6 +18,8 @@ import { loadDataset, loadPrompts, recoverySet, saveDataset } from './dataset.js
 import { rescale } from './rescale.js';
 import { selectBlocks, selectionFromJSON, selectionToJSON } from './select.js';
 import { STRATEGIES } from './strategies.js';
+import * as evalLib from './eval/index.js';
+import * as plotLib from './plot/index.js';
 import * as thetaLib from './theta.js';
 import type { Model, Theta } from './types.js';
 
@@ -55,6 +57,9 @@ export type { TraceEntry, StepLoss, StepTiming } from './checkpoint.js';
 export { exportModel, type ExportOptions, type ExportResult, type ExportFormat } from './export.js';
 export { loadAdapter } from './adapter.js';
 export * as theta from './theta.js';
+export * as evaluation from './eval/index.js';
+export * as plot from './plot/index.js';
+export { gsm8k } from './eval/index.js';
 
 /** The library as one namespace, as in the design's examples. */
 export const hopscotch = {
@@ -74,6 +79,12 @@ export const hopscotch = {
   export: exportModel,
   loadAdapter,
   strategies: STRATEGIES,
+  /** GSM8K scoring and evaluation with lm-evaluation-harness's rules. */
+  gsm8k: evalLib.gsm8k,
+  /** Held-out loss, perplexity, MMD, singular values, speed, reports. */
+  evaluate: evalLib.evaluateModel,
+  evaluation: evalLib,
+  plot: plotLib,
 } as const;
 
 export default hopscotch;

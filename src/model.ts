@@ -9,6 +9,7 @@ import { resolve } from 'node:path';
 import { ErrorCodes, HopscotchError, fromNative } from './errors.js';
 import { binding, type NativeModel, type NativeTheta } from './native/binding.js';
 import * as thetaLib from './theta.js';
+import { checkSamples, checkTokenIds as checkIds } from './samples.js';
 import { loadTokenizer } from './tokenizer.js';
 import type {
   BatchOptions,
@@ -44,15 +45,6 @@ export function resolveDevice(requested: Device | 'auto' = 'auto'): { device: De
   return probe.available
     ? { device: 'cuda', reason: probe.message }
     : { device: 'cpu', reason: `no usable CUDA device (${probe.message})` };
-}
-
-function checkIds(ids: unknown, what: string, vocab: number): asserts ids is number[] {
-  if (!Array.isArray(ids)) throw new HopscotchError(ErrorCodes.ARGUMENT, `${what} must be an array of token ids`);
-  for (let i = 0; i < ids.length; i++) {
-    const t = ids[i];
-    if (!Number.isInteger(t) || t < 0 || t >= vocab)
-      throw new HopscotchError(ErrorCodes.TOKEN_RANGE, `${what}[${i}] = ${t} is not a token id in [0, ${vocab})`);
-  }
 }
 
 function checkSkip(skip: number[] | undefined, numLayers: number): number[] {
@@ -92,15 +84,7 @@ class LoadedModel implements Model {
   }
 
   #checkSamples(samples: Sample[], requireResponse: boolean): void {
-    if (!Array.isArray(samples) || samples.length === 0)
-      throw new HopscotchError(ErrorCodes.EMPTY_BATCH, 'samples must be a non-empty array');
-    samples.forEach((s, i) => {
-      if (!s || typeof s !== 'object') throw new HopscotchError(ErrorCodes.ARGUMENT, `samples[${i}] must be { prompt, response }`);
-      checkIds(s.prompt, `samples[${i}].prompt`, this.config.vocabSize);
-      checkIds(s.response, `samples[${i}].response`, this.config.vocabSize);
-      if (requireResponse && s.response.length === 0)
-        throw new HopscotchError(ErrorCodes.EMPTY_RESPONSE, `samples[${i}] has an empty response: it carries no loss`);
-    });
+    checkSamples(samples, this.config.vocabSize, { requireResponse });
   }
 
   #theta(theta: Theta | undefined): NativeTheta {
@@ -205,7 +189,11 @@ export async function load(dir: string, opts: LoadOptions = {}): Promise<Model> 
   }
   try {
     const info = native.info();
-    const tokenizer = await loadTokenizer(abs, { bosTokenIds: info.config.bosTokenIds, eosTokenIds: info.config.eosTokenIds });
+    const tokenizer = await loadTokenizer(abs, {
+      bosTokenIds: info.config.bosTokenIds,
+      eosTokenIds: info.config.eosTokenIds,
+      vocabSize: info.config.vocabSize,
+    });
     return new LoadedModel(native, tokenizer);
   } catch (err) {
     native.dispose();

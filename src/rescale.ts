@@ -12,6 +12,7 @@ import { makeBatches } from './batching.js';
 import { ErrorCodes, HopscotchError, check } from './errors.js';
 import { type ProgressCallback, type ProgressEvent, EtaEstimator, safeCallback, throwIfAborted } from './progress.js';
 import { clone, ones, validate } from './theta.js';
+import { checkSamples } from './samples.js';
 import type { Dataset, Model, Sample, Theta } from './types.js';
 
 export interface RescaleOptions {
@@ -62,9 +63,8 @@ export function validateSkip(skip: readonly number[], numLayers: number): void {
   }
 }
 
-function checkData(data: readonly Sample[], name: string): void {
-  check(Array.isArray(data), `${name} must be an array of samples`);
-  if (data.length === 0) throw new HopscotchError(ErrorCodes.EMPTY_BATCH, `${name} has no samples`);
+function checkData(model: Model, data: readonly Sample[], name: string): void {
+  checkSamples(data, model.config.vocabSize, { requireResponse: true, name });
 }
 
 /** Settings of {@link trainEpochs}. */
@@ -154,7 +154,7 @@ export async function evaluateLoss(
   theta: Theta,
   opts: { skip?: readonly number[]; tokenMean?: boolean; batchSize?: number; tokenCap?: number; signal?: AbortSignal } = {},
 ): Promise<number> {
-  checkData(data, 'evaluation data');
+  checkData(model, data, 'evaluation data');
   const tokenMean = opts.tokenMean ?? false;
   const batches = makeBatches(data, {
     batchSize: opts.batchSize ?? 32,
@@ -178,8 +178,8 @@ export async function evaluateLoss(
 /** Starting theta of a rescale: a copy of `theta` (or ones) with b_att = 0 on `skip`. */
 export function startTheta(model: Model, skip: readonly number[], theta?: Theta): Theta {
   const n = model.config.numLayers;
+  if (theta !== undefined) validate(theta, n);
   const t = theta ? clone(theta) : ones(n);
-  validate(t, n);
   for (const l of skip) t.bAtt[l] = 0;
   return t;
 }
@@ -192,10 +192,10 @@ export async function rescale(model: Model, data: Dataset, opts: RescaleOptions)
   check(opts && typeof opts === 'object', 'rescale options are required (at least { skip })');
   const n = model.config.numLayers;
   validateSkip(opts.skip, n);
-  checkData(data, 'data');
+  checkData(model, data, 'data');
   const epochs = opts.epochs ?? 1;
   check(Number.isInteger(epochs) && epochs > 0, `epochs must be a positive integer, got ${epochs}`);
-  if (opts.validation !== undefined) checkData(opts.validation, 'validation');
+  if (opts.validation !== undefined) checkData(model, opts.validation, 'validation');
   const emit = safeCallback(opts.onProgress);
   const skip = [...opts.skip];
   const theta = startTheta(model, skip, opts.theta);

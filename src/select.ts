@@ -28,9 +28,10 @@ import {
 import { datasetDigest } from './dataset.js';
 import { ErrorCodes, HopscotchError, check } from './errors.js';
 import { type ProgressCallback, EtaEstimator, safeCallback, throwIfAborted } from './progress.js';
-import { trainEpochs } from './rescale.js';
+import { trainEpochs, validateSkip } from './rescale.js';
+import { checkSamples } from './samples.js';
 import { type SelectionStrategy, type StrategyContext, type StrategyName, STRATEGIES } from './strategies.js';
-import { type ThetaJson, clone, fromJSON, ones, toJSON } from './theta.js';
+import { type ThetaJson, clone, fromJSON, ones, toJSON, validate as validateTheta } from './theta.js';
 import type { Dataset, LayerStats, Model, Sample, Theta } from './types.js';
 
 export interface SelectOptions {
@@ -189,8 +190,7 @@ export async function selectBlocks(model: Model, data: Dataset, opts: SelectOpti
   check(Number.isInteger(seed), `seed must be an integer, got ${seed}`);
   check(probeSubset === undefined || (Number.isInteger(probeSubset) && probeSubset > 0), `probeSubset must be a positive integer, got ${probeSubset}`);
   check(shortlist === undefined || (Number.isInteger(shortlist) && shortlist > 0), `shortlist must be a positive integer, got ${shortlist}`);
-  check(Array.isArray(data), 'data must be an array of samples');
-  if (data.length === 0) throw new HopscotchError(ErrorCodes.EMPTY_BATCH, 'data has no samples');
+  checkSamples(data, model.config.vocabSize, { requireResponse: true, name: 'data' });
   const batching = { batchSize, tokenCap };
   const fullBatches = makeBatches(data, { ...batching, seed, epoch: 0 }).length; // also checks batchSize/tokenCap
 
@@ -240,8 +240,12 @@ export async function selectBlocks(model: Model, data: Dataset, opts: SelectOpti
     } catch (err) {
       throw new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: ${(err as Error).message}`, { cause: err });
     }
-    if (theta.bAtt.length !== n)
-      throw new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: theta has ${theta.bAtt.length} layers, the model ${n}`);
+    try {
+      validateTheta(theta, n);
+      validateSkip(state.skipped, n);
+    } catch (err) {
+      throw new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: ${(err as Error).message}`, { cause: err });
+    }
   } else {
     theta = ones(n);
     state = {

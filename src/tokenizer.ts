@@ -18,6 +18,20 @@ export interface LoadTokenizerOptions {
   bosTokenIds: number[];
   /** EOS ids from the model's config.json. */
   eosTokenIds: number[];
+  /** The model's vocabulary size: a tokenizer that can produce larger ids is refused. */
+  vocabSize?: number;
+}
+
+/** The largest token id a tokenizer.json can produce (model vocabulary and added tokens). */
+function maxTokenId(tokenizerJson: JsonObject): number {
+  let max = -1;
+  const model = tokenizerJson.model;
+  if (isObject(model) && isObject(model.vocab))
+    for (const id of Object.values(model.vocab)) if (typeof id === 'number' && id > max) max = id;
+  if (isObject(model) && Array.isArray(model.vocab)) max = Math.max(max, model.vocab.length - 1);
+  if (Array.isArray(tokenizerJson.added_tokens))
+    for (const t of tokenizerJson.added_tokens) if (isObject(t) && typeof t.id === 'number' && t.id > max) max = t.id;
+  return max;
 }
 
 type ChatMessage = { role: string; content: string };
@@ -172,6 +186,13 @@ export async function loadTokenizer(dir: string, opts: LoadTokenizerOptions): Pr
 
   const tokenizerJson = await readJsonObject(tokenizerFile, true);
   if (tokenizerJson === undefined) throw tokenizerError(`cannot read ${tokenizerFile}`);
+  if (opts.vocabSize !== undefined) {
+    const max = maxTokenId(tokenizerJson);
+    if (max >= opts.vocabSize)
+      throw tokenizerError(
+        `${tokenizerFile} has token ids up to ${max}, but the model's vocab_size is ${opts.vocabSize}: the tokenizer does not belong to these weights`,
+      );
+  }
   const config = (await readJsonObject(configFile, false)) ?? {};
   const generation = (await readJsonObject(generationFile, false)) ?? {};
   const jinjaText = await readOptionalText(jinjaFile);

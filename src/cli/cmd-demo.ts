@@ -20,9 +20,9 @@ import { ones, toJSON } from '../theta.js';
 import type { Dataset, Device } from '../types.js';
 import { fitToJSON } from './cmd-rescale.js';
 import { stepBest } from './cmd-select.js';
+import { interruptible } from './cmd-shared.js';
 import { formatLoss, formatSeconds, log, printJson, printLines, saveJson, sparkline, table } from './output.js';
 import { ProgressReporter } from './progress-bar.js';
-import { interruptible } from './cmd-shared.js';
 
 export const DEMO_MODEL = join(packageRoot, 'models', 'stories260k');
 export const DEMO_PROMPTS = join(packageRoot, 'data', 'prompts', 'story-openings.jsonl');

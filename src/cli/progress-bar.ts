@@ -30,7 +30,7 @@ export class ProgressReporter {
       ? new cliProgress.MultiBar(
           {
             stream: this.#stream,
-            format: '{label} [{bar}] {value}/{total} {unit} | loss {loss} | {eta}',
+            format: '{label} [{bar}] {value}/{total} {unit} | loss {loss} {left}',
             barsize: 24,
             hideCursor: true,
             clearOnComplete: true,
@@ -91,7 +91,7 @@ export class ProgressReporter {
 
   #track(label: string, unit: string, value: number, total: number, loss: string): void {
     if (!this.#multi) return;
-    const payload = { label, unit, loss, eta: this.#eta === undefined ? '' : `${formatSeconds(this.#eta)} left` };
+    const payload = { label, unit, loss, left: this.#eta === undefined ? '' : `| ${formatSeconds(this.#eta)} left` };
     if (!this.#bar) this.#bar = this.#multi.create(total, value, payload);
     else {
       this.#bar.setTotal(total);

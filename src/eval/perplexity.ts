@@ -103,15 +103,23 @@ export function textWindows(ids: readonly number[], length: number, maxWindows?:
   return out;
 }
 
-/** Perplexity of plain text in fixed windows (see the file comment). */
-export async function textPerplexity(model: Model, text: string, opts: TextPerplexityOptions = {}): Promise<TextPerplexity> {
+/**
+ * Perplexity of plain text in fixed windows (see the file comment). `text` is a string,
+ * or its token ids (from `model.tokenizer.encode(text)`) to tokenize a long text once for
+ * several variants.
+ */
+export async function textPerplexity(
+  model: Model,
+  text: string | readonly number[],
+  opts: TextPerplexityOptions = {},
+): Promise<TextPerplexity> {
   const windowLength = opts.windowLength ?? Math.min(1024, model.config.maxPositionEmbeddings);
   check(
     windowLength <= model.config.maxPositionEmbeddings,
     `windowLength ${windowLength} exceeds max_position_embeddings ${model.config.maxPositionEmbeddings}`,
   );
   check(opts.maxWindows === undefined || (Number.isInteger(opts.maxWindows) && opts.maxWindows > 0), `maxWindows must be a positive integer, got ${opts.maxWindows}`);
-  const ids = model.tokenizer.encode(text, { addSpecialTokens: true });
+  const ids = typeof text === 'string' ? model.tokenizer.encode(text, { addSpecialTokens: true }) : text;
   const windows = textWindows(ids, windowLength, opts.maxWindows);
   if (windows.length === 0)
     throw new HopscotchError(ErrorCodes.ARGUMENT, `the text has ${ids.length} tokens, fewer than one window of ${windowLength}`);

@@ -93,7 +93,7 @@ export async function evaluateModel(model: Model, opts: EvaluateOptions): Promis
     createdAt: new Date().toISOString(),
   };
   if (opts.fit?.trace) report.trace = [...opts.fit.trace];
-  const text = opts.text ? (opts.text.text ?? (await readText())) : undefined;
+  const text = opts.text ? model.tokenizer.encode(opts.text.text ?? (await readText()), { addSpecialTokens: true }) : undefined;
   for (const [i, v] of variants.entries()) {
     const out = report.variants[i];
     const at = { theta: v.theta, skip: v.skip, signal: opts.signal };
