@@ -7,7 +7,9 @@
 #
 #   bash bench/cpu-bench.sh [OUT_DIR]     (env: REPEATS=3, MODELS="stories260k random100m",
 #                                          THREADS="1 2", BUILD=/tmp/hopscotch-bench)
-# Needs python3-torch (Debian: apt-get install -y python3-torch), used only here.
+# Needs python3-torch and OpenBLAS (Debian: apt-get install -y python3-torch libopenblas0-pthread;
+# without the latter Debian's torch runs on the reference BLAS), used only here. The torch
+# side runs with OPENBLAS_NUM_THREADS equal to its thread count.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:-/tmp/hopscotch-cpu-bench}"
@@ -27,7 +29,7 @@ model_arg() { [ "$1" = stories260k ] && echo "${STORIES:-/work/shared/models/sto
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(grep -m1 MHz /proc/cpuinfo | cut -d: -f2 | xargs) MHz"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset>} (left as found)"
+  echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset>} (left as found); torch BLAS: $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)"
 } >"$OUT/machine.txt"
 for rep in $(seq 1 "$REPEATS"); do
   for model in $MODELS; do
@@ -35,12 +37,12 @@ for rep in $(seq 1 "$REPEATS"); do
     reps=3; [ "$model" = random100m ] && reps=1
     for t in $THREADS; do
       "$BENCH" train --model "$m" --threads "$t" --reps "$reps" | sed "s/^{/{\"rep\": $rep, \"name\": \"$model\", /" >>"$RESULTS"
-      "$PY" "$ROOT/bench/torch_cpu_baseline.py" train --model "$m" --threads "$t" --reps "$reps" \
+      OPENBLAS_NUM_THREADS="$t" "$PY" "$ROOT/bench/torch_cpu_baseline.py" train --model "$m" --threads "$t" --reps "$reps" \
         | sed "s/^{/{\"rep\": $rep, \"name\": \"$model\", /" >>"$RESULTS"
       for b in 1 8; do
         "$BENCH" generate --model "$m" --threads "$t" --batch "$b" --reps "$reps" \
           | sed "s/^{/{\"rep\": $rep, \"name\": \"$model\", /" >>"$RESULTS"
-        "$PY" "$ROOT/bench/torch_cpu_baseline.py" generate --model "$m" --threads "$t" --batch "$b" --reps "$reps" \
+        OPENBLAS_NUM_THREADS="$t" "$PY" "$ROOT/bench/torch_cpu_baseline.py" generate --model "$m" --threads "$t" --batch "$b" --reps "$reps" \
           | sed "s/^{/{\"rep\": $rep, \"name\": \"$model\", /" >>"$RESULTS"
       done
       echo "rep $rep $model threads $t done" >&2

@@ -214,9 +214,19 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def blas_core():
+    # The BLAS library torch resolved (Debian's torch links libblas.so.3) and OpenBLAS' kernel, if that is it.
+    import ctypes
+    try:
+        lib = ctypes.CDLL("libblas.so.3")
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return "openblas " + lib.openblas_get_corename().decode()
+    except (OSError, AttributeError):
+        return "not openblas"
+
+
 def env_info():
-    return {"torch": torch.__version__, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-            "blas": "openblas" if "openblas" in torch.__config__.show().lower() else "other"}
+    return {"torch": torch.__version__, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "blas": blas_core()}
 
 
 def run_train(args):

@@ -11,7 +11,9 @@ import { ErrorCodes, HopscotchError } from '../errors.js';
 import { inspect } from '../model.js';
 import { STRATEGIES, type StrategyName } from '../strategies.js';
 import type { Device } from '../types.js';
+import { registerBench } from './cmd-bench.js';
 import { runDemo } from './cmd-demo.js';
+import { registerEval } from './cmd-eval.js';
 import { registerExport } from './cmd-export.js';
 import { runRescale } from './cmd-rescale.js';
 import { runRun } from './cmd-run.js';
@@ -330,5 +332,7 @@ export function registerCommands(program: Command): void {
   registerSelect(program);
   registerRescale(program);
   registerExport(program);
+  registerEval(program);
+  registerBench(program);
   registerInspect(program);
 }

@@ -21,19 +21,17 @@ registerCommands(program);
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
+  const e = err as { code?: string; message?: string; name?: string };
   if (err instanceof CommanderError) {
     process.exitCode = err.exitCode;
+  } else if (e?.name === 'AbortError' || e?.code === 'HOPSCOTCH_ERR_ABORTED') {
+    process.stderr.write('hopscotch: interrupted\n');
+    process.exitCode = 130;
   } else if (err instanceof HopscotchError) {
     process.stderr.write(`hopscotch: ${err.code}: ${err.message}\n`);
     process.exitCode = 1;
   } else {
-    const e = err as { code?: string; message?: string; name?: string };
-    if (e?.name === 'AbortError' || e?.code === 'HOPSCOTCH_ERR_ABORTED') {
-      process.stderr.write('hopscotch: interrupted\n');
-      process.exitCode = 130;
-    } else {
-      process.stderr.write(`hopscotch: ${e?.code ?? 'error'}: ${e?.message ?? String(err)}\n`);
-      process.exitCode = 1;
-    }
+    process.stderr.write(`hopscotch: ${e?.code ?? 'error'}: ${e?.message ?? String(err)}\n`);
+    process.exitCode = 1;
   }
 }
