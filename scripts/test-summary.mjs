@@ -11,6 +11,10 @@ for (const f of r.testResults ?? [])
     if (t.status === 'skipped' || t.status === 'pending') skipped.push(`${t.fullName}`);
 for (const s of skipped) console.log(`skipped: ${s}`);
 const passed = r.numPassedTests ?? 0;
-const failed = (r.numFailedTests ?? 0) + (r.numFailedTestSuites ?? 0);
+// A file that failed without a failing test (an import error, a crashed worker) counts once.
+const brokenFiles = (r.testResults ?? []).filter(
+  (f) => f.status === 'failed' && !(f.assertionResults ?? []).some((t) => t.status === 'failed'),
+).length;
+const failed = (r.numFailedTests ?? 0) + brokenFiles;
 console.log(`${passed} passed, ${failed} failed, ${skipped.length} skipped`);
 process.exit(failed > 0 || r.success === false ? 1 : 0);

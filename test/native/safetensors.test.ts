@@ -90,7 +90,7 @@ describe('safetensors writer', () => {
     const dir = mkdtempSync(join(tmpdir(), 'hs-st-'));
     const path = join(dir, 'x.safetensors');
     await expectCode(
-      binding().writeSafetensors(path, [{ name: 'a', dtype: 'F32', shape: [2, 2], data: new Float32Array(3) }], {}, false),
+      () => binding().writeSafetensors(path, [{ name: 'a', dtype: 'F32', shape: [2, 2], data: new Float32Array(3) }], {}, false),
       'HOPSCOTCH_ERR_SHAPE',
     );
     expect(existsSync(path)).toBe(false);
