@@ -22,8 +22,9 @@ rm -rf build
 
 echo "== npm pack"
 tarball="$(npm pack --ignore-scripts --silent | tail -1)"
-tar tzf "$tarball" | grep -q 'package/prebuilds/linux-x64/.*\.node' || { echo "tarball has no prebuild"; exit 1; }
-tar tzf "$tarball" | grep -q 'package/dist/index.js' || { echo "tarball has no dist/"; exit 1; }
+listing="$(tar tzf "$tarball")"
+grep -q 'package/prebuilds/linux-x64/.*\.node' <<<"$listing" || { echo "tarball has no prebuild"; exit 1; }
+grep -q 'package/dist/index.js' <<<"$listing" || { echo "tarball has no dist/"; exit 1; }
 ls -la "$tarball"
 
 echo "== install into an empty project"

@@ -11,7 +11,9 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const verb = process.argv[2];
 if (verb !== 'rebuild' && verb !== 'build') process.exit(0);
 const cmakeJs = join(root, 'node_modules', '.bin', 'cmake-js');
-const r = spawnSync(cmakeJs, ['rebuild'], { cwd: root, stdio: 'inherit' });
+const args = ['rebuild'];
+if (process.env.HOPSCOTCH_CUDA) args.push(`--CDHOPSCOTCH_CUDA=${process.env.HOPSCOTCH_CUDA}`);
+const r = spawnSync(cmakeJs, args, { cwd: root, stdio: 'inherit' });
 if (r.status !== 0) process.exit(r.status ?? 1);
 const cudaLib = join(root, 'build', 'Release', 'libhopscotch_cuda.so');
 if (existsSync(cudaLib)) {

@@ -71,7 +71,7 @@ if ! have_libfuzzer; then
   fi
 fi
 
-cmake -S "$FUZZ_DIR" -B "$BUILD" -DCMAKE_CXX_COMPILER="$compiler" >/dev/null
+cmake -S "$FUZZ_DIR" -B "$BUILD" -DCMAKE_CXX_COMPILER="$compiler" -DCMAKE_BUILD_TYPE= >/dev/null
 cmake --build "$BUILD" -j2 -- --no-print-directory >/dev/null
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}"

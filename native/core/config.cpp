@@ -9,6 +9,8 @@
 
 #include <cmath>
 #include <limits>
+#include <set>
+#include <string_view>
 
 #include "errors.h"
 #include "json.h"
@@ -215,7 +217,10 @@ void parse_block_configs(const Fields& f, const json::Value& root, ModelConfig& 
   if (kv_heads != 0) cfg.num_kv_heads = kv_heads;
   // DeciLM's own rule: int(2/3 * ffn_mult * hidden), rounded up to a multiple of 256.
   auto ffn_size = [&](double mult) {
-    int64_t size = static_cast<int64_t>(2.0 * mult * cfg.hidden / 3.0);
+    const double raw = 2.0 * mult * cfg.hidden / 3.0;
+    if (!(raw > 0.0 && raw <= static_cast<double>(1 << 24)))
+      fail(code::kConfigInvalid, f.label() + ": ffn_mult " + std::to_string(mult) + " gives an FFN size outside (0, 2^24]");
+    int64_t size = static_cast<int64_t>(raw);
     if (size % 256 != 0) size += 256 - size % 256;
     return size;
   };
@@ -252,12 +257,11 @@ void reject_duplicate_keys(const json::Value& v, const std::string& label, const
     return;
   }
   if (!v.is_object()) return;
+  std::set<std::string_view> seen;
   for (size_t i = 0; i < v.object.size(); ++i) {
     const std::string& key = v.object[i].first;
     const std::string field = path.empty() ? key : path + "." + key;
-    for (size_t j = 0; j < i; ++j) {
-      if (v.object[j].first == key) fail(code::kConfigInvalid, label + ": duplicate key '" + key + "' (" + field + ")");
-    }
+    if (!seen.insert(key).second) fail(code::kConfigInvalid, label + ": duplicate key '" + key + "' (" + field + ")");
     reject_duplicate_keys(v.object[i].second, label, field);
   }
 }

@@ -52,11 +52,13 @@ bool mul_overflow(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_
 
 // Element count and byte size of a shape; false when either overflows.
 bool shape_bytes(const std::vector<int64_t>& shape, DType dtype, uint64_t* numel, uint64_t* nbytes) {
+  // Every running product must stay within int64 (not only the final one), so that
+  // TensorView::numel(), which multiplies in the same order, can never overflow.
   uint64_t n = 1;
   for (int64_t d : shape) {
     if (d < 0 || mul_overflow(n, static_cast<uint64_t>(d), &n)) return false;
+    if (n > static_cast<uint64_t>(INT64_MAX)) return false;
   }
-  if (n > static_cast<uint64_t>(INT64_MAX)) return false;
   uint64_t b;
   if (mul_overflow(n, dtype_size(dtype), &b)) return false;
   *numel = n;

@@ -792,7 +792,7 @@ void test_weights(const std::string& dir, const std::string& model_dir) {
     CHECK(find("lm_head.weight") && !find("lm_head.weight")->optional);
     c.attention_absent = {true, false};
     auto ex2 = expected_tensors(c);
-    CHECK_EQ(ex2.size(), ex.size() - 10);
+    CHECK_EQ(ex2.size(), ex.size() - 11);  // q/k/v/o, 3 biases, o bias, 2 qk norms, input norm
     bool has_attn0 = false;
     for (const auto& e : ex2) has_attn0 = has_attn0 || e.name.find("layers.0.self_attn") != std::string::npos;
     CHECK(!has_attn0);
@@ -844,7 +844,7 @@ void test_weights(const std::string& dir, const std::string& model_dir) {
     write_tensor_file(d + "/model.safetensors", specs_for(c, true), 0.0f);
     auto ck = Checkpoint::open_dir(d);
     auto w = load_weights(c, *ck);
-    CHECK(w->layers[0].q && !w->layers[1].q && !w->layers[1].o && w->layers[1].input_norm && w->layers[1].gate);
+    CHECK(w->layers[0].q && !w->layers[1].q && !w->layers[1].o && !w->layers[1].input_norm && w->layers[1].gate);
   }
   // All missing names and shape mismatches reported at once.
   {

@@ -1,0 +1,379 @@
+// Type-level tests of the public surface (src/index.ts, what `hopscotch-native` exports).
+// The assertions are checked by the TypeScript compiler, not at run time: the
+// `typecheck` test below compiles this file (test/types/tsconfig.json), and
+// `tsc -p tsconfig.json --noEmit` covers it too. A change that breaks a caller's code
+// (a renamed option, a narrowed parameter, a widened result, a removed event type)
+// fails here. Additive changes that keep old code compiling are allowed where the
+// assertion says `toMatchTypeOf`/`toHaveProperty`; exact shapes use `toEqualTypeOf`.
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { expectTypeOf } from 'expect-type';
+import { describe, expect, it } from 'vitest';
+
+import defaultExport, {
+  type BatchOptions,
+  type Dataset,
+  type ErrorCode,
+  type ExportFormat,
+  type ExportOptions,
+  type ExportResult,
+  type Fit,
+  type GenerateOptions,
+  type LayerStats,
+  type LoadOptions,
+  type LossAndGradResult,
+  type LossResult,
+  type Model,
+  type ModelConfig,
+  type ProgressCallback,
+  type ProgressEvent,
+  type PromptInput,
+  type RecoverySetOptions,
+  type RescaleOptions,
+  type Sample,
+  type SelectOptions,
+  type Selection,
+  type SelectionJson,
+  type SelectionStrategy,
+  type StrategyContext,
+  type StrategyName,
+  type Theta,
+  type TraceEntry,
+  ErrorCodes,
+  HopscotchError,
+  STRATEGIES,
+  exportModel,
+  hopscotch,
+  load,
+  loadAdapter,
+  recoverySet,
+  rescale,
+  selectBlocks,
+  theta,
+} from '../../src/index.js';
+import { root } from '../helpers.js';
+
+describe('entry points', () => {
+  it('hopscotch namespace and named exports have the documented signatures', () => {
+    expectTypeOf(defaultExport).toEqualTypeOf(hopscotch);
+    expectTypeOf(hopscotch.load).toEqualTypeOf(load);
+    expectTypeOf(load).toEqualTypeOf<(dir: string, opts?: LoadOptions) => Promise<Model>>();
+    expectTypeOf<LoadOptions>().toEqualTypeOf<{
+      device?: 'cpu' | 'cuda' | 'auto';
+      threads?: number;
+      log?: (message: string) => void;
+    }>();
+
+    expectTypeOf(hopscotch.recoverySet).toEqualTypeOf(recoverySet);
+    expectTypeOf(recoverySet).parameters.toEqualTypeOf<[Model, readonly PromptInput[], RecoverySetOptions?]>();
+    expectTypeOf(recoverySet).returns.toEqualTypeOf<Promise<Dataset>>();
+    expectTypeOf<PromptInput>().toEqualTypeOf<string | { messages: { role: string; content: string }[] }>();
+
+    expectTypeOf(hopscotch.selectBlocks).toEqualTypeOf(selectBlocks);
+    expectTypeOf(selectBlocks).toEqualTypeOf<(model: Model, data: Dataset, opts?: SelectOptions) => Promise<Selection>>();
+
+    expectTypeOf(hopscotch.rescale).toEqualTypeOf(rescale);
+    expectTypeOf(rescale).toEqualTypeOf<(model: Model, data: Dataset, opts: RescaleOptions) => Promise<Fit>>();
+
+    expectTypeOf(hopscotch.export).toEqualTypeOf(exportModel);
+    expectTypeOf(exportModel).parameters.toEqualTypeOf<[Model, { skipped: number[]; theta: Theta }, ExportOptions]>();
+    expectTypeOf(exportModel).returns.toEqualTypeOf<Promise<ExportResult>>();
+    // A Selection and a Fit are both accepted as the thing to export.
+    expectTypeOf<Selection>().toMatchTypeOf<Parameters<typeof exportModel>[1]>();
+    expectTypeOf<Fit>().toMatchTypeOf<Parameters<typeof exportModel>[1]>();
+
+    expectTypeOf(hopscotch.loadAdapter).toEqualTypeOf(loadAdapter);
+    expectTypeOf(loadAdapter).parameters.toEqualTypeOf<[Model, string]>();
+    expectTypeOf(loadAdapter).returns.toMatchTypeOf<{ theta: Theta; skipped: number[]; metadata: { fingerprint: string } }>();
+    expectTypeOf(hopscotch.theta).toEqualTypeOf<(model: Model) => Theta>();
+  });
+
+  it('options carry AbortSignal and a typed progress callback wherever work is long', () => {
+    expectTypeOf<RecoverySetOptions['signal']>().toEqualTypeOf<AbortSignal | undefined>();
+    expectTypeOf<SelectOptions['signal']>().toEqualTypeOf<AbortSignal | undefined>();
+    expectTypeOf<RescaleOptions['signal']>().toEqualTypeOf<AbortSignal | undefined>();
+    expectTypeOf<StrategyContext['signal']>().toEqualTypeOf<AbortSignal | undefined>();
+    expectTypeOf<RecoverySetOptions['onProgress']>().toEqualTypeOf<ProgressCallback | undefined>();
+    expectTypeOf<SelectOptions['onProgress']>().toEqualTypeOf<ProgressCallback | undefined>();
+    expectTypeOf<RescaleOptions['onProgress']>().toEqualTypeOf<ProgressCallback | undefined>();
+    expectTypeOf<ProgressCallback>().toEqualTypeOf<(event: ProgressEvent) => void>();
+  });
+
+  it('option objects keep their fields and types', () => {
+    expectTypeOf<SelectOptions>().toEqualTypeOf<{
+      count?: number;
+      maxLoss?: number;
+      strategy?: StrategyName | SelectionStrategy;
+      probeLr?: number;
+      rescaleLr?: number;
+      rescaleEpochs?: number;
+      batchSize?: number;
+      tokenCap?: number;
+      seed?: number;
+      tokenMean?: boolean;
+      probeSubset?: number;
+      shortlist?: number;
+      rescaleAfter?: boolean;
+      checkpoint?: string;
+      onProgress?: ProgressCallback;
+      signal?: AbortSignal;
+    }>();
+    expectTypeOf<RescaleOptions>().toEqualTypeOf<{
+      skip: readonly number[];
+      theta?: Theta;
+      epochs?: number;
+      lr?: number;
+      batchSize?: number;
+      tokenCap?: number;
+      seed?: number;
+      tokenMean?: boolean;
+      validation?: Dataset;
+      onProgress?: ProgressCallback;
+      signal?: AbortSignal;
+    }>();
+    expectTypeOf<RecoverySetOptions>().toEqualTypeOf<{
+      maxNewTokens?: number;
+      batchSize?: number;
+      chatTemplate?: boolean;
+      stop?: number[];
+      onProgress?: ProgressCallback;
+      signal?: AbortSignal;
+    }>();
+  });
+
+  it('export formats are exactly scales, hf and decilm', () => {
+    expectTypeOf<ExportFormat>().toEqualTypeOf<'scales' | 'hf' | 'decilm'>();
+    expectTypeOf<ExportOptions['format']>().toEqualTypeOf<ExportFormat>();
+    expectTypeOf<ExportOptions>().toMatchTypeOf<{ out: string; format: ExportFormat; force?: boolean }>();
+    expectTypeOf<ExportResult>().toMatchTypeOf<{ out: string; format: ExportFormat; bytes: number; files: string[] }>();
+    // Type-only: never called.
+    const misuse = (model: Model, fit: Fit) => {
+      // @ts-expect-error 'gguf' is not an export format
+      void exportModel(model, fit, { out: 'x', format: 'gguf' });
+      // @ts-expect-error `out` is required
+      void exportModel(model, fit, { format: 'hf' });
+    };
+    expect(typeof misuse).toBe('function');
+  });
+});
+
+describe('data types', () => {
+  it('Theta is four Float32Array vectors', () => {
+    expectTypeOf<Theta>().toEqualTypeOf<{ bAtt: Float32Array; sAtt: Float32Array; bMlp: Float32Array; sMlp: Float32Array }>();
+    expectTypeOf(theta.ones).toEqualTypeOf<(numLayers: number) => Theta>();
+    expectTypeOf(theta.clone).toEqualTypeOf<(t: Theta) => Theta>();
+    expectTypeOf(theta.toJSON).toEqualTypeOf<(t: Theta) => theta.ThetaJson>();
+    expectTypeOf(theta.fromJSON).toEqualTypeOf<(j: theta.ThetaJson) => Theta>();
+    expectTypeOf<theta.ThetaJson>().toEqualTypeOf<{ bAtt: number[]; sAtt: number[]; bMlp: number[]; sMlp: number[] }>();
+    expectTypeOf(theta.THETA_KEYS).toEqualTypeOf<readonly ['bAtt', 'sAtt', 'bMlp', 'sMlp']>();
+  });
+
+  it('Sample, Dataset, Selection and Fit', () => {
+    expectTypeOf<Sample>().toEqualTypeOf<{ prompt: number[]; response: number[] }>();
+    expectTypeOf<Dataset>().toEqualTypeOf<Sample[]>();
+    expectTypeOf<TraceEntry>().toEqualTypeOf<{ step: number; candidate: number; score: number }>();
+    expectTypeOf<Selection>().toEqualTypeOf<{
+      strategy: string;
+      skipped: number[];
+      theta: Theta;
+      trace: TraceEntry[];
+      losses: { step: number; loss: number }[];
+      timings: { step: number; probeMs: number; rescaleMs: number }[];
+      stoppedBy: 'count' | 'maxLoss' | 'exhausted';
+      firstOrder?: TraceEntry[];
+    }>();
+    expectTypeOf<SelectionJson['theta']>().toEqualTypeOf<theta.ThetaJson>();
+    expectTypeOf<Fit>().toEqualTypeOf<{
+      skipped: number[];
+      theta: Theta;
+      losses: number[];
+      epochLosses: number[];
+      validationLoss?: number;
+      steps: number;
+    }>();
+  });
+});
+
+describe('Model', () => {
+  it('has the engine primitives with their result types, and disposes', () => {
+    expectTypeOf<Model['lossAndGrad']>().toEqualTypeOf<(samples: Sample[], theta: Theta, opts?: BatchOptions) => Promise<LossAndGradResult>>();
+    expectTypeOf<Model['loss']>().toEqualTypeOf<(samples: Sample[], theta: Theta, opts?: BatchOptions) => Promise<LossResult>>();
+    expectTypeOf<Model['logits']>().toEqualTypeOf<(tokens: number[], opts?: { theta?: Theta; skip?: number[] }) => Promise<Float32Array>>();
+    expectTypeOf<Model['generate']>().toEqualTypeOf<(prompts: number[][], opts?: GenerateOptions) => Promise<number[][]>>();
+    expectTypeOf<Model['layerStats']>().toEqualTypeOf<
+      (samples: Sample[], opts?: { theta?: Theta; skip?: number[]; hiddenLayers?: number[] }) => Promise<LayerStats>
+    >();
+    expectTypeOf<Model['dispose']>().toEqualTypeOf<() => void>();
+    expectTypeOf<Model[typeof Symbol.asyncDispose]>().toEqualTypeOf<() => Promise<void>>();
+    expectTypeOf<Model>().toMatchTypeOf<AsyncDisposable>();
+    expectTypeOf<Model['config']>().toEqualTypeOf<ModelConfig>();
+    expectTypeOf<Model['device']>().toEqualTypeOf<'cpu' | 'cuda'>();
+    expectTypeOf<Model['fingerprint']>().toEqualTypeOf<string>();
+
+    expectTypeOf<BatchOptions>().toEqualTypeOf<{ skip?: number[]; tokenMean?: boolean; recompute?: boolean }>();
+    expectTypeOf<LossResult>().toEqualTypeOf<{ loss: number; responseTokens: number; sampleNll: Float64Array; peakBytes: number }>();
+    expectTypeOf<LossAndGradResult>().toEqualTypeOf<{
+      loss: number;
+      responseTokens: number;
+      sampleNll: Float64Array;
+      peakBytes: number;
+      grad: Theta;
+    }>();
+    expectTypeOf<GenerateOptions>().toEqualTypeOf<{ maxNewTokens?: number; theta?: Theta; skip?: number[]; stop?: number[] }>();
+    expectTypeOf<LayerStats>().toEqualTypeOf<{
+      cosAttn: number[];
+      cosMlp: number[];
+      cosBlock: number[];
+      blockInfluence: number[];
+      hidden: Float32Array[];
+    }>();
+    expectTypeOf<ModelConfig['ropeType']>().toEqualTypeOf<'default' | 'linear' | 'llama3'>();
+  });
+});
+
+describe('progress events', () => {
+  it('are a union tagged by `type` that narrows', () => {
+    expectTypeOf<ProgressEvent['type']>().toEqualTypeOf<
+      'probe-start' | 'batch' | 'probe-end' | 'step-end' | 'rescale-epoch' | 'validation' | 'eta' | 'generate'
+    >();
+    const handle = (e: ProgressEvent): number => {
+      switch (e.type) {
+        case 'probe-start':
+          expectTypeOf(e).toEqualTypeOf<{ type: 'probe-start'; step: number; candidate: number; candidates: number }>();
+          return e.candidates;
+        case 'batch':
+          expectTypeOf(e).toEqualTypeOf<{
+            type: 'batch';
+            phase: 'probe' | 'rescale';
+            step: number;
+            candidate?: number;
+            epoch: number;
+            batch: number;
+            batches: number;
+            loss: number;
+          }>();
+          return e.loss;
+        case 'probe-end':
+          expectTypeOf(e).toEqualTypeOf<{ type: 'probe-end'; step: number; candidate: number; score: number }>();
+          return e.score;
+        case 'step-end':
+          expectTypeOf(e).toEqualTypeOf<{ type: 'step-end'; step: number; skipped: number; score: number }>();
+          return e.skipped;
+        case 'rescale-epoch':
+          expectTypeOf(e).toEqualTypeOf<{ type: 'rescale-epoch'; step: number; epoch: number; epochs: number; loss: number }>();
+          return e.loss;
+        case 'validation':
+          expectTypeOf(e).toEqualTypeOf<{ type: 'validation'; loss: number }>();
+          return e.loss;
+        case 'eta':
+          expectTypeOf(e).toEqualTypeOf<{ type: 'eta'; seconds: number }>();
+          return e.seconds;
+        case 'generate':
+          expectTypeOf(e).toEqualTypeOf<{ type: 'generate'; batch: number; batches: number; samples: number; dropped: number }>();
+          return e.dropped;
+        default: {
+          // Exhaustive: a new event type is a change callers must see.
+          const none: never = e;
+          return none;
+        }
+      }
+    };
+    expect(handle({ type: 'eta', seconds: 3 })).toBe(3);
+  });
+});
+
+describe('strategies', () => {
+  it('SelectionStrategy and its context', () => {
+    expectTypeOf<SelectionStrategy>().toEqualTypeOf<{
+      readonly name: string;
+      readonly schedule: 'iterative' | 'one-shot';
+      readonly scoreIsLoss: boolean;
+      readonly probes?: boolean;
+      rank(ctx: StrategyContext): Promise<readonly number[]>;
+    }>();
+    expectTypeOf<StrategyContext>().toMatchTypeOf<{
+      readonly model: Model;
+      readonly data: Dataset;
+      readonly step: number;
+      readonly skipped: readonly number[];
+      readonly theta: Theta;
+      readonly candidates: readonly number[];
+      readonly seed: number;
+      probe(candidate: number): Promise<number>;
+      layerStats(): Promise<LayerStats>;
+    }>();
+    expectTypeOf<StrategyName>().toEqualTypeOf<
+      | 'iterative-greedy'
+      | 'full-greedy'
+      | 'similarity'
+      | 'similarity-attn'
+      | 'similarity-mlp'
+      | 'similarity-block'
+      | 'block-influence'
+      | 'random'
+    >();
+    expectTypeOf(STRATEGIES['iterative-greedy']).toMatchTypeOf<SelectionStrategy>();
+    // A plain object literal is a strategy.
+    const mine = {
+      name: 'mine',
+      schedule: 'one-shot',
+      scoreIsLoss: false,
+      rank: async (ctx: StrategyContext) => ctx.candidates.map((l) => -l),
+    } satisfies SelectionStrategy;
+    expectTypeOf(mine).toMatchTypeOf<SelectOptions['strategy']>();
+    expect(mine.name).toBe('mine');
+  });
+});
+
+describe('errors', () => {
+  it('ErrorCodes values are the literal HOPSCOTCH_ERR_* strings', () => {
+    const expected = {
+      IO: 'HOPSCOTCH_ERR_IO',
+      SAFETENSORS_HEADER: 'HOPSCOTCH_ERR_SAFETENSORS_HEADER',
+      SAFETENSORS_LAYOUT: 'HOPSCOTCH_ERR_SAFETENSORS_LAYOUT',
+      SAFETENSORS_DTYPE: 'HOPSCOTCH_ERR_SAFETENSORS_DTYPE',
+      SAFETENSORS_INDEX: 'HOPSCOTCH_ERR_SAFETENSORS_INDEX',
+      EXISTS: 'HOPSCOTCH_ERR_EXISTS',
+      CONFIG_INVALID: 'HOPSCOTCH_ERR_CONFIG_INVALID',
+      CONFIG_UNSUPPORTED: 'HOPSCOTCH_ERR_CONFIG_UNSUPPORTED',
+      MISSING_TENSOR: 'HOPSCOTCH_ERR_MISSING_TENSOR',
+      SHAPE: 'HOPSCOTCH_ERR_SHAPE',
+      TOKEN_RANGE: 'HOPSCOTCH_ERR_TOKEN_RANGE',
+      EMPTY_BATCH: 'HOPSCOTCH_ERR_EMPTY_BATCH',
+      EMPTY_RESPONSE: 'HOPSCOTCH_ERR_EMPTY_RESPONSE',
+      TOKEN_CAP: 'HOPSCOTCH_ERR_TOKEN_CAP',
+      THETA: 'HOPSCOTCH_ERR_THETA',
+      SKIP: 'HOPSCOTCH_ERR_SKIP',
+      DISPOSED: 'HOPSCOTCH_ERR_DISPOSED',
+      CUDA: 'HOPSCOTCH_ERR_CUDA',
+      INTERNAL: 'HOPSCOTCH_ERR_INTERNAL',
+      ARGUMENT: 'HOPSCOTCH_ERR_ARGUMENT',
+      TOKENIZER: 'HOPSCOTCH_ERR_TOKENIZER',
+      DATASET: 'HOPSCOTCH_ERR_DATASET',
+      FINGERPRINT: 'HOPSCOTCH_ERR_FINGERPRINT',
+      CHECKPOINT: 'HOPSCOTCH_ERR_CHECKPOINT',
+      EXPORT: 'HOPSCOTCH_ERR_EXPORT',
+      ABORTED: 'HOPSCOTCH_ERR_ABORTED',
+      NON_FINITE: 'HOPSCOTCH_ERR_NON_FINITE',
+    } as const;
+    expectTypeOf(ErrorCodes).toEqualTypeOf<typeof expected>();
+    expectTypeOf<ErrorCode>().toEqualTypeOf<(typeof expected)[keyof typeof expected]>();
+    expectTypeOf<HopscotchError['code']>().toEqualTypeOf<ErrorCode>();
+    expectTypeOf<HopscotchError>().toMatchTypeOf<Error>();
+    // Codes are part of the contract at run time too (users match on the strings).
+    expect(ErrorCodes).toEqual(expected);
+  });
+});
+
+describe('typecheck', () => {
+  it('this file compiles under the project settings (the assertions above hold)', () => {
+    const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+    let output = '';
+    try {
+      execFileSync(process.execPath, [tsc, '-p', join(root, 'test', 'types', 'tsconfig.json')], { encoding: 'utf8', stdio: 'pipe' });
+    } catch (err) {
+      output = String((err as { stdout?: string }).stdout ?? err);
+    }
+    expect(output).toBe('');
+  });
+});
