@@ -1,0 +1,10 @@
+import { hopscotch, plot, evaluateLoss } from 'hopscotch-native';
+const model = await hopscotch.load('/work/main/models/stories260k', { device: 'cpu' });
+const prompts = await hopscotch.loadPrompts('/work/main/data/prompts/story-openings.jsonl');
+const data = await hopscotch.recoverySet(model, prompts, { maxNewTokens: 64, stop: [1, 2], batchSize: 16 });
+const base = await evaluateLoss(model, data, hopscotch.theta(model));
+const sel = await hopscotch.selectBlocks(model, data, { count: 5, batchSize: 8 });
+console.log(base, JSON.stringify(plot.removalCurve(sel.trace)), JSON.stringify(sel.losses));
+const { elbowK } = plot.removalCurveChart(sel.trace, { baseLoss: base });
+console.log('elbow', elbowK);
+model.dispose();
