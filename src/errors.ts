@@ -3,6 +3,8 @@
  * stable `code` (`HOPSCOTCH_ERR_*`); native errors cross the addon boundary with the
  * same codes.
  */
+
+/** Every error code the library throws; documented in docs/errors.md. */
 export const ErrorCodes = {
   IO: 'HOPSCOTCH_ERR_IO',
   SAFETENSORS_HEADER: 'HOPSCOTCH_ERR_SAFETENSORS_HEADER',

@@ -35,6 +35,8 @@ export {
   readDataset,
   recoverySet,
   saveDataset,
+  type SaveDatasetOptions,
+  type LoadDatasetOptions,
   type ChatMessage,
   type PromptInput,
   type RecoverySetOptions,
@@ -52,10 +54,10 @@ export {
   type StrategyContext,
   type StrategyName,
 } from './strategies.js';
-export type { ProgressEvent, ProgressCallback } from './progress.js';
+export type * from './progress.js';
 export type { TraceEntry, StepLoss, StepTiming } from './checkpoint.js';
-export { exportModel, type ExportOptions, type ExportResult, type ExportFormat } from './export.js';
-export { loadAdapter } from './adapter.js';
+export * from './export.js';
+export * from './adapter.js';
 export * as theta from './theta.js';
 export * as evaluation from './eval/index.js';
 export * as plot from './plot/index.js';
