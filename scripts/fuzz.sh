@@ -7,7 +7,7 @@
 #                                    seed corpus once (fast; for CI)
 #
 # Environment: FUZZ_TARGETS="fuzz_json fuzz_config" limits the targets,
-#              FUZZ_BUILD (default /tmp/hopscotch-fuzz-build) is the build folder,
+#              FUZZ_BUILD (default build-fuzz/ in the repository) is the build folder,
 #              FUZZ_WORK (default /tmp/hopscotch-fuzz) holds the growing corpora.
 #
 # Needs clang++ with the libFuzzer runtime. On Debian/Ubuntu a fresh machine lacks
@@ -23,7 +23,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ_DIR="$ROOT/native/fuzz"
-BUILD="${FUZZ_BUILD:-/tmp/hopscotch-fuzz-build}"
+BUILD="${FUZZ_BUILD:-$ROOT/build-fuzz}"
 WORK="${FUZZ_WORK:-/tmp/hopscotch-fuzz}"
 TARGETS=(${FUZZ_TARGETS:-fuzz_json fuzz_index fuzz_config fuzz_safetensors})
 MAX_LEN=8192

@@ -6,15 +6,15 @@
 #
 #   scripts/sanitize.sh
 #
-# Environment: SANITIZE_BUILD (default /tmp/hopscotch-sanitize) is the build folder,
+# Environment: SANITIZE_BUILD (default build-sanitize/ in the repository) is the build folder,
 #              SANITIZE_TIMEOUT (default 300) caps each driver in seconds,
 #              SANITIZE_SKIP_FUZZ=1 skips the fuzz regression replay.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BUILD="${SANITIZE_BUILD:-/tmp/hopscotch-sanitize}"
+BUILD="${SANITIZE_BUILD:-$ROOT/build-sanitize}"
 TIMEOUT="${SANITIZE_TIMEOUT:-300}"
-MODEL="${HOPSCOTCH_TEST_MODEL:-/work/shared/models/stories260k}"
+MODEL="${HOPSCOTCH_TEST_MODEL:-$ROOT/models/stories260k}"
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..', '..');
 const CORPUS = path.join(HERE, 'corpus');
-const STORIES = '/work/shared/models/stories260k';
+const STORIES = new URL('../../models/stories260k', import.meta.url).pathname;
 const KEEP_DATA_BYTES = 2048;
 
 const corpus = { fuzz_json: {}, fuzz_index: {}, fuzz_config: {}, fuzz_safetensors: {} };

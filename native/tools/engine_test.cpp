@@ -9,7 +9,7 @@
 // checkpoint's 200-token greedy continuation against the Hugging Face tokens in
 // verification.json.
 //
-// Usage: engine_test [stories260k model dir]   (default /work/shared/models/stories260k)
+// Usage: engine_test [stories260k model dir]   (default <source>/models/stories260k)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -663,7 +663,7 @@ void check_stories(const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string stories = argc > 1 ? argv[1] : "/work/shared/models/stories260k";
+  const std::string stories = argc > 1 ? argv[1] : HOPSCOTCH_SOURCE_DIR "/models/stories260k";
   try {
     std::vector<Case> cases;
     {

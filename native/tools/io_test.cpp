@@ -4,7 +4,7 @@
 // non-zero exit status when anything failed.
 //
 // Usage: io_test [path/to/stories260k] [--corpus DIR]
-//   default model: /work/shared/models/stories260k; --corpus also checks the files
+//   default model: <source>/models/stories260k; --corpus also checks the files
 //   written by `node test/fixtures/make-malformed.mjs DIR`.
 #include <dirent.h>
 #include <sys/stat.h>
@@ -959,7 +959,7 @@ void test_corpus(const std::string& corpus) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_dir = "/work/shared/models/stories260k";
+  std::string model_dir = HOPSCOTCH_SOURCE_DIR "/models/stories260k";
   std::string corpus;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];

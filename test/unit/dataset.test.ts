@@ -12,6 +12,7 @@ import {
 } from '../../src/dataset.js';
 import type { ProgressEvent } from '../../src/progress.js';
 import type { GenerateOptions, Model, Sample, Tokenizer } from '../../src/types.js';
+import { root } from '../helpers.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -105,12 +106,12 @@ describe('dataset files', () => {
 
 describe('loadPrompts', () => {
   it('reads GSM8K questions and Open Assistant prompts from the shared data', async () => {
-    const gsm = await loadPrompts('/work/shared/data/gsm8k/train.jsonl', { limit: 3 });
+    const gsm = await loadPrompts(join(root, 'data/gsm8k/train.jsonl'), { limit: 3 });
     expect(gsm).toHaveLength(3);
     expect(gsm[0]).toMatch(/^Natalia sold clips to 48 of her friends/);
-    const all = await loadPrompts('/work/shared/data/gsm8k/train.jsonl');
+    const all = await loadPrompts(join(root, 'data/gsm8k/train.jsonl'));
     expect(all).toHaveLength(7473);
-    const oasst = await loadPrompts('/work/shared/data/instructions/oasst_prompts_en.jsonl', { limit: 1 });
+    const oasst = await loadPrompts(join(root, 'data/instructions/oasst_prompts_en.jsonl'), { limit: 1 });
     expect(oasst).toEqual(['What does my (UK) gas meter actually measure?']);
   });
 
