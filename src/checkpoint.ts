@@ -1,21 +1,27 @@
 /**
- * Durable state of a `selectBlocks` run, and atomic file writes.
+ * Durable state of long runs (`selectBlocks`, `rescale`), and atomic file writes.
  *
  * A checkpoint is one JSON file, rewritten atomically (temporary file in the same
- * folder, fsync, rename, fsync of the folder) after every probe and every rescale, so
- * the file on disk is always either the previous or the next complete state. It records
- * what the run is (model fingerprint, digest of the data, the options that affect the
- * result) and where it is (skipped layers, theta, scores of the current step).
+ * folder, fsync, rename, fsync of the folder), so the file on disk is always either the
+ * previous or the next complete state. It records what the run is (model fingerprint,
+ * digest of the data, the options that affect the result) and where it is.
  *
- * Probes and rescales always start from a fresh Adam and from batch orders that are a
- * pure function of the seed, and checkpoints are written only between them, so no
- * optimizer or RNG state needs to be stored: resuming re-runs exactly the work that had
- * not been recorded and reaches the same result bit for bit.
+ * Selection checkpoints are written after every probe and every rescale. Probes and
+ * rescales always start from a fresh Adam and from batch orders that are a pure
+ * function of the seed, and checkpoints are written only between them, so no optimizer
+ * or RNG state needs to be stored: resuming re-runs exactly the work that had not been
+ * recorded and reaches the same result bit for bit.
+ *
+ * Rescale checkpoints are written between optimizer steps and hold the position in the
+ * run (epoch, batch), theta, the whole Adam state and the losses so far; batch orders
+ * are again a pure function of the seed, so the resumed run takes exactly the steps the
+ * uninterrupted one would have taken.
  */
 import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCodes, HopscotchError } from './errors.js';
+import type { AdamState } from './adam.js';
 import type { ThetaJson } from './theta.js';
 
 /**
@@ -89,18 +95,34 @@ export interface SelectionState {
   stoppedBy: 'count' | 'maxLoss' | 'exhausted' | null;
 }
 
-export interface SelectionCheckpoint {
+export interface SelectionCheckpoint extends RunIdentity {
   format: typeof CHECKPOINT_FORMAT;
   version: number;
+  state: SelectionState;
+}
+
+/**
+ * What a checkpoint belongs to: the model, the data and the options that determine the
+ * result. Every checkpoint format starts with these fields.
+ */
+export interface RunIdentity {
   fingerprint: string;
   dataDigest: string;
   /** The options that determine the result, in canonical form. */
   options: Record<string, unknown>;
-  state: SelectionState;
 }
 
-/** Reads a checkpoint; null when the file does not exist; HOPSCOTCH_ERR_CHECKPOINT when unreadable. */
-export async function readCheckpoint(file: string): Promise<SelectionCheckpoint | null> {
+/**
+ * Reads a checkpoint file and checks its format name, version and identity fields; null
+ * when the file does not exist. An unreadable file is HOPSCOTCH_ERR_IO, anything else
+ * wrong HOPSCOTCH_ERR_CHECKPOINT. `kind` names the format in messages ("selection").
+ */
+export async function readCheckpointFile(
+  file: string,
+  format: string,
+  version: number,
+  kind: string,
+): Promise<(RunIdentity & { format: string; version: number; state: unknown }) | null> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -108,27 +130,35 @@ export async function readCheckpoint(file: string): Promise<SelectionCheckpoint 
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new HopscotchError(ErrorCodes.IO, `cannot read checkpoint ${file}: ${(err as Error).message}`, { cause: err });
   }
-  let ckpt: SelectionCheckpoint;
+  let ckpt: Record<string, unknown>;
   try {
-    ckpt = JSON.parse(text) as SelectionCheckpoint;
+    ckpt = JSON.parse(text) as Record<string, unknown>;
   } catch (err) {
     throw new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file} is not valid JSON: ${(err as Error).message}`, {
       cause: err,
     });
   }
   const bad = (what: string) => new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: ${what}`);
-  if (!ckpt || typeof ckpt !== 'object' || ckpt.format !== CHECKPOINT_FORMAT)
-    throw bad(`not a selection checkpoint (format must be "${CHECKPOINT_FORMAT}")`);
-  if (ckpt.version !== CHECKPOINT_VERSION)
-    throw bad(`version ${ckpt.version} is not supported (this library reads version ${CHECKPOINT_VERSION})`);
-  const s = ckpt.state;
+  if (!ckpt || typeof ckpt !== 'object' || ckpt.format !== format) throw bad(`not a ${kind} checkpoint (format must be "${format}")`);
+  if (ckpt.version !== version) throw bad(`version ${ckpt.version} is not supported (this library reads version ${version})`);
   if (
     typeof ckpt.fingerprint !== 'string' ||
     typeof ckpt.dataDigest !== 'string' ||
     !ckpt.options ||
     typeof ckpt.options !== 'object' ||
-    !s ||
-    typeof s !== 'object' ||
+    !ckpt.state ||
+    typeof ckpt.state !== 'object'
+  )
+    throw bad('missing or malformed fields');
+  return ckpt as unknown as RunIdentity & { format: string; version: number; state: unknown };
+}
+
+/** Reads a selection checkpoint; null when the file does not exist; HOPSCOTCH_ERR_CHECKPOINT when unreadable. */
+export async function readCheckpoint(file: string): Promise<SelectionCheckpoint | null> {
+  const ckpt = (await readCheckpointFile(file, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, 'selection')) as SelectionCheckpoint | null;
+  if (ckpt === null) return null;
+  const s = ckpt.state;
+  if (
     !Number.isInteger(s.step) ||
     !Array.isArray(s.skipped) ||
     !s.theta ||
@@ -137,11 +167,12 @@ export async function readCheckpoint(file: string): Promise<SelectionCheckpoint 
     !Array.isArray(s.losses) ||
     !Array.isArray(s.timings)
   )
-    throw bad('missing or malformed fields');
+    throw new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: missing or malformed fields`);
   return ckpt;
 }
 
-export async function writeCheckpoint(file: string, ckpt: SelectionCheckpoint): Promise<void> {
+/** Writes a checkpoint atomically (see {@link writeFileAtomic}). */
+export async function writeCheckpoint(file: string, ckpt: SelectionCheckpoint | RescaleCheckpoint): Promise<void> {
   await writeFileAtomic(file, JSON.stringify(ckpt) + '\n');
 }
 
@@ -149,11 +180,7 @@ export async function writeCheckpoint(file: string, ckpt: SelectionCheckpoint): 
  * Throws HOPSCOTCH_ERR_CHECKPOINT unless `ckpt` belongs to this model, these data and
  * these options; the message names the first difference.
  */
-export function checkCheckpointMatches(
-  file: string,
-  ckpt: SelectionCheckpoint,
-  expected: { fingerprint: string; dataDigest: string; options: Record<string, unknown> },
-): void {
+export function checkCheckpointMatches(file: string, ckpt: RunIdentity, expected: RunIdentity): void {
   const refuse = (what: string) =>
     new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file} belongs to a different run: ${what}`);
   if (ckpt.fingerprint !== expected.fingerprint)
@@ -166,4 +193,68 @@ export function checkCheckpointMatches(
     const b = JSON.stringify(expected.options[k] ?? null);
     if (a !== b) throw refuse(`option ${k} was ${a}, now ${b}`);
   }
+}
+
+export const RESCALE_CHECKPOINT_FORMAT = 'hopscotch-rescale-checkpoint';
+export const RESCALE_CHECKPOINT_VERSION = 1;
+
+/** Where a `rescale` run stands, between two optimizer steps. */
+export interface RescaleState {
+  /** Epoch in progress (0-based); equals the number of epochs once training is over. */
+  epoch: number;
+  /** Batches of that epoch already taken. */
+  batch: number;
+  /** Running weighted sum of the batch losses of that epoch, and the sum of the weights. */
+  epochSum: number;
+  epochWeight: number;
+  theta: ThetaJson;
+  adam: AdamState;
+  /** Training loss of every step so far. */
+  losses: number[];
+  /** Mean loss of every completed epoch. */
+  epochLosses: number[];
+  /** Set when every step has been taken. */
+  done: boolean;
+  /** Loss of the held-out samples at the final theta, once computed, with their digest. */
+  validation: { dataDigest: string; loss: number } | null;
+}
+
+export interface RescaleCheckpoint extends RunIdentity {
+  format: typeof RESCALE_CHECKPOINT_FORMAT;
+  version: number;
+  state: RescaleState;
+}
+
+const isNumberArray = (x: unknown): x is number[] => Array.isArray(x) && x.every((v) => typeof v === 'number' && Number.isFinite(v));
+
+/**
+ * Reads a rescale checkpoint; null when the file does not exist; HOPSCOTCH_ERR_CHECKPOINT
+ * when it is not one or its state is malformed. Theta and the Adam state are checked
+ * against the model by the caller.
+ */
+export async function readRescaleCheckpoint(file: string): Promise<RescaleCheckpoint | null> {
+  const ckpt = (await readCheckpointFile(file, RESCALE_CHECKPOINT_FORMAT, RESCALE_CHECKPOINT_VERSION, 'rescale')) as RescaleCheckpoint | null;
+  if (ckpt === null) return null;
+  const s = ckpt.state;
+  const v = s.validation;
+  if (
+    !Number.isInteger(s.epoch) ||
+    s.epoch < 0 ||
+    !Number.isInteger(s.batch) ||
+    s.batch < 0 ||
+    typeof s.epochSum !== 'number' ||
+    !Number.isFinite(s.epochSum) ||
+    typeof s.epochWeight !== 'number' ||
+    !Number.isFinite(s.epochWeight) ||
+    !s.theta ||
+    typeof s.theta !== 'object' ||
+    !s.adam ||
+    typeof s.adam !== 'object' ||
+    !isNumberArray(s.losses) ||
+    !isNumberArray(s.epochLosses) ||
+    typeof s.done !== 'boolean' ||
+    !(v === null || (v && typeof v === 'object' && typeof v.dataDigest === 'string' && typeof v.loss === 'number' && Number.isFinite(v.loss)))
+  )
+    throw new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: missing or malformed fields`);
+  return ckpt;
 }

@@ -104,6 +104,9 @@ class SafetensorsWriter {
   bool done_ = false;
 };
 
+// "[a, b, c]", for messages.
+std::string shape_text(const std::vector<int64_t>& shape);
+
 // Convenience: f32/bf16/f16 -> f32 conversion of a tensor's contents.
 void convert_to_f32(const TensorView& t, float* out);
 

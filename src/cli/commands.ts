@@ -90,11 +90,8 @@ export function intListOption(flags: string, description: string): Option {
 // ---------------------------------------------------------------------------------------
 // Shared option groups
 
-interface ModelOpts {
-  model: string;
-  device: Device | 'auto';
-  threads?: number;
-}
+/** Commander gives the parsed flags in the same shape as the command arguments. */
+type ModelOpts = ModelArgs;
 
 function addModelOptions(cmd: Command): Command {
   return cmd
@@ -107,15 +104,7 @@ function modelArgs(o: ModelOpts): ModelArgs {
   return { model: o.model, device: o.device, threads: o.threads };
 }
 
-interface DataOpts {
-  prompts?: string;
-  data?: string;
-  limit?: number;
-  maxNewTokens: number;
-  stop?: number[];
-  genBatchSize: number;
-  saveData?: string;
-}
+type DataOpts = DataArgs;
 
 function addDataOptions(cmd: Command): Command {
   return cmd
@@ -136,20 +125,7 @@ function dataArgs(o: DataOpts): DataArgs {
   return { ...o };
 }
 
-interface SelectOpts {
-  count?: number;
-  maxLoss?: number;
-  strategy: StrategyName;
-  seed: number;
-  batchSize: number;
-  tokenCap?: number;
-  probeLr: number;
-  rescaleLr: number;
-  rescaleEpochs: number;
-  probeSubset?: number;
-  shortlist?: number;
-  checkpoint?: string;
-}
+type SelectOpts = SelectArgs;
 
 function addTrainingOptions(cmd: Command): Command {
   return cmd

@@ -16,6 +16,7 @@ export interface Point {
 
 export interface LineSeries {
   name: string;
+  /** A point whose y is not finite (NaN) is not drawn and breaks the line there. */
   points: Point[];
   /** Draw the connecting line (default true); false draws points only. */
   line?: boolean;
@@ -27,6 +28,9 @@ export interface Marker {
   x: number;
   y: number;
   label: string;
+  /** Draw a dashed vertical guide through the marker (default true). */
+  guide?: boolean;
+  color?: string;
 }
 
 export interface LineChartSpec {
@@ -107,17 +111,42 @@ function yAxis(f: Frame, ticks: number[], y: (v: number) => number): string[] {
   return out;
 }
 
-function legend(entries: { name: string; color: string; dashed?: boolean }[], x: number, y: number): string[] {
-  if (entries.length < 2) return [];
-  return entries.map((e, i) =>
-    el('g', { class: 'legend' }, [
-      el('rect', { x, y: y + i * 18 - 9, width: 14, height: 10, fill: e.color }),
-      text(x + 20, y + i * 18, e.name, { fill: '#222222' }),
-    ]),
-  );
+interface LegendEntry {
+  name: string;
+  color: string;
+  /** 'box' for bars; 'line' (optionally dashed) or 'point' for line-chart series. */
+  swatch?: 'box' | 'line' | 'point';
+  dashed?: boolean;
 }
 
-const legendWidthFor = (names: string[]) => (names.length < 2 ? 0 : 30 + 7 * Math.max(...names.map((n) => n.length)));
+function legend(entries: LegendEntry[], x: number, y: number): string[] {
+  if (entries.length < 2) return [];
+  return entries.map((e, i) => {
+    const cy = y + i * 18 - 4;
+    const swatch =
+      (e.swatch ?? 'box') === 'box'
+        ? [el('rect', { x, y: cy - 5, width: 14, height: 10, fill: e.color })]
+        : [
+            ...(e.swatch === 'line'
+              ? [el('line', { x1: x - 2, y1: cy, x2: x + 16, y2: cy, stroke: e.color, 'stroke-width': 2, 'stroke-dasharray': e.dashed ? '4 3' : undefined })]
+              : []),
+            el('circle', { cx: x + 7, cy, r: 3.5, fill: e.color }),
+          ];
+    return el('g', { class: 'legend' }, [...swatch, text(x + 22, y + i * 18, e.name, { fill: '#222222' })]);
+  });
+}
+
+const legendWidthFor = (names: string[]) => (names.length < 2 ? 0 : 34 + 7 * Math.max(...names.map((n) => n.length)));
+
+/** Runs of consecutive drawable points: a point with a non-finite coordinate ends a run. */
+function runs(points: readonly Point[]): Point[][] {
+  const out: Point[][] = [[]];
+  for (const p of points) {
+    if (Number.isFinite(p.x) && Number.isFinite(p.y)) out[out.length - 1].push(p);
+    else if (out[out.length - 1].length) out.push([]);
+  }
+  return out.filter((r) => r.length > 0);
+}
 
 /** Line (or point) chart of one or more series, with optional labelled markers. */
 export function lineChart(spec: LineChartSpec): string {
@@ -149,16 +178,18 @@ export function lineChart(spec: LineChartSpec): string {
     const color = s.color ?? PALETTE[i % PALETTE.length];
     const pts = s.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
     const g: string[] = [];
-    if (s.line !== false && pts.length > 1)
-      g.push(
-        el('polyline', {
-          points: pts.map((p) => `${num(x(p.x))},${num(y(p.y))}`).join(' '),
-          fill: 'none',
-          stroke: color,
-          'stroke-width': 2,
-          'stroke-dasharray': s.dashed ? '6 4' : undefined,
-        }),
-      );
+    if (s.line !== false)
+      for (const run of runs(s.points))
+        if (run.length > 1)
+          g.push(
+            el('polyline', {
+              points: run.map((p) => `${num(x(p.x))},${num(y(p.y))}`).join(' '),
+              fill: 'none',
+              stroke: color,
+              'stroke-width': 2,
+              'stroke-dasharray': s.dashed ? '6 4' : undefined,
+            }),
+          );
     for (const p of pts)
       g.push(
         el('circle', { cx: x(p.x), cy: y(p.y), r: 3.5, fill: color, class: 'point', 'data-series': s.name }, [
@@ -170,17 +201,29 @@ export function lineChart(spec: LineChartSpec): string {
   for (const m of spec.markers ?? []) {
     const px = x(m.x);
     const py = y(m.y);
+    const color = m.color ?? '#C00000';
+    // Labels right of the marker, or left of it when that would leave the plot area.
+    const rightSide = px + 10 + 7 * m.label.length <= f.right;
     body.push(
       el('g', { class: 'marker' }, [
-        el('line', { x1: px, y1: f.top, x2: px, y2: f.bottom, stroke: '#C00000', 'stroke-dasharray': '4 3' }),
-        el('circle', { cx: px, cy: py, r: 7, fill: 'none', stroke: '#C00000', 'stroke-width': 2 }),
-        text(px + 10, Math.max(f.top + 12, py - 10), m.label, { fill: '#C00000', 'font-weight': 'bold' }),
+        ...(m.guide === false ? [] : [el('line', { x1: px, y1: f.top, x2: px, y2: f.bottom, stroke: color, 'stroke-dasharray': '4 3' })]),
+        el('circle', { cx: px, cy: py, r: 7, fill: 'none', stroke: color, 'stroke-width': 2 }),
+        text(rightSide ? px + 10 : px - 10, Math.max(f.top + 12, py - 10), m.label, {
+          fill: color,
+          'font-weight': 'bold',
+          'text-anchor': rightSide ? undefined : 'end',
+        }),
       ]),
     );
   }
   body.push(
     ...legend(
-      spec.series.map((s, i) => ({ name: s.name, color: s.color ?? PALETTE[i % PALETTE.length] })),
+      spec.series.map((s, i) => ({
+        name: s.name,
+        color: s.color ?? PALETTE[i % PALETTE.length],
+        swatch: s.line === false ? ('point' as const) : ('line' as const),
+        dashed: s.dashed,
+      })),
       f.right + 16,
       f.top + 10,
     ),
@@ -330,7 +373,10 @@ export function heatmap(spec: HeatmapSpec): string {
         class: 'colorbar',
       }),
     );
-  body.push(text(barX + 20, top + 10, formatValue(hi), { class: 'tick-label' }));
-  body.push(text(barX + 20, top + barH, formatValue(lo), { class: 'tick-label' }));
+  // Colour-bar labels at the top, middle and bottom, with the cells' precision.
+  const label = (v: number) => formatValue(Number(v.toPrecision(3)));
+  body.push(text(barX + 20, top + 10, label(hi), { class: 'tick-label colorbar-label' }));
+  body.push(text(barX + 20, top + barH / 2 + 4, label((lo + hi) / 2), { class: 'tick-label colorbar-label' }));
+  body.push(text(barX + 20, top + barH, label(lo), { class: 'tick-label colorbar-label' }));
   return document(width, height, spec.title, body);
 }
