@@ -24,7 +24,7 @@ cmake --build "$BUILD" -j2 >/dev/null
 BENCH="$BUILD/cpu_bench"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
-model_arg() { [ "$1" = stories260k ] && echo "${STORIES:-/work/shared/models/stories260k}" || echo "$1"; }
+model_arg() { [ "$1" = stories260k ] && echo "${STORIES:-$ROOT/models/stories260k}" || echo "$1"; }
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(grep -m1 MHz /proc/cpuinfo | cut -d: -f2 | xargs) MHz"

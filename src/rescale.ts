@@ -2,16 +2,31 @@
  * `rescale`: learn theta for a fixed skip list (paper section 3.1, "Rescaling the
  * remaining blocks"). The skipped layers' b_att is set to 0 and frozen; every other
  * scalar is trained with Adam on the recovery set, one engine call per batch, so that
- * progress, cancellation and checkpoints happen between batches.
+ * progress, cancellation and checkpoints happen between batches. With a checkpoint
+ * file, the position, theta, the Adam state and the losses are written atomically
+ * after optimizer steps, and a killed run resumes to the uninterrupted result bit for
+ * bit.
  *
  * Also the training loop shared with the probes of `selectBlocks`, and a batched
  * evaluation of the loss.
  */
+import { createHash } from 'node:crypto';
 import { Adam } from './adam.js';
 import { makeBatches } from './batching.js';
+import {
+  type RescaleCheckpoint,
+  type RescaleState,
+  type RunIdentity,
+  RESCALE_CHECKPOINT_FORMAT,
+  RESCALE_CHECKPOINT_VERSION,
+  checkCheckpointMatches,
+  readRescaleCheckpoint,
+  writeCheckpoint,
+} from './checkpoint.js';
+import { datasetDigest } from './dataset.js';
 import { ErrorCodes, HopscotchError, check } from './errors.js';
 import { type ProgressCallback, type ProgressEvent, EtaEstimator, safeCallback, throwIfAborted } from './progress.js';
-import { clone, ones, validate } from './theta.js';
+import { THETA_KEYS, clone, fromJSON, ones, toJSON, validate } from './theta.js';
 import { checkSamples } from './samples.js';
 import type { Dataset, Model, Sample, Theta } from './types.js';
 
@@ -34,6 +49,15 @@ export interface RescaleOptions {
   tokenMean?: boolean;
   /** Held-out samples: their loss at the final theta is reported as `validationLoss`. */
   validation?: Dataset;
+  /**
+   * JSON file holding the run's state, rewritten atomically between optimizer steps. An
+   * existing file is validated against this model, data and options and the run goes
+   * on from its next batch, ending with exactly the result of an uninterrupted run; a
+   * finished one returns the fit without engine calls.
+   */
+  checkpoint?: string;
+  /** Write the checkpoint after every n optimizer steps (and at the end, and when stopped). Default 1. */
+  checkpointEvery?: number;
   onProgress?: ProgressCallback;
   signal?: AbortSignal;
 }
@@ -90,26 +114,46 @@ export interface TrainLoop {
   onBatch?: (ms: number) => void;
   /** Called after every epoch with its mean loss. */
   onEpoch?: (epoch: number, loss: number) => void;
+  /** Go on from this position (its arrays are extended in place) instead of from the start. */
+  resume?: TrainPosition;
+  /** Awaited after every optimizer step with the position reached (checkpoints). */
+  afterStep?: (pos: TrainPosition) => Promise<void>;
+}
+
+/** Where a training loop stands between two optimizer steps. */
+export interface TrainPosition {
+  /** Epoch in progress (0-based); equals the number of epochs once training is over. */
+  epoch: number;
+  /** Batches of that epoch already taken. */
+  batch: number;
+  /** Running sum of weighted batch losses of that epoch, and of their weights. */
+  epochSum: number;
+  epochWeight: number;
+  /** Loss of every step so far. */
+  losses: number[];
+  /** Mean loss of every completed epoch. */
+  epochLosses: number[];
 }
 
 /**
  * Trains `loop.theta` in place for `loop.epochs` epochs (epoch e shuffled from
- * (seed, e)). The abort signal is checked before every batch. Returns the loss of every
- * step and the weighted mean loss of every epoch.
+ * (seed, e)), from the start or from `loop.resume`. The abort signal is checked before
+ * every batch; whatever is thrown, theta, the optimizer and the position stay those of
+ * the last completed step. Returns the loss of every step and the weighted mean loss of
+ * every epoch.
  */
 export async function trainEpochs(loop: TrainLoop): Promise<{ losses: number[]; epochLosses: number[] }> {
-  const losses: number[] = [];
-  const epochLosses: number[] = [];
-  for (let e = 0; e < loop.epochs; e++) {
+  const pos: TrainPosition = loop.resume ?? { epoch: 0, batch: 0, epochSum: 0, epochWeight: 0, losses: [], epochLosses: [] };
+  while (pos.epoch < loop.epochs) {
+    const e = pos.epoch;
     const batches = makeBatches(loop.data, {
       batchSize: loop.batchSize,
       tokenCap: loop.tokenCap,
       seed: loop.seed,
       epoch: e,
     });
-    let sum = 0;
-    let weight = 0;
-    for (let b = 0; b < batches.length; b++) {
+    check(pos.batch < batches.length, `cannot resume at batch ${pos.batch + 1} of epoch ${e + 1}: it has ${batches.length} batches`);
+    for (let b = pos.batch; b < batches.length; b++) {
       throwIfAborted(loop.signal);
       const started = performance.now();
       const batch = batches[b];
@@ -122,9 +166,10 @@ export async function trainEpochs(loop: TrainLoop): Promise<{ losses: number[]; 
         );
       loop.adam.step(loop.theta, res.grad);
       const w = loop.tokenMean ? res.responseTokens : batch.length;
-      sum += res.loss * w;
-      weight += w;
-      losses.push(res.loss);
+      pos.epochSum += res.loss * w;
+      pos.epochWeight += w;
+      pos.losses.push(res.loss);
+      pos.batch = b + 1;
       loop.onBatch?.(performance.now() - started);
       loop.emit({
         type: 'batch',
@@ -136,12 +181,19 @@ export async function trainEpochs(loop: TrainLoop): Promise<{ losses: number[]; 
         batches: batches.length,
         loss: res.loss,
       });
+      if (pos.batch === batches.length) {
+        const epochLoss = pos.epochSum / pos.epochWeight;
+        pos.epochLosses.push(epochLoss);
+        pos.epoch = e + 1;
+        pos.batch = 0;
+        pos.epochSum = 0;
+        pos.epochWeight = 0;
+        loop.onEpoch?.(e + 1, epochLoss);
+      }
+      if (loop.afterStep) await loop.afterStep(pos);
     }
-    const epochLoss = sum / weight;
-    epochLosses.push(epochLoss);
-    loop.onEpoch?.(e + 1, epochLoss);
   }
-  return { losses, epochLosses };
+  return { losses: pos.losses, epochLosses: pos.epochLosses };
 }
 
 /**
@@ -184,9 +236,98 @@ export function startTheta(model: Model, skip: readonly number[], theta?: Theta)
   return t;
 }
 
+/** JSON has no -0: a stored value comes back as +0, so results record +0 throughout. */
+const noNegativeZero = (x: number) => (x === 0 ? 0 : x);
+
+/** SHA-256 of theta's float32 bits (little-endian, bAtt, sAtt, bMlp, sMlp). */
+function thetaDigest(theta: Theta): string {
+  const hash = createHash('sha256');
+  for (const k of THETA_KEYS) {
+    const v = theta[k];
+    const view = new DataView(new ArrayBuffer(4 * v.length));
+    v.forEach((x, i) => view.setFloat32(4 * i, x, true));
+    hash.update(new Uint8Array(view.buffer));
+  }
+  return hash.digest('hex');
+}
+
+/** The run a rescale checkpoint must belong to. */
+function rescaleIdentity(
+  model: Model,
+  data: readonly Sample[],
+  start: Theta,
+  o: { skip: number[]; epochs: number; lr: number; batchSize: number; tokenCap?: number; seed: number; tokenMean: boolean },
+): RunIdentity {
+  return {
+    fingerprint: model.fingerprint,
+    dataDigest: datasetDigest(data),
+    options: {
+      skip: o.skip,
+      epochs: o.epochs,
+      lr: o.lr,
+      batchSize: o.batchSize,
+      tokenCap: o.tokenCap ?? null,
+      seed: o.seed,
+      tokenMean: o.tokenMean,
+      thetaDigest: thetaDigest(start),
+    },
+  };
+}
+
+/**
+ * Theta, optimizer and position from a checkpoint's state, checked against this run:
+ * HOPSCOTCH_ERR_CHECKPOINT naming what does not fit.
+ */
+function restoreRescale(
+  file: string,
+  state: RescaleState,
+  run: { numLayers: number; skip: number[]; lr: number; epochs: number; batchCounts: (epoch: number) => number },
+): { theta: Theta; adam: Adam; pos: TrainPosition } {
+  const bad = (what: string, cause?: unknown) =>
+    new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: ${what}`, cause === undefined ? undefined : { cause });
+  let theta: Theta;
+  let adam: Adam;
+  try {
+    theta = fromJSON(state.theta);
+    validate(theta, run.numLayers);
+  } catch (err) {
+    throw bad((err as Error).message, err);
+  }
+  for (const l of run.skip) if (theta.bAtt[l] !== 0) throw bad(`theta.bAtt[${l}] is ${theta.bAtt[l]}, but layer ${l} is skipped`);
+  try {
+    adam = Adam.fromJSON(state.adam);
+  } catch (err) {
+    throw bad((err as Error).message, err);
+  }
+  const expected = new Adam(run.numLayers, { lr: run.lr, frozen: { bAtt: run.skip } }).toJSON();
+  for (const k of ['numLayers', 'lr', 'beta1', 'beta2', 'eps', 'frozen'] as const) {
+    const a = JSON.stringify(state.adam[k]);
+    const b = JSON.stringify(expected[k]);
+    if (a !== b) throw bad(`Adam ${k} is ${a}, this run has ${b}`);
+  }
+  const { epoch, batch, losses, epochLosses } = state;
+  if (epoch > run.epochs) throw bad(`epoch ${epoch} is past the ${run.epochs} epochs of this run`);
+  if (epochLosses.length !== epoch) throw bad(`${epochLosses.length} epoch losses for ${epoch} completed epochs`);
+  const inEpoch = epoch < run.epochs ? run.batchCounts(epoch) : 0;
+  if (batch >= Math.max(inEpoch, 1)) throw bad(`batch ${batch} is past the ${inEpoch} batches of epoch ${epoch + 1}`);
+  if (batch === 0 && (state.epochSum !== 0 || state.epochWeight !== 0)) throw bad('epoch sums are set before any batch of the epoch');
+  let steps = batch;
+  for (let e = 0; e < epoch; e++) steps += run.batchCounts(e);
+  if (losses.length !== steps) throw bad(`${losses.length} step losses, the position (epoch ${epoch + 1}, batch ${batch}) means ${steps}`);
+  if (adam.t !== steps) throw bad(`Adam has taken ${adam.t} steps, the position means ${steps}`);
+  if (state.done !== (epoch === run.epochs)) throw bad(`done is ${state.done} at epoch ${epoch} of ${run.epochs}`);
+  return {
+    theta,
+    adam,
+    pos: { epoch, batch, epochSum: state.epochSum, epochWeight: state.epochWeight, losses: [...losses], epochLosses: [...epochLosses] },
+  };
+}
+
 /**
  * Learns theta for the fixed skip list `opts.skip` on `data`. Rejects with
- * `signal.reason` when aborted (checked before every batch).
+ * `signal.reason` when aborted (checked before every batch). With `opts.checkpoint`,
+ * the file then holds the last completed step, and running again with the same model,
+ * data and options resumes and returns exactly what an uninterrupted run returns.
  */
 export async function rescale(model: Model, data: Dataset, opts: RescaleOptions): Promise<Fit> {
   check(opts && typeof opts === 'object', 'rescale options are required (at least { skip })');
@@ -195,53 +336,129 @@ export async function rescale(model: Model, data: Dataset, opts: RescaleOptions)
   checkData(model, data, 'data');
   const epochs = opts.epochs ?? 1;
   check(Number.isInteger(epochs) && epochs > 0, `epochs must be a positive integer, got ${epochs}`);
+  const checkpointEvery = opts.checkpointEvery ?? 1;
+  check(Number.isInteger(checkpointEvery) && checkpointEvery > 0, `checkpointEvery must be a positive integer, got ${checkpointEvery}`);
   if (opts.validation !== undefined) checkData(model, opts.validation, 'validation');
   const emit = safeCallback(opts.onProgress);
   const skip = [...opts.skip];
-  const theta = startTheta(model, skip, opts.theta);
-  const adam = new Adam(n, { lr: opts.lr ?? 3e-3, frozen: { bAtt: skip } });
+  const lr = opts.lr ?? 3e-3;
   const batchSize = opts.batchSize ?? 32;
-  const perEpoch = makeBatches(data, { batchSize, tokenCap: opts.tokenCap, seed: opts.seed ?? 0, epoch: 0 }).length;
+  const seed = opts.seed ?? 0;
+  const tokenMean = opts.tokenMean ?? false;
+  const batchCounts = (epoch: number) => makeBatches(data, { batchSize, tokenCap: opts.tokenCap, seed, epoch }).length;
+  const perEpoch = batchCounts(0); // also checks batchSize and tokenCap
 
-  const eta = new EtaEstimator();
-  let batchesDone = 0;
-  let lastEta = 0;
-  const { losses, epochLosses } = await trainEpochs({
-    model,
-    data,
+  let theta = startTheta(model, skip, opts.theta);
+  for (const k of THETA_KEYS) theta[k].forEach((x, l) => (theta[k][l] = noNegativeZero(x)));
+  let adam = new Adam(n, { lr, frozen: { bAtt: skip } });
+  let pos: TrainPosition = { epoch: 0, batch: 0, epochSum: 0, epochWeight: 0, losses: [], epochLosses: [] };
+  let validation: RescaleState['validation'] = null;
+
+  const file = opts.checkpoint;
+  let identity: RunIdentity | undefined;
+  let resumed = false;
+  if (file !== undefined) {
+    identity = rescaleIdentity(model, data, theta, { skip, epochs, lr, batchSize, tokenCap: opts.tokenCap, seed, tokenMean });
+    const ckpt = await readRescaleCheckpoint(file);
+    if (ckpt) {
+      checkCheckpointMatches(file, ckpt, identity);
+      ({ theta, adam, pos } = restoreRescale(file, ckpt.state, { numLayers: n, skip, lr, epochs, batchCounts }));
+      validation = ckpt.state.validation;
+      resumed = true;
+    }
+  }
+  const save = async () => {
+    if (file === undefined || identity === undefined) return;
+    const state: RescaleState = {
+      epoch: pos.epoch,
+      batch: pos.batch,
+      epochSum: pos.epochSum,
+      epochWeight: pos.epochWeight,
+      theta: toJSON(theta),
+      adam: adam.toJSON(),
+      losses: pos.losses,
+      epochLosses: pos.epochLosses,
+      done: pos.epoch === epochs,
+      validation,
+    };
+    const ckpt: RescaleCheckpoint = { format: RESCALE_CHECKPOINT_FORMAT, version: RESCALE_CHECKPOINT_VERSION, ...identity, state };
+    await writeCheckpoint(file, ckpt);
+  };
+
+  if (pos.epoch < epochs) {
+    if (file !== undefined && !resumed) await save();
+    const totalBatches = epochs * perEpoch;
+    const eta = new EtaEstimator();
+    let batchesDone = pos.losses.length;
+    let lastEta = 0;
+    let unsaved = 0;
+    try {
+      await trainEpochs({
+        model,
+        data,
+        theta,
+        skip,
+        adam,
+        epochs,
+        batchSize,
+        tokenCap: opts.tokenCap,
+        seed,
+        tokenMean,
+        phase: 'rescale',
+        step: 0,
+        emit,
+        signal: opts.signal,
+        resume: pos,
+        onBatch: (ms) => {
+          eta.record(1, ms);
+          batchesDone += 1;
+          const now = performance.now();
+          if (now - lastEta >= 1000 || batchesDone >= totalBatches) {
+            lastEta = now;
+            emit({ type: 'eta', seconds: eta.seconds(Math.max(0, totalBatches - batchesDone)) ?? 0 });
+          }
+        },
+        onEpoch: (epoch, loss) => emit({ type: 'rescale-epoch', step: 0, epoch, epochs, loss }),
+        afterStep: async (p) => {
+          unsaved += 1;
+          if (file !== undefined && (unsaved >= checkpointEvery || p.epoch === epochs)) {
+            await save();
+            unsaved = 0;
+          }
+        },
+      });
+    } catch (err) {
+      // Theta, Adam and the position are those of the last completed step: keep them.
+      if (file !== undefined && unsaved > 0) await save().catch(() => {});
+      throw err;
+    }
+  }
+
+  const fit: Fit = {
+    skipped: skip,
     theta,
-    skip,
-    adam,
-    epochs,
-    batchSize,
-    tokenCap: opts.tokenCap,
-    seed: opts.seed ?? 0,
-    tokenMean: opts.tokenMean ?? false,
-    phase: 'rescale',
-    step: 0,
-    emit,
-    signal: opts.signal,
-    onBatch: (ms) => {
-      eta.record(1, ms);
-      batchesDone += 1;
-      const now = performance.now();
-      if (now - lastEta >= 1000 || batchesDone === epochs * perEpoch) {
-        lastEta = now;
-        emit({ type: 'eta', seconds: eta.seconds(epochs * perEpoch - batchesDone) ?? 0 });
-      }
-    },
-    onEpoch: (epoch, loss) => emit({ type: 'rescale-epoch', step: 0, epoch, epochs, loss }),
-  });
-
-  const fit: Fit = { skipped: skip, theta, losses, epochLosses, steps: adam.t };
+    losses: pos.losses.map(noNegativeZero),
+    epochLosses: pos.epochLosses.map(noNegativeZero),
+    steps: adam.t,
+  };
   if (opts.validation !== undefined) {
-    fit.validationLoss = await evaluateLoss(model, opts.validation, theta, {
-      skip,
-      tokenMean: opts.tokenMean,
-      batchSize,
-      tokenCap: opts.tokenCap,
-      signal: opts.signal,
-    });
+    const digest = file === undefined ? undefined : datasetDigest(opts.validation);
+    if (validation !== null && validation.dataDigest === digest) fit.validationLoss = validation.loss;
+    else {
+      fit.validationLoss = noNegativeZero(
+        await evaluateLoss(model, opts.validation, theta, {
+          skip,
+          tokenMean,
+          batchSize,
+          tokenCap: opts.tokenCap,
+          signal: opts.signal,
+        }),
+      );
+      if (digest !== undefined) {
+        validation = { dataDigest: digest, loss: fit.validationLoss };
+        await save();
+      }
+    }
     emit({ type: 'validation', loss: fit.validationLoss });
   }
   return fit;

@@ -1,5 +1,8 @@
 /**
- * `hopscotch rescale`: learns theta for a fixed skip list and prints the fit.
+ * `hopscotch rescale`: learns theta for a fixed skip list and prints the fit. With
+ * `--checkpoint FILE` the run's state is saved after every optimizer step; a killed or
+ * interrupted run started again with the same arguments resumes from it and prints
+ * exactly the fit of an uninterrupted run.
  */
 import { rescale, type Fit } from '../rescale.js';
 import { toJSON } from '../theta.js';
@@ -17,6 +20,8 @@ export interface RescaleArgs {
   batchSize: number;
   tokenCap?: number;
   seed: number;
+  /** Checkpoint file: written after every optimizer step; an existing one is resumed. */
+  checkpoint?: string;
 }
 
 export interface RescaleCommandArgs {
@@ -48,6 +53,7 @@ export async function runRescale(args: RescaleCommandArgs): Promise<void> {
         batchSize: r.batchSize,
         tokenCap: r.tokenCap,
         seed: r.seed,
+        checkpoint: r.checkpoint,
         onProgress: progress.onProgress,
         signal,
       });

@@ -6,27 +6,47 @@
  *    (paper Table 3), one bar series per variant;
  *  - the largest singular value of each block matrix as a layers x matrices heatmap
  *    (paper Figure 4);
+ *  - the training loss of a rescale;
  *  - generation speed against the number of skipped blocks.
  */
 import type { TraceEntry } from '../checkpoint.js';
-import { barChart, heatmap, lineChart, type LineSeries } from './charts.js';
+import { type LineSeries, type Marker, barChart, heatmap, lineChart } from './charts.js';
 import { elbowIndex } from './elbow.js';
+import { PALETTE } from './svg.js';
 
-/** Loss of every probed candidate, one series per greedy step (x = layer index). */
-export function probeLossChart(trace: readonly TraceEntry[], opts: { title?: string } = {}): string {
+/**
+ * Loss of every probed candidate, one series per greedy step (x = layer index). Layers
+ * not probed at a step (already skipped) leave a gap in that step's line. The layer
+ * chosen at each step is circled: `order` (the selection's skip list) when given, else
+ * the lowest score of each step.
+ */
+export function probeLossChart(trace: readonly TraceEntry[], opts: { title?: string; order?: readonly number[] } = {}): string {
   const steps = [...new Set(trace.map((e) => e.step))].sort((a, b) => a - b);
-  const series: LineSeries[] = steps.map((s) => ({
-    name: `step ${s}`,
-    points: trace
-      .filter((e) => e.step === s)
-      .map((e) => ({ x: e.candidate, y: e.score }))
-      .sort((a, b) => a.x - b.x),
-  }));
+  const layers = trace.map((e) => e.candidate);
+  const lo = Math.min(...layers);
+  const hi = Math.max(...layers);
+  const series: LineSeries[] = steps.map((s, i) => {
+    const byLayer = new Map(trace.filter((e) => e.step === s).map((e) => [e.candidate, e.score]));
+    const points = [];
+    for (let l = lo; l <= hi; l++) points.push({ x: l, y: byLayer.get(l) ?? Number.NaN });
+    return { name: `step ${s}`, points, color: PALETTE[i % PALETTE.length] };
+  });
+  const chosen: { step: number; layer: number }[] = [];
+  if (opts.order && opts.order.length > 0 && steps.length === 1) for (const l of opts.order) chosen.push({ step: steps[0], layer: l });
+  else if (opts.order && opts.order.length >= steps.length) steps.forEach((s, i) => chosen.push({ step: s, layer: opts.order![i] }));
+  else for (const c of removalCurve(trace)) chosen.push({ step: c.k, layer: c.layer });
+  const markers: Marker[] = [];
+  for (const c of chosen) {
+    const e = trace.find((t) => t.step === c.step && t.candidate === c.layer);
+    const i = steps.indexOf(c.step);
+    if (e) markers.push({ x: e.candidate, y: e.score, label: `skip ${e.candidate}`, guide: false, color: PALETTE[i % PALETTE.length] });
+  }
   return lineChart({
     title: opts.title ?? 'Probe loss per candidate attention block',
     xLabel: 'candidate layer (attention block removed)',
     yLabel: 'probe loss (mean over one epoch)',
     series,
+    markers,
     integerX: true,
   });
 }
@@ -41,61 +61,101 @@ export function removalCurve(trace: readonly TraceEntry[]): { k: number; layer: 
   return [...byStep.entries()].sort((a, b) => a[0] - b[0]).map(([step, e]) => ({ k: step, layer: e.candidate, loss: e.score }));
 }
 
+export interface RemovalCurveOptions {
+  /** The unmodified model's loss on the selection's data: adds the point k = 0 to the probe curve. */
+  baseLoss?: number;
+  /**
+   * Held-out loss with the first k blocks of the selection skipped and every scale 1
+   * (NoScale), for k = 0, 1, 2, ...: drawn as its own series, and the elbow is taken on it.
+   */
+  heldOut?: readonly number[];
+  /** Held-out loss of the rescaled model with k blocks skipped: one point. */
+  rescaledHeldOut?: { k: number; loss: number };
+  title?: string;
+}
+
 /**
- * Loss per block removed with the elbow marked. `baseLoss` (the unmodified model's loss)
- * adds the point k = 0. Returns the SVG and the elbow's k (null when the curve has
- * fewer than three points).
+ * Loss per block removed with the elbow marked (paper Figure 2): the selection's best
+ * probe loss at each step and, when given, the held-out NoScale curve and the rescaled
+ * point. The elbow is taken on the held-out curve when there is one, else on the probe
+ * curve. Returns the SVG and the elbow's k (null when that curve has fewer than three
+ * points or no bend).
  */
-export function removalCurveChart(
-  trace: readonly TraceEntry[],
-  opts: { baseLoss?: number; title?: string } = {},
-): { svg: string; elbowK: number | null } {
-  const curve = removalCurve(trace);
-  const points = curve.map((c) => ({ x: c.k, y: c.loss }));
-  if (opts.baseLoss !== undefined && Number.isFinite(opts.baseLoss)) points.unshift({ x: 0, y: opts.baseLoss });
+export function removalCurveChart(trace: readonly TraceEntry[], opts: RemovalCurveOptions = {}): { svg: string; elbowK: number | null } {
+  const probe = removalCurve(trace).map((c) => ({ x: c.k, y: c.loss }));
+  if (opts.baseLoss !== undefined && Number.isFinite(opts.baseLoss)) probe.unshift({ x: 0, y: opts.baseLoss });
+  const heldOut = (opts.heldOut ?? []).map((y, k) => ({ x: k, y }));
+  const onCurve = heldOut.length ? heldOut : probe;
   const i = elbowIndex(
-    points.map((p) => p.y),
-    points.map((p) => p.x),
+    onCurve.map((p) => p.y),
+    onCurve.map((p) => p.x),
   );
-  const elbowK = i === null ? null : points[i].x;
+  const elbowK = i === null ? null : onCurve[i].x;
+  const series: LineSeries[] = [];
+  if (heldOut.length) {
+    series.push({ name: 'held-out, NoScale', points: heldOut, color: PALETTE[0] });
+    if (opts.rescaledHeldOut)
+      series.push({ name: 'held-out, rescaled', points: [{ x: opts.rescaledHeldOut.k, y: opts.rescaledHeldOut.loss }], line: false, color: PALETTE[2] });
+    series.push({ name: 'probe (selection data)', points: probe, color: PALETTE[1], dashed: true });
+  } else series.push({ name: 'best probe loss', points: probe });
   const svg = lineChart({
     title: opts.title ?? 'Loss per attention block removed',
     xLabel: 'attention blocks removed (k)',
-    yLabel: 'loss',
-    series: [{ name: 'best probe loss', points }],
-    markers: i === null ? [] : [{ x: points[i].x, y: points[i].y, label: `elbow: k = ${elbowK}` }],
+    yLabel: heldOut.length ? 'loss per sample (sum of response-token NLL)' : 'loss',
+    series,
+    markers: i === null ? [] : [{ x: onCurve[i].x, y: onCurve[i].y, label: `elbow: k = ${elbowK}` }],
     integerX: true,
   });
   return { svg, elbowK };
 }
 
-/** MMD^2 per layer, one bar series per modified model (e.g. NoScale and rescaled). */
+/** Training loss of a rescale per optimizer step, with the mean of each epoch at the epoch's last step. */
+export function rescaleLossChart(stepLosses: readonly number[], epochLosses: readonly number[] = [], opts: { title?: string } = {}): string {
+  const perEpoch = epochLosses.length > 0 ? stepLosses.length / epochLosses.length : 0;
+  const series: LineSeries[] = [{ name: 'batch loss', points: stepLosses.map((y, i) => ({ x: i + 1, y })), color: PALETTE[5] }];
+  if (Number.isInteger(perEpoch) && perEpoch > 0)
+    series.push({ name: 'epoch mean', points: epochLosses.map((y, e) => ({ x: (e + 1) * perEpoch, y })), color: PALETTE[1] });
+  return lineChart({
+    title: opts.title ?? 'Rescale training loss',
+    xLabel: 'optimizer step',
+    yLabel: 'training loss',
+    series,
+    integerX: true,
+  });
+}
+
+/** Layer labels with a star on the skipped ones. */
+const layerLabel = (skipped: readonly number[]) => (l: number) => (skipped.includes(l) ? `${l}*` : String(l));
+
+/** MMD^2 per layer, one bar series per modified model (e.g. NoScale and rescaled); `skipped` layers are starred. */
 export function mmdChart(
   layers: readonly number[],
   series: readonly { name: string; values: readonly number[] }[],
-  opts: { title?: string } = {},
+  opts: { title?: string; skipped?: readonly number[] } = {},
 ): string {
+  const skipped = opts.skipped ?? [];
   return barChart({
     title: opts.title ?? 'Hidden-state shift from the base model (unbiased MMD²)',
-    xLabel: 'layer (output hidden state)',
+    xLabel: skipped.length ? 'layer (output hidden state; * = attention skipped)' : 'layer (output hidden state)',
     yLabel: 'MMD² vs base',
-    categories: layers.map(String),
+    categories: layers.map(layerLabel(skipped)),
     series: series.map((s) => ({ name: s.name, values: [...s.values] })),
   });
 }
 
-/** Largest singular value per layer (rows) and matrix (columns); null = absent. */
+/** Largest singular value per layer (rows) and matrix (columns); null = absent; `skipped` layers are starred. */
 export function spectralHeatmap(
   layers: readonly number[],
   matrices: readonly string[],
   values: readonly (readonly (number | null)[])[],
-  opts: { title?: string } = {},
+  opts: { title?: string; skipped?: readonly number[] } = {},
 ): string {
+  const skipped = opts.skipped ?? [];
   return heatmap({
     title: opts.title ?? 'Largest singular value of each block matrix',
-    rowLabel: 'layer',
+    rowLabel: skipped.length ? 'layer (* = attention skipped)' : 'layer',
     colLabel: 'weight matrix',
-    rows: layers.map(String),
+    rows: layers.map(layerLabel(skipped)),
     cols: [...matrices],
     values: values.map((r) => [...r]),
   });

@@ -1,8 +1,12 @@
-import { describe, expect, it, vi } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { makeBatches } from '../../src/batching.js';
 import type { ProgressEvent } from '../../src/progress.js';
 import { throwIfAborted } from '../../src/progress.js';
-import { evaluateLoss, rescale } from '../../src/rescale.js';
+import { type Fit, type RescaleOptions, evaluateLoss, rescale } from '../../src/rescale.js';
 import { THETA_KEYS, type ThetaKey, ones } from '../../src/theta.js';
 import type { BatchOptions, LossAndGradResult, Model, ModelConfig, Sample, Theta } from '../../src/types.js';
 
@@ -206,5 +210,226 @@ describe('rescale', () => {
       code: 'HOPSCOTCH_ERR_NON_FINITE',
       message: expect.stringMatching(/epoch 1 batch 2/),
     });
+  });
+});
+
+describe('rescale: checkpoints', () => {
+  let dir: string;
+  let file: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'hs-rescale-ckpt-'));
+    file = join(dir, 'rescale.json');
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  // 20 samples in batches of 6: 4 steps per epoch, 12 in all. Unequal sample weights make
+  // every batch loss depend on the shuffle, so a step taken out of order would show.
+  const val = data.slice(3, 11);
+  const opts: RescaleOptions = { skip: [1, 3], epochs: 3, lr: 0.05, batchSize: 6, seed: 9, validation: val };
+  const STEPS = 12;
+
+  /** A fake model that counts engine calls and runs `onCall` inside the n-th lossAndGrad. */
+  function counted(fingerprint?: string) {
+    const m = model(false);
+    if (fingerprint) Object.defineProperty(m, 'fingerprint', { value: fingerprint });
+    const counts = { grad: 0, loss: 0 };
+    let onCall: ((n: number) => void) | undefined;
+    const lossAndGrad = m.lossAndGrad.bind(m);
+    const loss = m.loss.bind(m);
+    m.lossAndGrad = async (...args) => {
+      counts.grad += 1;
+      onCall?.(counts.grad);
+      return lossAndGrad(...args);
+    };
+    m.loss = async (...args) => {
+      counts.loss += 1;
+      return loss(...args);
+    };
+    return { m, counts, setOnCall: (f: (n: number) => void) => (onCall = f) };
+  }
+
+  /** Runs with the checkpoint and aborts during engine call n; returns what it rejected with. */
+  async function abortAt(n: number, extra: Partial<RescaleOptions> = {}) {
+    const { m, setOnCall } = counted();
+    const controller = new AbortController();
+    const reason = new Error(`stopped at call ${n}`);
+    setOnCall((calls) => {
+      if (calls === n) controller.abort(reason);
+    });
+    const err = await rescale(m, data, { ...opts, ...extra, checkpoint: file, signal: controller.signal }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBe(reason);
+  }
+
+  const bits = (t: Theta) => Object.fromEntries(THETA_KEYS.map((k) => [k, Array.from(new Uint32Array(t[k].buffer, t[k].byteOffset, t[k].length))]));
+
+  function expectSameFit(a: Fit, b: Fit): void {
+    expect(bits(a.theta)).toEqual(bits(b.theta));
+    expect(a.losses).toEqual(b.losses);
+    expect(a.epochLosses).toEqual(b.epochLosses);
+    expect(a.validationLoss).toBe(b.validationLoss);
+    expect(a.steps).toBe(b.steps);
+    expect(a.skipped).toEqual(b.skipped);
+  }
+
+  const stored = async () => JSON.parse(await readFile(file, 'utf8'));
+
+  it('writing a checkpoint does not change the result', async () => {
+    const ref = await rescale(model(false), data, opts);
+    expect(ref.steps).toBe(STEPS);
+    expectSameFit(await rescale(model(false), data, { ...opts, checkpoint: file }), ref);
+    const c = await stored();
+    expect(c.format).toBe('hopscotch-rescale-checkpoint');
+    expect(c.version).toBe(1);
+    expect(c.fingerprint).toBe('quadratic');
+    expect(c.options).toMatchObject({ skip: [1, 3], epochs: 3, lr: 0.05, batchSize: 6, seed: 9, tokenMean: false, tokenCap: null });
+    expect(c.options.thetaDigest).toMatch(/^[0-9a-f]{64}$/);
+    expect(c.state).toMatchObject({ epoch: 3, batch: 0, done: true });
+    expect(c.state.losses).toHaveLength(STEPS);
+    expect(c.state.adam.t).toBe(STEPS);
+    expect(c.state.validation.loss).toBe(ref.validationLoss);
+  });
+
+  it.each([1, 2, 4, 5, 7, 8, 11, 12])('resuming after an abort at engine call %i gives the uninterrupted fit', async (n) => {
+    const ref = await rescale(model(false), data, opts);
+    await abortAt(n);
+    const c = await stored();
+    // The abort is seen before the next batch: the file holds exactly the n steps taken.
+    expect(c.state.losses).toHaveLength(n);
+    expect(c.state.losses).toEqual(ref.losses.slice(0, n));
+    expect(c.state.epoch * 4 + c.state.batch).toBe(n);
+    const resumed = counted();
+    expectSameFit(await rescale(resumed.m, data, { ...opts, checkpoint: file }), ref);
+    expect(resumed.counts.grad).toBe(STEPS - n); // no step is taken twice
+    // A finished checkpoint returns the fit without engine calls.
+    const again = counted();
+    expectSameFit(await rescale(again.m, data, { ...opts, checkpoint: file }), ref);
+    expect(again.counts).toEqual({ grad: 0, loss: 0 });
+  });
+
+  it('resumes twice in a row, with tokenMean and a token cap', async () => {
+    const extra: Partial<RescaleOptions> = { tokenMean: true, tokenCap: 30, epochs: 2 };
+    const ref = await rescale(model(false), data, { ...opts, ...extra });
+    await abortAt(3, extra);
+    const { m, setOnCall } = counted();
+    const controller = new AbortController();
+    setOnCall((calls) => calls === 4 && controller.abort(new Error('again')));
+    await expect(rescale(m, data, { ...opts, ...extra, checkpoint: file, signal: controller.signal })).rejects.toThrow('again');
+    expect((await stored()).state.losses).toHaveLength(7);
+    expectSameFit(await rescale(model(false), data, { ...opts, ...extra, checkpoint: file }), ref);
+  });
+
+  it('with checkpointEvery, writes every n steps, at the end, and when stopped', async () => {
+    const ref = await rescale(model(false), data, opts);
+    const seen: number[] = [];
+    await rescale(model(false), data, {
+      ...opts,
+      checkpoint: file,
+      checkpointEvery: 5,
+      onProgress: (e) => {
+        if (e.type !== 'batch') return;
+        // Read synchronously: the state written before this step's save.
+        seen.push(JSON.parse(readFileSync(file, 'utf8')).state.losses.length);
+      },
+    });
+    expect(seen).toEqual([0, 0, 0, 0, 0, 5, 5, 5, 5, 5, 10, 10]);
+    expect((await stored()).state.losses).toHaveLength(STEPS);
+    await rm(file);
+    await abortAt(7, { checkpointEvery: 5 });
+    expect((await stored()).state.losses).toHaveLength(7);
+    expectSameFit(await rescale(model(false), data, { ...opts, checkpointEvery: 5, checkpoint: file }), ref);
+    await expect(rescale(model(false), data, { ...opts, checkpointEvery: 0 })).rejects.toMatchObject({ code: 'HOPSCOTCH_ERR_ARGUMENT' });
+  });
+
+  it('keeps the file whole: every read during a run parses, and no temporary file is left', async () => {
+    let reads = 0;
+    await rescale(model(false), data, {
+      ...opts,
+      checkpoint: file,
+      onProgress: () => {
+        JSON.parse(readFileSync(file, 'utf8'));
+        reads += 1;
+      },
+    });
+    expect(reads).toBeGreaterThan(STEPS);
+    expect(await readdir(dir)).toEqual(['rescale.json']);
+  });
+
+  it('computes the validation loss again for other held-out samples, and records it', async () => {
+    await rescale(model(false), data, { ...opts, checkpoint: file });
+    const other = data.slice(0, 5);
+    const { m, counts } = counted();
+    const fit = await rescale(m, data, { ...opts, validation: other, checkpoint: file });
+    expect(counts.grad).toBe(0);
+    expect(counts.loss).toBeGreaterThan(0);
+    expect(fit.validationLoss).toBe(await evaluateLoss(model(false), other, fit.theta, { skip: [1, 3], batchSize: 6 }));
+    expect((await stored()).state.validation.loss).toBe(fit.validationLoss);
+  });
+
+  it('refuses a checkpoint of another model, other data or other options, naming the difference', async () => {
+    await abortAt(5);
+    const refused = (p: Promise<unknown>, what: RegExp) =>
+      expect(p).rejects.toMatchObject({ code: 'HOPSCOTCH_ERR_CHECKPOINT', message: expect.stringMatching(what) });
+    await refused(rescale(counted('other-model').m, data, { ...opts, checkpoint: file }), /model fingerprint/);
+    await refused(rescale(model(false), data.slice(1), { ...opts, checkpoint: file }), /data digest/);
+    await refused(rescale(model(false), data, { ...opts, lr: 0.01, checkpoint: file }), /option lr was 0.05, now 0.01/);
+    await refused(rescale(model(false), data, { ...opts, seed: 1, checkpoint: file }), /option seed/);
+    await refused(rescale(model(false), data, { ...opts, epochs: 4, checkpoint: file }), /option epochs/);
+    await refused(rescale(model(false), data, { ...opts, skip: [1], checkpoint: file }), /option skip/);
+    await refused(rescale(model(false), data, { ...opts, tokenMean: true, checkpoint: file }), /option tokenMean/);
+    const start = ones(N);
+    start.sMlp[0] = 1.25;
+    await refused(rescale(model(false), data, { ...opts, theta: start, checkpoint: file }), /option thetaDigest/);
+    // The refused runs left the file as it was; it still resumes.
+    expectSameFit(await rescale(model(false), data, { ...opts, checkpoint: file }), await rescale(model(false), data, opts));
+  });
+
+  it('refuses a corrupt or inconsistent checkpoint', async () => {
+    await abortAt(6);
+    const good = await readFile(file, 'utf8');
+    const refused = async (text: string, what: RegExp) => {
+      await writeFile(file, text);
+      await expect(rescale(model(false), data, { ...opts, checkpoint: file })).rejects.toMatchObject({
+        code: 'HOPSCOTCH_ERR_CHECKPOINT',
+        message: expect.stringMatching(what),
+      });
+    };
+    const edit = (f: (c: { format: string; state: Record<string, any> }) => void) => {
+      const c = JSON.parse(good);
+      f(c);
+      return JSON.stringify(c);
+    };
+    await refused(good.slice(0, good.length / 2), /not valid JSON/);
+    await refused('', /not valid JSON/);
+    await refused(edit((c) => (c.format = 'hopscotch-selection-checkpoint')), /not a rescale checkpoint/);
+    await refused(edit((c) => delete c.state.adam), /malformed/);
+    await refused(edit((c) => (c.state.losses = 'many')), /malformed/);
+    await refused(edit((c) => (c.state.theta.sAtt = [1, 1])), /theta.sAtt has length 2/);
+    await refused(edit((c) => (c.state.theta.bMlp[2] = 1e39)), /theta.bMlp\[2\] is not finite/);
+    await refused(edit((c) => (c.state.theta.bAtt[1] = 0.5)), /theta.bAtt\[1\] is 0.5, but layer 1 is skipped/);
+    await refused(edit((c) => (c.state.adam.t = 3)), /Adam has taken 3 steps/);
+    await refused(edit((c) => (c.state.adam.m.sAtt = [0])), /Adam state: m.sAtt/);
+    await refused(edit((c) => (c.state.adam.frozen.bAtt = [1])), /Adam frozen/);
+    await refused(edit((c) => (c.state.adam.lr = 0.1)), /Adam lr/);
+    await refused(edit((c) => (c.state.batch = 4)), /batch 4 is past the 4 batches of epoch 2/);
+    await refused(edit((c) => c.state.losses.pop()), /5 step losses/);
+    await refused(edit((c) => (c.state.epochLosses = [])), /0 epoch losses for 1 completed epochs/);
+    await refused(edit((c) => (c.state.done = true)), /done is true/);
+    await refused(edit((c) => (c.state.epoch = 7)), /epoch 7 is past the 3 epochs/);
+  });
+
+  it('abort leaves a valid checkpoint even before the first step', async () => {
+    const controller = new AbortController();
+    controller.abort(new Error('at once'));
+    const { m, counts } = counted();
+    await expect(rescale(m, data, { ...opts, checkpoint: file, signal: controller.signal })).rejects.toThrow('at once');
+    expect(counts.grad).toBe(0);
+    const c = await stored();
+    expect(c.state).toMatchObject({ epoch: 0, batch: 0, done: false, losses: [], epochLosses: [] });
+    expectSameFit(await rescale(model(false), data, { ...opts, checkpoint: file }), await rescale(model(false), data, opts));
   });
 });
