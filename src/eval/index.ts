@@ -49,14 +49,22 @@ export {
 } from './spectral.js';
 export { benchCsv, benchOne, benchPlan, benchmark, defaultSkipOrder, randomPrompts, type BenchOptions, type BenchRow } from './bench.js';
 export {
+  EVAL_TASKS,
   evaluateModel,
   mdTable,
+  summarizeMmd,
   summaryRows,
   variantsFor,
   writeReport,
+  type EvalTask,
   type EvaluateOptions,
   type EvaluationReport,
   type FitLike,
+  type MmdSummary,
+  type RemovalPoint,
+  type ReportInputs,
+  type SelectionReport,
+  type TraceSource,
   type VariantResult,
 } from './report.js';
 

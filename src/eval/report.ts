@@ -98,8 +98,8 @@ export interface EvaluateOptions {
   heldOut?: readonly Sample[];
   /** Plain-text perplexity: the text (default the bundled WikiText-2 test split) and windows. */
   text?: { text?: string; windowLength?: number; maxWindows?: number };
-  /** GSM8K questions per variant (lm-eval gsm8k rules). */
-  gsm8k?: { limit: number; nShot?: number; maxNewTokens?: number; chatTemplate?: boolean };
+  /** GSM8K per variant (lm-eval gsm8k rules) on the first `limit` test questions (default all). */
+  gsm8k?: { limit?: number; nShot?: number; maxNewTokens?: number; chatTemplate?: boolean };
   /** MMD per layer between base and each other variant, on these samples. */
   mmd?: { samples: readonly Sample[]; maxTokens?: number };
   /** Largest singular values of the block matrices. */
@@ -249,7 +249,7 @@ export async function evaluateModel(model: Model, opts: EvaluateOptions): Promis
       out.text = await textPerplexity(model, text, { ...at, windowLength: opts.text.windowLength, maxWindows: opts.text.maxWindows });
     }
     if (opts.gsm8k) {
-      log(`GSM8K (${opts.gsm8k.limit} questions): ${v.name}`);
+      log(`GSM8K (${opts.gsm8k.limit ?? 'all'} questions): ${v.name}`);
       out.gsm8k = await evaluateGsm8k(model, { ...opts.gsm8k, ...at });
     }
   }

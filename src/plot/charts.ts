@@ -68,6 +68,8 @@ export interface HeatmapSpec {
   domain?: [number, number];
   /** Print each value in its cell (default: when cells are large enough). */
   showValues?: boolean;
+  /** A short line under the chart, e.g. what a starred label means. */
+  note?: string;
   width?: number;
   height?: number;
 }
@@ -202,13 +204,18 @@ export function lineChart(spec: LineChartSpec): string {
     const px = x(m.x);
     const py = y(m.y);
     const color = m.color ?? '#C00000';
-    // Labels right of the marker, or left of it when that would leave the plot area.
-    const rightSide = px + 10 + 7 * m.label.length <= f.right;
+    const guide = m.guide !== false;
+    // A guided marker is labelled at the top of its guide line, on the side with room
+    // (left first: a rising curve leaves the top left empty); a point marker beside the
+    // point, right of it unless that leaves the plot area.
+    const labelW = 7 * m.label.length;
+    const rightSide = guide ? px - 8 - labelW < f.left : px + 10 + labelW <= f.right;
+    const ly = guide ? f.top + 14 : Math.max(f.top + 12, py - 10);
     body.push(
       el('g', { class: 'marker' }, [
-        ...(m.guide === false ? [] : [el('line', { x1: px, y1: f.top, x2: px, y2: f.bottom, stroke: color, 'stroke-dasharray': '4 3' })]),
+        ...(guide ? [el('line', { x1: px, y1: f.top, x2: px, y2: f.bottom, stroke: color, 'stroke-dasharray': '4 3' })] : []),
         el('circle', { cx: px, cy: py, r: 7, fill: 'none', stroke: color, 'stroke-width': 2 }),
-        text(rightSide ? px + 10 : px - 10, Math.max(f.top + 12, py - 10), m.label, {
+        text(rightSide ? px + (guide ? 6 : 10) : px - (guide ? 6 : 10), ly, m.label, {
           fill: color,
           'font-weight': 'bold',
           'text-anchor': rightSide ? undefined : 'end',
@@ -319,6 +326,7 @@ export function heatmap(spec: HeatmapSpec): string {
       class: 'axis-label',
     }),
   ];
+  if (spec.note) body.push(text(8, top + nr * cellH + 45, spec.note, { 'font-size': 11, fill: '#555555', class: 'note' }));
   spec.rows.forEach((r, ri) =>
     body.push(text(left - 6, top + ri * cellH + cellH / 2 + 4, r, { 'text-anchor': 'end', class: 'tick-label' })),
   );

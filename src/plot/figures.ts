@@ -153,7 +153,8 @@ export function spectralHeatmap(
   const skipped = opts.skipped ?? [];
   return heatmap({
     title: opts.title ?? 'Largest singular value of each block matrix',
-    rowLabel: skipped.length ? 'layer (* = attention skipped)' : 'layer',
+    rowLabel: 'layer',
+    note: skipped.length ? '* attention skipped' : undefined,
     colLabel: 'weight matrix',
     rows: layers.map(layerLabel(skipped)),
     cols: [...matrices],
