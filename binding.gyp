@@ -6,7 +6,7 @@
         "<!@(node -p \"require('./native-sources.json').core.join(' ')\")",
         "<!@(node -p \"require('./native-sources.json').addon.join(' ')\")"
       ],
-      "dependencies": ["hopscotch_avx2"],
+      "dependencies": ["hopscotch_avx2", "hopscotch_avx512"],
       "include_dirs": [
         "<!@(node -p \"require('node-addon-api').include\")",
         "native/core"
@@ -25,6 +25,16 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++17", "-O3", "-mavx2", "-mfma", "-fPIC", "-fexceptions"]
+    },
+    {
+      "target_name": "hopscotch_avx512",
+      "type": "static_library",
+      "sources": ["<!@(node -p \"require('./native-sources.json').core_avx512.join(' ')\")"],
+      "include_dirs": ["native/core"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-O3", "-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mfma", "-fPIC",
+                    "-fexceptions"]
     }
   ]
 }

@@ -18,7 +18,7 @@
  * uninterrupted one would have taken.
  */
 import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, rm } from 'node:fs/promises';
+import { open, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCodes, HopscotchError } from './errors.js';
 import type { AdamState } from './adam.js';
@@ -54,6 +54,37 @@ export async function writeFileAtomic(file: string, contents: string | Uint8Arra
     }
   } catch {
     // Folders cannot be opened or fsynced on some platforms (Windows); the rename stands.
+  }
+}
+
+/**
+ * Removes the temporary files that {@link writeFileAtomic} left beside `file` in
+ * processes that no longer run (a writer killed between creating and renaming its
+ * temporary file). Files of live processes, this one included, are left alone; failures
+ * are ignored, since a stale temporary file never affects the checkpoint itself.
+ */
+export async function removeStaleTemporaries(file: string): Promise<void> {
+  const dir = dirname(file);
+  const prefix = `.${basename(file)}.`;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const m = /^(\d+)\.[0-9a-f]{12}\.tmp$/.exec(name.slice(prefix.length));
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue; // still running
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+    }
+    await rm(join(dir, name), { force: true }).catch(() => {});
   }
 }
 

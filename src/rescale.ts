@@ -21,6 +21,7 @@ import {
   RESCALE_CHECKPOINT_VERSION,
   checkCheckpointMatches,
   readRescaleCheckpoint,
+  removeStaleTemporaries,
   writeCheckpoint,
 } from './checkpoint.js';
 import { datasetDigest } from './dataset.js';
@@ -359,6 +360,7 @@ export async function rescale(model: Model, data: Dataset, opts: RescaleOptions)
   let resumed = false;
   if (file !== undefined) {
     identity = rescaleIdentity(model, data, theta, { skip, epochs, lr, batchSize, tokenCap: opts.tokenCap, seed, tokenMean });
+    await removeStaleTemporaries(file);
     const ckpt = await readRescaleCheckpoint(file);
     if (ckpt) {
       checkCheckpointMatches(file, ckpt, identity);

@@ -1,12 +1,13 @@
 // fp32 GEMM driver for the CPU engine (GotoBLAS/BLIS loop order) and the
-// portable scalar kernels.
+// portable scalar kernels; picks the kernel table (AVX-512, AVX2/FMA, scalar) at run time.
 //
-//   for jc in N step kNC:                     B block columns
-//     for pc in K step kKC:                   depth blocks, always in increasing order
-//       pack B[pc:pc+kc, jc:jc+nc] into kNR-wide panels (shared, parallel over panels)
+//   for jc in N step NC:                      B block columns
+//     for pc in K step KC:                    depth blocks, always in increasing order
+//       pack B[pc:pc+kc, jc:jc+nc] into NR-wide panels (shared, parallel over panels)
 //       parallel over tasks (row block of C x range of B panels):
-//         pack A[ic:ic+mc, pc:pc+kc] into kMR-tall panels (thread-local)
-//         for each B panel, for each A panel: micro-kernel on a kMR x kNR tile of C
+//         pack A[ic:ic+mc, pc:pc+kc] into MR-tall panels (thread-local)
+//         for each B panel, for each A panel: micro-kernel on an MR x NR tile of C
+// (MR, NR and the block sizes come from the kernel table.)
 //
 // Threads only ever split rows/columns of C; K is never split, and each depth
 // block is added to C in the same order, so the result is bit-identical for any
@@ -17,6 +18,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
 
 #include "errors.h"
 #include "gemm_internal.h"
@@ -86,36 +91,57 @@ void run_split(ThreadPool* pool, bool parallel, int64_t n, const Fn& fn) {
     fn(0, n);
 }
 
-// A[ic:ic+mc, pc:pc+kc] -> kMR-tall panels, zero-padded to a multiple of kMR rows.
-void pack_a(int64_t mc, int64_t kc, const float* A, int64_t lda, float* dst) {
-  for (int64_t i0 = 0; i0 < mc; i0 += kMR) {
-    const int rows = static_cast<int>(std::min<int64_t>(kMR, mc - i0));
-    const float* src[kMR];
-    for (int r = 0; r < kMR; ++r) src[r] = A + (i0 + std::min(r, rows - 1)) * lda;
-    if (rows == kMR) {
+// A[ic:ic+mc, pc:pc+kc] -> MR-tall panels, zero-padded to a multiple of MR rows.
+template <int MR>
+void pack_a_tile(int64_t mc, int64_t kc, const float* A, int64_t lda, float* dst) {
+  for (int64_t i0 = 0; i0 < mc; i0 += MR) {
+    const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
+    const float* src[MR];
+    for (int r = 0; r < MR; ++r) src[r] = A + (i0 + std::min(r, rows - 1)) * lda;
+    if (rows == MR) {
       for (int64_t k = 0; k < kc; ++k)
-        for (int r = 0; r < kMR; ++r) dst[k * kMR + r] = src[r][k];
+        for (int r = 0; r < MR; ++r) dst[k * MR + r] = src[r][k];
     } else {
       for (int64_t k = 0; k < kc; ++k)
-        for (int r = 0; r < kMR; ++r) dst[k * kMR + r] = r < rows ? src[r][k] : 0.f;
+        for (int r = 0; r < MR; ++r) dst[k * MR + r] = r < rows ? src[r][k] : 0.f;
     }
-    dst += kMR * kc;
+    dst += MR * kc;
+  }
+}
+
+// The same for a tile height known only at run time (no kernel table uses one today).
+void pack_a_any(int mr, int64_t mc, int64_t kc, const float* A, int64_t lda, float* dst) {
+  for (int64_t i0 = 0; i0 < mc; i0 += mr) {
+    const int rows = static_cast<int>(std::min<int64_t>(mr, mc - i0));
+    for (int64_t k = 0; k < kc; ++k)
+      for (int r = 0; r < mr; ++r) dst[k * mr + r] = r < rows ? A[(i0 + r) * lda + k] : 0.f;
+    dst += mr * kc;
+  }
+}
+
+void pack_a(int mr, int64_t mc, int64_t kc, const float* A, int64_t lda, float* dst) {
+  switch (mr) {
+    case 6: return pack_a_tile<6>(mc, kc, A, lda, dst);
+    case 12: return pack_a_tile<12>(mc, kc, A, lda, dst);
+    case 14: return pack_a_tile<14>(mc, kc, A, lda, dst);
+    case 16: return pack_a_tile<16>(mc, kc, A, lda, dst);
+    default: return pack_a_any(mr, mc, kc, A, lda, dst);
   }
 }
 
 // Panels q0..q1 of a kc x nc block of B when B is [K,N], zero-padded past nc.
-// Rows of B are read in order (one page at a time), panels are written 64 bytes per row.
-void pack_b_nn(int64_t kc, int64_t nc, int64_t q0, int64_t q1, const float* B, int64_t ldb, float* dst) {
+// Rows of B are read in order (one page at a time), panels are written NR floats per row.
+void pack_b_nn(int NR, int64_t kc, int64_t nc, int64_t q0, int64_t q1, const float* B, int64_t ldb, float* dst) {
   for (int64_t k = 0; k < kc; ++k) {
     const float* row = B + k * ldb;
     for (int64_t q = q0; q < q1; ++q) {
-      const int64_t n0 = q * kNR;
-      float* d = dst + q * kNR * kc + k * kNR;
-      if (n0 + kNR <= nc) {
-        std::memcpy(d, row + n0, kNR * sizeof(float));
+      const int64_t n0 = q * NR;
+      float* d = dst + q * NR * kc + k * NR;
+      if (n0 + NR <= nc) {
+        std::memcpy(d, row + n0, NR * sizeof(float));
       } else {
         const int64_t nr = nc - n0;
-        for (int64_t j = 0; j < kNR; ++j) d[j] = j < nr ? row[n0 + j] : 0.f;
+        for (int64_t j = 0; j < NR; ++j) d[j] = j < nr ? row[n0 + j] : 0.f;
       }
     }
   }
@@ -141,33 +167,35 @@ void gemm_packed(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, in
                  ThreadPool* pool) {
   const int threads = pool ? pool->threads() : 1;
   const bool parallel = threads > 1 && 2.0 * M * N * K >= kParallelMinFlops;
+  const int MR = kern.mr, NR = kern.nr;
+  const int64_t KC = kern.kc, MC = kern.mc, NC = kern.nc;
 
-  // Row blocks of near-equal size (a multiple of kMR) balance the threads.
-  const int64_t m_blocks = ceil_div(M, kMC);
-  const int64_t mc_step = ceil_div(ceil_div(M, m_blocks), kMR) * kMR;
+  // Row blocks of near-equal size (a multiple of MR) balance the threads.
+  const int64_t m_blocks = ceil_div(M, MC);
+  const int64_t mc_step = ceil_div(ceil_div(M, m_blocks), MR) * MR;
 
-  float* b_pack = t_pack_b.get(static_cast<size_t>(kKC * ceil_div(std::min(N, kNC), kNR) * kNR));
+  float* b_pack = t_pack_b.get(static_cast<size_t>(KC * ceil_div(std::min(N, NC), NR) * NR));
 
-  for (int64_t jc = 0; jc < N; jc += kNC) {
-    const int64_t nc = std::min(kNC, N - jc);
-    const int64_t n_panels = ceil_div(nc, kNR);
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc);
+    const int64_t n_panels = ceil_div(nc, NR);
     // Split B panels into chunks so there are a few tasks per thread.
     const int64_t n_chunks = parallel ? std::min(n_panels, ceil_div(4 * threads, m_blocks)) : 1;
     const int64_t tasks = m_blocks * n_chunks;
 
-    for (int64_t pc = 0; pc < K; pc += kKC) {
-      const int64_t kc = std::min(kKC, K - pc);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
       const bool add = accumulate || pc > 0;
 
       run_split(pool, parallel, n_panels, [&](int64_t q0, int64_t q1) {
         if (b_is_nk)
           kern.pack_b_nt(kc, nc, q0, q1, B + jc * ldb + pc, ldb, b_pack);
         else
-          pack_b_nn(kc, nc, q0, q1, B + pc * ldb + jc, ldb, b_pack);
+          pack_b_nn(NR, kc, nc, q0, q1, B + pc * ldb + jc, ldb, b_pack);
       });
 
       run_split(pool, parallel, tasks, [&](int64_t t0, int64_t t1) {
-        float* a_pack = t_pack_a.get(static_cast<size_t>(ceil_div(mc_step, kMR) * kMR * kKC));
+        float* a_pack = t_pack_a.get(static_cast<size_t>(mc_step * KC));
         int64_t packed_block = -1;
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t ib = t / n_chunks, chunk = t % n_chunks;
@@ -175,16 +203,16 @@ void gemm_packed(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, in
           if (ic >= M) continue;
           const int64_t mc = std::min(mc_step, M - ic);
           if (ib != packed_block) {
-            pack_a(mc, kc, A + ic * lda + pc, lda, a_pack);
+            pack_a(MR, mc, kc, A + ic * lda + pc, lda, a_pack);
             packed_block = ib;
           }
           const int64_t q_begin = n_panels * chunk / n_chunks, q_end = n_panels * (chunk + 1) / n_chunks;
           for (int64_t q = q_begin; q < q_end; ++q) {
-            const int64_t n0 = jc + q * kNR;
-            const int nr = static_cast<int>(std::min<int64_t>(kNR, N - n0));
-            const float* b_panel = b_pack + q * kNR * kc;
-            for (int64_t i0 = 0; i0 < mc; i0 += kMR) {
-              const int mr = static_cast<int>(std::min<int64_t>(kMR, mc - i0));
+            const int64_t n0 = jc + q * NR;
+            const int nr = static_cast<int>(std::min<int64_t>(NR, N - n0));
+            const float* b_panel = b_pack + q * NR * kc;
+            for (int64_t i0 = 0; i0 < mc; i0 += MR) {
+              const int mr = static_cast<int>(std::min<int64_t>(MR, mc - i0));
               kern.micro(kc, a_pack + i0 * kc, b_panel, C + (ic + i0) * ldc + n0, ldc, mr, nr, add);
             }
           }
@@ -277,15 +305,19 @@ void small_nn_scalar(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* 
   }
 }
 
-bool scalar_forced() {
+// HOPSCOTCH_CPU_KERNEL caps the kernel choice: "scalar" or "avx2" (anything else: no cap).
+std::string kernel_cap() {
   const char* v = std::getenv("HOPSCOTCH_CPU_KERNEL");
-  return v && std::string(v) == "scalar";
+  return v ? std::string(v) : std::string();
 }
 
 }  // namespace
 
 const GemmKernels& scalar_kernels() {
-  static const GemmKernels k{"scalar", micro_scalar, pack_b_nt_scalar, small_nt_scalar, small_nn_scalar};
+  static const GemmKernels k{"scalar",         kMR,           kNR,
+                             kKC,              kMC,           kNC,
+                             micro_scalar,     pack_b_nt_scalar, small_nt_scalar,
+                             small_nn_scalar};
   return k;
 }
 
@@ -297,8 +329,32 @@ bool cpu_has_avx2_fma() {
 #endif
 }
 
+bool cpu_has_avx512() {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && cpu_has_avx2_fma()))
+    return false;
+  // The OS must save the opmask and zmm registers across context switches: XCR0 bits
+  // 1-2 (SSE/AVX state), 5 (opmask), 6 (upper halves of zmm0-15), 7 (zmm16-31).
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) return false;  // OSXSAVE
+  unsigned xcr0_lo = 0, xcr0_hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  constexpr unsigned kNeeded = 0x2u | 0x4u | 0x20u | 0x40u | 0x80u;
+  return (xcr0_lo & kNeeded) == kNeeded;
+#else
+  return false;
+#endif
+}
+
 const GemmKernels& active_kernels() {
-  static const GemmKernels& k = (!scalar_forced() && cpu_has_avx2_fma()) ? avx2_kernels() : scalar_kernels();
+  static const GemmKernels& k = [] () -> const GemmKernels& {
+    const std::string cap = kernel_cap();
+    if (cap == "scalar") return scalar_kernels();
+    if (cap != "avx2" && cpu_has_avx512()) return avx512_kernels();
+    if (cpu_has_avx2_fma()) return avx2_kernels();
+    return scalar_kernels();
+  }();
   return k;
 }
 

@@ -309,7 +309,8 @@ void small_nn_avx2(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A,
 }  // namespace
 
 const GemmKernels& avx2_kernels() {
-  static const GemmKernels k{"avx2-fma", micro_avx2, pack_b_nt_avx2, small_nt_avx2, small_nn_avx2};
+  static const GemmKernels k{"avx2-fma", kMR,           kNR,           kKC,          kMC,
+                             kNC,        micro_avx2,    pack_b_nt_avx2, small_nt_avx2, small_nn_avx2};
   return k;
 }
 

@@ -1,12 +1,14 @@
 // Internals of the fp32 GEMM shared by the portable driver (gemm.cpp) and the
-// AVX2/FMA kernels (gemm_avx2.cpp): the register-tile shape, the packed-panel
-// layouts, and the table of kernels a driver runs with.
+// SIMD kernels (gemm_avx2.cpp, gemm_avx512.cpp): register-tile shapes, block
+// sizes, the packed-panel layouts, and the table of kernels a driver runs with.
 //
-// Packed layouts (both zero-padded to a full tile, so kernels never branch on edges):
-//   A block of mc x kc -> ceil(mc/kMR) panels, panel p holds rows p*kMR.. as
-//                         [k][kMR] (kMR consecutive floats per k).
-//   B block of kc x nc -> ceil(nc/kNR) panels, panel q holds columns q*kNR.. as
-//                         [k][kNR] (kNR consecutive floats per k).
+// Each kernel table names its register tile MR x NR and its block sizes; the
+// driver packs for that tile. Packed layouts (both zero-padded to a full tile,
+// so kernels never branch on edges):
+//   A block of mc x kc -> ceil(mc/MR) panels, panel p holds rows p*MR.. as
+//                         [k][MR] (MR consecutive floats per k).
+//   B block of kc x nc -> ceil(nc/NR) panels, panel q holds columns q*NR.. as
+//                         [k][NR] (NR consecutive floats per k).
 // Every kernel sums each C element over k in increasing order into one
 // accumulator starting at zero, then adds that to C (or stores it), so the
 // result for an element never depends on which tile or thread computed it.
@@ -19,11 +21,16 @@ class ThreadPool;
 
 namespace gemm_detail {
 
+// Tile and blocks of the scalar and AVX2/FMA kernels.
 inline constexpr int kMR = 6;    // rows of C per register tile
 inline constexpr int kNR = 16;   // columns of C per register tile (two 8-lane vectors)
 inline constexpr int64_t kKC = 256;   // depth of a packed block (B micro-panel stays in L1)
 inline constexpr int64_t kMC = 144;   // rows of a packed A block (stays in L2)
 inline constexpr int64_t kNC = 4080;  // columns of a packed B block (stays in L3)
+
+// Upper bounds over all kernel tables (sizes of stack buffers in the driver).
+inline constexpr int kMaxMR = 32;
+inline constexpr int kMaxNR = 32;
 
 // Up to this many rows of C the drivers skip packing and stream B directly
 // (the small-M kernels accept any M, these are only the switch-over points).
@@ -35,12 +42,14 @@ inline constexpr int64_t kSmallNBlock = 64;
 
 struct GemmKernels {
   const char* name;
-  // C[mr x nr] (ldc) (+)= packed A panel (kc x kMR) * packed B panel (kc x kNR).
-  // mr <= kMR, nr <= kNR; `add` false stores instead of adding.
+  int mr, nr;            // register tile: rows x columns of C (mr <= kMaxMR, nr <= kMaxNR)
+  int64_t kc, mc, nc;    // block depth, rows of an A block (multiple of mr), columns of a B block (multiple of nr)
+  // C[mr x nr] (ldc) (+)= packed A panel (kc x MR) * packed B panel (kc x NR).
+  // mr <= MR, nr <= NR; `add` false stores instead of adding.
   void (*micro)(int64_t kc, const float* a_panel, const float* b_panel, float* c, int64_t ldc, int mr,
                 int nr, bool add);
   // Packs B panels q0..q1 of a kc x nc block of B^T where B is [N,K]: `B` points at
-  // the block's first row/column, panel q covers B rows q*kNR.., zero-padded past nc.
+  // the block's first row/column, panel q covers B rows q*NR.., zero-padded past nc.
   void (*pack_b_nt)(int64_t kc, int64_t nc, int64_t q0, int64_t q1, const float* B, int64_t ldb, float* dst);
   // Direct nt path: C[0:M, n0:n1] (+)= A[0:M, :] * B[n0:n1, :]^T, B is [N,K] row-major.
   void (*small_nt)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda,
@@ -54,9 +63,13 @@ const GemmKernels& scalar_kernels();
 // Only call when the CPU supports AVX2 and FMA (see cpu_has_avx2_fma).
 const GemmKernels& avx2_kernels();
 bool cpu_has_avx2_fma();
+// Only call when cpu_has_avx512() (AVX-512 F/VL/BW/DQ, FMA, and zmm state saved by the OS).
+const GemmKernels& avx512_kernels();
+bool cpu_has_avx512();
 
-// The kernels gemm_nt/gemm_nn use: AVX2/FMA when supported unless
-// HOPSCOTCH_CPU_KERNEL=scalar; decided once, on first use.
+// The kernels gemm_nt/gemm_nn use: AVX-512 when supported, else AVX2/FMA when
+// supported, else scalar; HOPSCOTCH_CPU_KERNEL=avx2 or =scalar caps the choice.
+// Decided once, on first use.
 const GemmKernels& active_kernels();
 
 // The public entry points with an explicit kernel table (tests run both kernels).

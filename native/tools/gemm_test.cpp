@@ -1,14 +1,15 @@
 // Tests and timings for the fp32 GEMM (native/core/gemm.h).
 //
-//   gemm_test           correctness of gemm_nt / gemm_nn for both kernels against a
-//                       double-precision naive reference (odd shapes, padded leading
-//                       dimensions, accumulate on/off), exact results on integer data,
-//                       untouched padding, bit-identity across 1/2/3 threads, and the
-//                       HOPSCOTCH_CPU_KERNEL=scalar override.
+//   gemm_test           correctness of gemm_nt / gemm_nn for every kernel the CPU runs
+//                       (scalar, AVX2/FMA, AVX-512) against a double-precision naive
+//                       reference (odd shapes, padded leading dimensions, accumulate
+//                       on/off), exact results on integer data, untouched padding,
+//                       bit-identity across 1/2/3 threads, the kernel dispatch order
+//                       and the HOPSCOTCH_CPU_KERNEL=avx2|scalar overrides.
 //   gemm_test --bench [M N K ...]
-//                       GFLOP/s for representative (or the given) shapes at 1 and 2
-//                       threads and for the scalar kernel, with the fraction of the
-//                       core's FMA peak.
+//                       GFLOP/s for representative (or the given) shapes: every kernel
+//                       at 1 thread, the active kernel at 2 threads, with the fraction
+//                       of the core's measured FMA peak (256- and 512-bit FMA loops).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -170,6 +171,8 @@ std::vector<Case> correctness_cases() {
       {2, 777, 1025},  {3, 100, 64},     {5, 67, 300},    {8, 520, 129},   {9, 33, 17},
       {6, 16, 256},    {12, 32, 512},    {13, 17, 300},   {16, 64, 64},    {100, 7, 600},
       {31, 300, 1},    {150, 90, 513},   {145, 4100, 40}, {300, 500, 700}, {64, 1, 9},
+      // Edges of the AVX-512 tile (12 x 32, blocks of depth 128) and its B block width.
+      {17, 33, 129},   {24, 64, 128},    {37, 95, 257},   {25, 4127, 20},
   };
   std::vector<Case> out;
   for (const Case& base : cases) {
@@ -235,15 +238,22 @@ void test_small_kernels_direct(const std::vector<std::pair<const char*, const Ge
   }
 }
 
+// The kernel the dispatch should pick on this CPU under HOPSCOTCH_CPU_KERNEL=`cap`.
+std::string expected_kernel(const std::string& cap) {
+  if (cap == "scalar") return "scalar";
+  if (cap != "avx2" && hs::gemm_detail::cpu_has_avx512()) return "avx512";
+  if (hs::gemm_detail::cpu_has_avx2_fma()) return "avx2-fma";
+  return "scalar";
+}
+
 void test_public_entry_points() {
   // The public functions run the active kernel table.
   const GemmKernels& active = hs::gemm_detail::active_kernels();
   check(std::string(hs::gemm_kernel_name()) == active.name, "gemm_kernel_name matches the active kernels");
   const char* env = std::getenv("HOPSCOTCH_CPU_KERNEL");
-  const bool forced = env && std::string(env) == "scalar";
-  const char* expected = (!forced && hs::gemm_detail::cpu_has_avx2_fma()) ? "avx2-fma" : "scalar";
-  check(std::string(hs::gemm_kernel_name()) == expected,
-        std::string("gemm_kernel_name is ") + expected + " (got " + hs::gemm_kernel_name() + ")");
+  const std::string expected = expected_kernel(env ? env : "");
+  check(hs::gemm_kernel_name() == expected,
+        "gemm_kernel_name is " + expected + " (got " + hs::gemm_kernel_name() + ")");
   ThreadPool pool2(2);
   for (Op op : {Op::kNT, Op::kNN}) {
     const Problem p(op, Case{37, 91, 203, 1, 2, 3, true}, false, 99);
@@ -277,16 +287,17 @@ void test_argument_errors() {
   check(cz[0] == 0 && cz[3] == 0, "K=0 without accumulate zeroes C");
 }
 
-// Runs this binary again with HOPSCOTCH_CPU_KERNEL=scalar and checks it picks the scalar kernel.
-void test_env_override(const char* self) {
-  const std::string cmd = std::string("HOPSCOTCH_CPU_KERNEL=scalar '") + self + "' --print-kernel";
+// Runs this binary again with HOPSCOTCH_CPU_KERNEL=`cap` and checks the kernel it picks.
+void test_env_override(const char* self, const std::string& cap) {
+  const std::string cmd = "HOPSCOTCH_CPU_KERNEL=" + cap + " '" + self + "' --print-kernel";
   FILE* f = popen(cmd.c_str(), "r");
   char buf[64] = {};
   const bool read = f && std::fgets(buf, sizeof buf, f) != nullptr;
   if (f) pclose(f);
   std::string got = read ? std::string(buf) : std::string();
   while (!got.empty() && (got.back() == '\n' || got.back() == '\r')) got.pop_back();
-  check(got == "scalar", "HOPSCOTCH_CPU_KERNEL=scalar selects the scalar kernel (got '" + got + "')");
+  const std::string want = expected_kernel(cap);
+  check(got == want, "HOPSCOTCH_CPU_KERNEL=" + cap + " selects " + want + " (got '" + got + "')");
 }
 
 // ---- timings ----
@@ -334,8 +345,34 @@ __attribute__((target("avx2,fma"))) double measured_fma_peak_gflops() {
   }
   return 12.0 * 8 * 2 * iters / best * 1e-9;
 }
+
+// The same with 16-lane zmm FMAs. Cores that split a 512-bit FMA into two 256-bit
+// halves (AMD Zen 4) reach the same figure as the loop above.
+__attribute__((target("avx512f"))) double measured_fma512_peak_gflops() {
+  __m512 a0 = _mm512_set1_ps(0.1f), a1 = _mm512_set1_ps(0.2f), a2 = _mm512_set1_ps(0.3f);
+  __m512 a3 = _mm512_set1_ps(0.4f), a4 = _mm512_set1_ps(0.5f), a5 = _mm512_set1_ps(0.6f);
+  __m512 a6 = _mm512_set1_ps(0.7f), a7 = _mm512_set1_ps(0.8f), a8 = _mm512_set1_ps(0.9f);
+  __m512 a9 = _mm512_set1_ps(1.0f), a10 = _mm512_set1_ps(1.1f), a11 = _mm512_set1_ps(1.2f);
+  const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+  const int64_t iters = 25'000'000;
+  double best = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double t0 = thread_seconds();
+    for (int64_t i = 0; i < iters; ++i) {
+      a0 = _mm512_fmadd_ps(a0, x, y), a1 = _mm512_fmadd_ps(a1, x, y), a2 = _mm512_fmadd_ps(a2, x, y);
+      a3 = _mm512_fmadd_ps(a3, x, y), a4 = _mm512_fmadd_ps(a4, x, y), a5 = _mm512_fmadd_ps(a5, x, y);
+      a6 = _mm512_fmadd_ps(a6, x, y), a7 = _mm512_fmadd_ps(a7, x, y), a8 = _mm512_fmadd_ps(a8, x, y);
+      a9 = _mm512_fmadd_ps(a9, x, y), a10 = _mm512_fmadd_ps(a10, x, y), a11 = _mm512_fmadd_ps(a11, x, y);
+      __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5));
+      __asm__ volatile("" : "+v"(a6), "+v"(a7), "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11));
+    }
+    best = std::min(best, thread_seconds() - t0);
+  }
+  return 12.0 * 16 * 2 * iters / best * 1e-9;
+}
 #else
 double measured_fma_peak_gflops() { return 0; }
+double measured_fma512_peak_gflops() { return 0; }
 #endif
 
 double process_seconds() {
@@ -387,36 +424,46 @@ struct Shape {
 
 int bench(const std::vector<Shape>& custom) {
   const double mhz = cpu_mhz();
-  const double nominal_peak = mhz * 1e-3 * 32.0;  // 2 FMA units x 8 lanes x 2 flops per cycle
   const bool avx2 = hs::gemm_detail::cpu_has_avx2_fma();
-  const double measured_peak = avx2 ? measured_fma_peak_gflops() : 0.0;
-  std::printf("kernel: %s; /proc/cpuinfo clock %.0f MHz -> nominal AVX2 FMA peak %.1f GFLOP/s per core\n",
-              hs::gemm_kernel_name(), mhz, nominal_peak);
-  std::printf("measured FMA loop: %.1f GFLOP/s per core (= %.0f MHz effective); %%peak below uses this\n",
-              measured_peak, measured_peak / 32.0 * 1e3);
-  std::printf("GFLOP/s; 1-thread figures use thread CPU time, '2 threads' wall time, '2t per-cpu'\n"
-              "GFLOP per CPU-second of both threads (per-core efficiency, insensitive to other load)\n");
-  const double peak_core = measured_peak > 0 ? measured_peak : nominal_peak;
-  const GemmKernels& fast = avx2 ? hs::gemm_detail::avx2_kernels() : hs::gemm_detail::scalar_kernels();
-  const GemmKernels& scalar = hs::gemm_detail::scalar_kernels();
+  const bool avx512 = hs::gemm_detail::cpu_has_avx512();
+  const double peak256 = avx2 ? measured_fma_peak_gflops() : 0.0;
+  const double peak512 = avx512 ? measured_fma512_peak_gflops() : 0.0;
+  std::printf("active kernel: %s; /proc/cpuinfo clock %.0f MHz -> nominal FMA peak %.1f GFLOP/s per core "
+              "with 256-bit FMAs (32 flop/cycle), %.1f with 512-bit (64 flop/cycle)\n",
+              hs::gemm_kernel_name(), mhz, mhz * 1e-3 * 32.0, mhz * 1e-3 * 64.0);
+  std::printf("measured FMA loops: 256-bit %.1f GFLOP/s (= %.0f MHz x 32), 512-bit %.1f GFLOP/s (= %.1f flop/cycle "
+              "at that clock)\n",
+              peak256, peak256 / 32.0 * 1e3, peak512, peak256 > 0 ? peak512 / (peak256 / 32.0) : 0.0);
+  const double peak_core = std::max(peak256, peak512) > 0 ? std::max(peak256, peak512) : mhz * 1e-3 * 32.0;
+  std::printf("GFLOP/s; 1-thread figures use thread CPU time, %%pk is of the faster measured FMA loop (%.1f);\n"
+              "'2 threads' is the active kernel in wall time, '2t per-cpu' GFLOP per CPU-second of both threads\n",
+              peak_core);
+  std::vector<const GemmKernels*> kernels;
+  if (avx512) kernels.push_back(&hs::gemm_detail::avx512_kernels());
+  if (avx2) kernels.push_back(&hs::gemm_detail::avx2_kernels());
+  kernels.push_back(&hs::gemm_detail::scalar_kernels());
+  const GemmKernels& active = hs::gemm_detail::active_kernels();
   ThreadPool pool2(2);
   std::vector<Shape> shapes = {{512, 2048, 2048}, {4096, 512, 512}, {64, 4096, 4096}, {8, 4096, 4096},
                                {1, 4096, 4096},   {1, 14336, 4096}, {1, 4096, 14336}};
   if (!custom.empty()) shapes = custom;
-  std::printf("%-3s %17s %10s %6s %10s %6s %10s %10s\n", "op", "MxNxK", fast.name, "%peak", "2 threads",
-              "%peak", "2t per-cpu", "scalar");
+  std::printf("%-3s %17s", "op", "MxNxK");
+  for (const GemmKernels* k : kernels) std::printf(" %10s %5s", k->name, "%pk");
+  std::printf(" %10s %5s %10s\n", "2 threads", "%pk", "2t per-cpu");
   for (Op op : {Op::kNT, Op::kNN}) {
     for (const Shape& s : shapes) {
-      const double g1 = time_gflops(op, s.M, s.N, s.K, fast, nullptr);
-      double g2cpu = 0;
-      const double g2 = time_gflops(op, s.M, s.N, s.K, fast, &pool2, &g2cpu);
-      const double gs = time_gflops(op, s.M, s.N, s.K, scalar, nullptr);
       char shape[48];
       std::snprintf(shape, sizeof shape, "%lldx%lldx%lld", static_cast<long long>(s.M),
                     static_cast<long long>(s.N), static_cast<long long>(s.K));
-      std::printf("%-3s %17s %10.1f %5.1f%% %10.1f %5.1f%% %10.1f %10.1f\n", op_name(op), shape, g1,
-                  peak_core > 0 ? 100.0 * g1 / peak_core : 0.0, g2,
-                  peak_core > 0 ? 100.0 * g2 / (2 * peak_core) : 0.0, g2cpu, gs);
+      std::printf("%-3s %17s", op_name(op), shape);
+      for (const GemmKernels* k : kernels) {
+        const double g = time_gflops(op, s.M, s.N, s.K, *k, nullptr);
+        std::printf(" %10.1f %4.1f%%", g, 100.0 * g / peak_core);
+        std::fflush(stdout);
+      }
+      double g2cpu = 0;
+      const double g2 = time_gflops(op, s.M, s.N, s.K, active, &pool2, &g2cpu);
+      std::printf(" %10.1f %4.1f%% %10.1f\n", g2, 100.0 * g2 / (2 * peak_core), g2cpu);
       std::fflush(stdout);
     }
   }
@@ -440,13 +487,16 @@ int main(int argc, char** argv) {
 
   std::vector<std::pair<const char*, const GemmKernels*>> kernels = {{"scalar", &hs::gemm_detail::scalar_kernels()}};
   if (hs::gemm_detail::cpu_has_avx2_fma()) kernels.push_back({"avx2-fma", &hs::gemm_detail::avx2_kernels()});
-  else std::printf("note: CPU lacks AVX2/FMA, testing the scalar kernel only\n");
+  else std::printf("note: CPU lacks AVX2/FMA, not testing the AVX2 kernel\n");
+  if (hs::gemm_detail::cpu_has_avx512()) kernels.push_back({"avx512", &hs::gemm_detail::avx512_kernels()});
+  else std::printf("note: CPU (or OS) lacks AVX-512, not testing the AVX-512 kernel\n");
 
   test_correctness(kernels);
   test_small_kernels_direct(kernels);
   test_public_entry_points();
   test_argument_errors();
-  test_env_override(argv[0]);
+  test_env_override(argv[0], "scalar");
+  test_env_override(argv[0], "avx2");
 
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;

@@ -328,6 +328,8 @@ async function selectionReport(model: Model, src: TraceSource, opts: EvaluateOpt
 }
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+/** MMD² values: three significant digits in exponent form (they span many orders of magnitude). */
+const e3 = (x: number) => (Number.isFinite(x) ? x.toExponential(2) : 'n/a');
 const f4 = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? 'n/a' : Number(x.toPrecision(5)).toString());
 
 /** Markdown table. */
@@ -410,7 +412,7 @@ export async function writeReport(dir: string, report: EvaluationReport): Promis
       md.push(
         mdTable(
           ['k', 'layer removed', 'best probe loss (selection data)', 'held-out loss, NoScale'],
-          sel.curve.map((c) => [String(c.k), c.layer === null ? '-' : String(c.layer), f4(c.probeLoss ?? undefined), f4(c.heldOutNoScale ?? undefined)]),
+          sel.curve.map((c) => [String(c.k), c.layer === null ? '-' : String(c.layer), c.probeLoss === null ? '-' : f4(c.probeLoss), c.heldOutNoScale === null ? '-' : f4(c.heldOutNoScale)]),
         ),
         '',
       );
@@ -439,7 +441,7 @@ export async function writeReport(dir: string, report: EvaluationReport): Promis
       '',
       mdTable(
         ['variant', ...m.layers.map((l) => `layer ${l}${report.skipped.includes(l) ? '*' : ''}`)],
-        m.variants.map((v) => [v.name, ...v.mmd2.map((x) => f4(x))]),
+        m.variants.map((v) => [v.name, ...v.mmd2.map(e3)]),
       ),
       '',
     );
@@ -447,7 +449,7 @@ export async function writeReport(dir: string, report: EvaluationReport): Promis
       md.push(
         mdTable(
           ['variant', 'mean MMD² from the first skipped layer', 'largest MMD² (layer)'],
-          report.mmdSummary.map((x) => [x.name, f4(x.meanFromFirstSkipped), `${f4(x.max)} (${x.maxLayer})`]),
+          report.mmdSummary.map((x) => [x.name, e3(x.meanFromFirstSkipped), `${e3(x.max)} (${x.maxLayer})`]),
         ),
         '',
       );

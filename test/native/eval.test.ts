@@ -1,8 +1,10 @@
 // Evaluation on the CPU engine: held-out loss and text perplexity against the engine's
 // loss and logits, MMD and power iteration against direct references, hidden-state
 // shift of skipped models, singular values of the inert fixture, GSM8K prompts and
-// stop strings on the bundled model, the benchmark and the report folder.
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+// stop strings on the bundled model, the benchmark and the report folder, and
+// `hopscotch eval --adapter --tasks --out --trace` run as a user runs it.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,10 +17,12 @@ import { heldOutLoss, textPerplexity, textWindows } from '../../src/eval/perplex
 import { evaluateModel, writeReport } from '../../src/eval/report.js';
 import { spectralNorms, topSingularValue } from '../../src/eval/spectral.js';
 import { mulberry32 } from '../../src/batching.js';
+import { saveDataset } from '../../src/dataset.js';
+import { exportModel } from '../../src/export.js';
 import { load } from '../../src/model.js';
-import { ones } from '../../src/theta.js';
-import type { Model, Sample } from '../../src/types.js';
-import { demoModel, fixtureDir } from '../helpers.js';
+import { ones, toJSON } from '../../src/theta.js';
+import type { Model, Sample, Theta } from '../../src/types.js';
+import { demoModel, fixtureDir, root } from '../helpers.js';
 
 /** Standard normal draws from a seeded stream. */
 function normals(n: number, seed: number): Float64Array {
@@ -371,5 +375,222 @@ describe('on the bundled model', () => {
     expect(md).toContain('![MMD per layer](mmd.svg)');
     const json = JSON.parse(readFileSync(join(dir, 'report.json'), 'utf8'));
     expect(json.skipped).toEqual([2]);
+  });
+});
+
+/**
+ * Checks that `src` is a well-formed SVG document: balanced tags, quoted attributes with
+ * no duplicates, only the five XML entities, an <svg> root. Returns the element names.
+ */
+function parseSvg(src: string): string[] {
+  const body = src.replace(/^<\?xml[^?]*\?>\s*/, '');
+  const names: string[] = [];
+  const stack: string[] = [];
+  const tag = /<(\/?)([A-Za-z][\w:-]*)((?:\s+[\w:-]+="[^"<]*")*)\s*(\/?)>/y;
+  let i = 0;
+  const checkText = (t: string) => {
+    if (/&(?!(amp|lt|gt|quot|apos|#\d+);)/.test(t)) throw new Error(`bad entity in ${JSON.stringify(t.slice(0, 40))}`);
+  };
+  while (i < body.length) {
+    const lt = body.indexOf('<', i);
+    if (lt < 0) {
+      if (body.slice(i).trim() !== '') throw new Error('text after the root element');
+      break;
+    }
+    checkText(body.slice(i, lt));
+    tag.lastIndex = lt;
+    const m = tag.exec(body);
+    if (!m) throw new Error(`malformed tag at ${lt}: ${JSON.stringify(body.slice(lt, lt + 40))}`);
+    const [all, close, name, attrs, selfClose] = m;
+    const keys = [...attrs.matchAll(/([\w:-]+)="([^"]*)"/g)].map((a) => {
+      checkText(a[2]);
+      return a[1];
+    });
+    if (new Set(keys).size !== keys.length) throw new Error(`duplicate attribute in <${name}>`);
+    if (close) {
+      if (stack.pop() !== name) throw new Error(`mismatched </${name}>`);
+    } else {
+      if (stack.length === 0 && names.length > 0) throw new Error('second root element');
+      names.push(name);
+      if (!selfClose) stack.push(name);
+    }
+    i = lt + all.length;
+  }
+  if (stack.length) throw new Error(`unclosed <${stack.join('>, <')}>`);
+  if (names[0] !== 'svg') throw new Error(`root is <${names[0]}>, not <svg>`);
+  return names;
+}
+
+/** Mean summed response NLL per sample, by the engine's loss on each sample alone. */
+async function meanLoss(model: Model, data: readonly Sample[], theta: Theta, skip: number[]): Promise<number> {
+  let sum = 0;
+  for (const s of data) sum += (await model.loss([s], theta, { skip })).loss;
+  return sum / data.length;
+}
+
+describe('hopscotch eval (command line)', () => {
+  const mainJs = join(root, 'dist', 'cli', 'main.js');
+  const inert = fixtureDir('llama-inert');
+  const work = mkdtempSync(join(tmpdir(), 'hs-eval-cli-'));
+  const files = { data: join(work, 'heldout.jsonl'), adapter: join(work, 'scales'), selection: join(work, 'selection.json'), fit: join(work, 'fit.json') };
+  let model: Model;
+  let heldOut: Sample[];
+  let theta: Theta;
+  // A two-step selection over the fixture's 4 layers: layer 1 first, then layer 2.
+  const trace = [
+    { step: 1, candidate: 0, score: 9 },
+    { step: 1, candidate: 1, score: 5 },
+    { step: 1, candidate: 2, score: 6 },
+    { step: 1, candidate: 3, score: 8 },
+    { step: 2, candidate: 0, score: 12 },
+    { step: 2, candidate: 2, score: 7 },
+    { step: 2, candidate: 3, score: 11 },
+  ];
+
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [mainJs, 'eval', ...args], { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+
+  beforeAll(async () => {
+    model = await load(inert, { device: 'cpu', threads: 2 });
+    const texts = [
+      'Once upon a time, there was a little girl named Lily. She loved to play outside.',
+      'Tom had a red ball. He threw it to his dog, and the dog ran fast.',
+      'The sun was hot. Sam and Mia went to the park to eat ice cream.',
+      'One day, a bird sat on a tree. It sang a happy song for the cat.',
+      'Ben found a big box. Inside the box was a small, soft toy bear.',
+    ];
+    heldOut = texts.map((t) => {
+      const ids = model.tokenizer.encode(t);
+      return { prompt: ids.slice(0, 5), response: ids.slice(5) };
+    });
+    await saveDataset(files.data, heldOut, { fingerprint: model.fingerprint });
+    theta = ones(4);
+    theta.sAtt.set([1.1, 1, 1, 0.8]);
+    theta.bMlp.set([0.9, 1, 1.2, 1]);
+    theta.sMlp.set([1, 0.7, 1, 1.05]);
+    theta.bAtt[1] = 0;
+    theta.bAtt[2] = 0;
+    await exportModel(model, { skipped: [1, 2], theta }, { out: files.adapter, format: 'scales', settings: { count: 2 } });
+    writeFileSync(files.selection, JSON.stringify({ strategy: 'iterative-greedy', skipped: [1, 2], theta: toJSON(theta), trace }));
+    const losses = [5, 4.5, 4.2, 4.1, 4, 3.9];
+    writeFileSync(files.fit, JSON.stringify({ skipped: [1, 2], theta: toJSON(theta), losses, epochLosses: [4.566, 4], steps: 6 }));
+  });
+  afterAll(() => model?.dispose());
+
+  it('--adapter --tasks --out --trace: base / NoScale / rescaled numbers, selection curve and parseable figures', async () => {
+    const out = join(work, 'report');
+    const args = ['--model', inert, '--adapter', files.adapter, '--data', files.data, '--tasks', 'loss,mmd,svd,speed', '--out', out];
+    args.push('--trace', files.selection, '--mmd-tokens', '24', '--speed-batch-sizes', '1', '--speed-prompt-tokens', '8');
+    args.push('--speed-new-tokens', '2', '--speed-repeats', '1', '--device', 'cpu', '--threads', '2', '--json');
+    const r = await run(args);
+    expect(r.code, r.stderr).toBe(0);
+    const printed = JSON.parse(r.stdout.trimEnd().split('\n').pop()!);
+    const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
+    expect(printed.variants).toEqual(report.variants);
+
+    expect(report.tasks).toEqual(['loss', 'mmd', 'svd', 'speed']);
+    expect(report.inputs.adapter).toBe(files.adapter);
+    expect(report.inputs.adapterSettings.settings).toEqual({ count: 2 });
+    expect(report.skipped).toEqual([1, 2]);
+    expect(report.variants.map((v: { name: string; skip: number[] }) => [v.name, v.skip])).toEqual([
+      ['base', []],
+      ['NoScale', [1, 2]],
+      ['rescaled', [1, 2]],
+    ]);
+    // Held-out losses against the engine, one sample at a time.
+    const noScale = ones(4);
+    noScale.bAtt[1] = 0;
+    noScale.bAtt[2] = 0;
+    const expected = [await meanLoss(model, heldOut, ones(4), []), await meanLoss(model, heldOut, noScale, [1, 2]), await meanLoss(model, heldOut, theta, [1, 2])];
+    report.variants.forEach((v: { heldOut: { loss: number; samples: number } }, i: number) => {
+      expect(v.heldOut.samples).toBe(5);
+      expect(Math.abs(v.heldOut.loss - expected[i]) / expected[i]).toBeLessThan(1e-5);
+    });
+    expect(expected[2]).not.toBeCloseTo(expected[1], 3); // the adapter's theta is really used
+
+    // Selection curve: held-out NoScale loss with the first k layers of the order skipped.
+    const sel = report.selection;
+    expect(sel.kind).toBe('selection');
+    expect(sel.order).toEqual([1, 2]);
+    expect(sel.curve.map((c: { k: number; layer: number | null; probeLoss: number | null }) => [c.k, c.layer, c.probeLoss])).toEqual([
+      [0, null, null],
+      [1, 1, 5],
+      [2, 2, 7],
+    ]);
+    const only1 = ones(4);
+    only1.bAtt[1] = 0;
+    const curve = [expected[0], await meanLoss(model, heldOut, only1, [1]), expected[1]];
+    sel.curve.forEach((c: { heldOutNoScale: number }, k: number) => expect(Math.abs(c.heldOutNoScale - curve[k]) / curve[k]).toBeLessThan(1e-5));
+    expect(sel.rescaledHeldOut.k).toBe(2);
+    expect(sel.rescaledHeldOut.loss).toBeCloseTo(report.variants[2].heldOut.loss, 10);
+    // Elbow by the chord rule on three points: the middle one unless it lies on the chord.
+    const [y0, y1, y2] = curve;
+    const off = Math.abs((y1 - y0) / (y2 - y0) - 0.5);
+    expect(sel.elbowK).toBe(off > 1e-9 ? 1 : null);
+    expect(sel.elbowOn).toBe(off > 1e-9 ? 'held-out' : null);
+
+    // MMD: NoScale leaves layer 0 untouched; layers at and after the first skipped block move.
+    expect(report.mmd.variants.map((v: { name: string }) => v.name)).toEqual(['NoScale', 'rescaled']);
+    expect(Math.abs(report.mmd.variants[0].mmd2[0])).toBeLessThan(1e-12);
+    expect(report.mmdSummary).toHaveLength(2);
+    expect(report.mmdSummary[0].meanFromFirstSkipped).toBeCloseTo((report.mmd.variants[0].mmd2.slice(1) as number[]).reduce((a, b) => a + b, 0) / 3, 12);
+    // Singular values of the inert fixture: layer 2's o_proj is zero.
+    expect(report.spectral.sigma[2][report.spectral.matrices.indexOf('o')]).toBe(0);
+    // Speed: 0, 1 and 2 of the selection's blocks skipped, in its order.
+    expect(report.bench.map((b: { skip: number[]; batch: number }) => [b.skip, b.batch])).toEqual([
+      [[], 1],
+      [[1], 1],
+      [[1, 2], 1],
+    ]);
+
+    const svgs = ['probe-loss.svg', 'loss-per-block.svg', 'mmd.svg', 'singular-values.svg', 'speed.svg'];
+    for (const f of svgs) expect(parseSvg(readFileSync(join(out, f), 'utf8'))[0]).toBe('svg');
+    expect(readFileSync(join(out, 'loss-per-block.svg'), 'utf8')).toContain(sel.elbowK === null ? 'held-out, NoScale' : `elbow: k = ${sel.elbowK}`);
+    expect(readFileSync(join(out, 'mmd.svg'), 'utf8')).toContain('>2*<');
+    const md = readFileSync(join(out, 'report.md'), 'utf8');
+    expect(md).toContain(`- adapter: \`${files.adapter}\``);
+    expect(md).toContain('| variant | skipped | held-out loss | held-out ppl |');
+    for (const f of svgs) expect(md).toContain(`](${f})`);
+  });
+
+  it('--trace with a fit draws its training loss; --fit and the older flags still work', async () => {
+    const out = join(work, 'report-fit');
+    const r = await run(['--model', inert, '--fit', files.selection, '--data', files.data, '--svd', '--report', out, '--trace', files.fit, '--device', 'cpu', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
+    expect(report.tasks).toEqual(['loss', 'svd']);
+    expect(report.inputs.fit).toBe(files.selection);
+    expect(report.selection.kind).toBe('fit');
+    expect(report.selection.stepLosses).toEqual([5, 4.5, 4.2, 4.1, 4, 3.9]);
+    const names = parseSvg(readFileSync(join(out, 'rescale-loss.svg'), 'utf8'));
+    expect(names.filter((n) => n === 'circle').length).toBeGreaterThanOrEqual(6 + 2);
+    expect(existsSync(join(out, 'probe-loss.svg'))).toBe(false);
+  });
+
+  it('rejects unknown tasks, missing inputs and an adapter for another model', async () => {
+    const bad = async (args: string[], message: RegExp) => {
+      const r = await run(['--model', inert, '--device', 'cpu', ...args]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr).toContain('HOPSCOTCH_ERR_');
+    };
+    await bad(['--tasks', 'loss,bleu', '--data', files.data], /unknown task 'bleu'/);
+    await bad(['--tasks', 'loss'], /needs the held-out samples/);
+    await bad(['--tasks', 'mmd', '--data', files.data], /--adapter or --fit/);
+    await bad(['--adapter', files.adapter, '--fit', files.fit, '--tasks', 'svd'], /pass one/);
+    await bad(['--tasks', 'svd', '--trace', files.data], /cannot read trace file/);
+    writeFileSync(join(work, 'other.json'), JSON.stringify({ skipped: [1] }));
+    await bad(['--tasks', 'svd', '--trace', join(work, 'other.json')], /neither a selection/);
+    const r = await run(['--model', demoModel, '--adapter', files.adapter, '--tasks', 'svd', '--device', 'cpu']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('HOPSCOTCH_ERR_FINGERPRINT');
   });
 });

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 
 import { barChart, heatmap, lineChart } from '../../src/plot/charts.js';
 import { elbowIndex } from '../../src/plot/elbow.js';
-import { mmdChart, probeLossChart, removalCurve, removalCurveChart, spectralHeatmap, speedChart } from '../../src/plot/figures.js';
+import { mmdChart, probeLossChart, removalCurve, removalCurveChart, rescaleLossChart, spectralHeatmap, speedChart } from '../../src/plot/figures.js';
 import { niceTicks } from '../../src/plot/svg.js';
 
 interface XmlNode {
@@ -277,5 +277,46 @@ describe('Hopscotch figures', () => {
     const sp = parseXml(speedChart(rows));
     expect(byClass(sp, 'point')).toHaveLength(12);
     expect(byClass(sp, 'legend')).toHaveLength(4);
+  });
+
+  it('probe loss chart: a layer not probed at a step breaks that step\'s line; the chosen layers are circled', () => {
+    const root = parseXml(probeLossChart(trace, { order: [3, 1, 4] }));
+    const lines = (step: string) => all(root, (n) => n.name === 'polyline' && all(root, (g) => g.attrs['data-series'] === step && g.children.includes(n)).length > 0);
+    // Step 2 has no layer 3: its line joins 0, 1, 2 and stops (layer 4 stands alone);
+    // step 3 has only 0, 2, 4 (no two neighbours): no line at all.
+    const vertices = (n: XmlNode) => n.attrs.points.trim().split(/\s+/).length;
+    expect(lines('step 1').map(vertices)).toEqual([5]);
+    expect(lines('step 2').map(vertices)).toEqual([3]);
+    expect(lines('step 3')).toHaveLength(0);
+    expect(byClass(root, 'marker').map(textOf)).toEqual(['skip 3', 'skip 1', 'skip 4']);
+  });
+
+  it('removal curve with held-out losses: elbow on the held-out curve, rescaled point drawn', () => {
+    // Held-out NoScale losses at k = 0..3: flat, then steep after k = 2.
+    const { svg, elbowK } = removalCurveChart(trace, { heldOut: [1, 1.05, 1.1, 3], rescaledHeldOut: { k: 3, loss: 2 } });
+    expect(elbowK).toBe(2);
+    const root = parseXml(svg);
+    const series = (name: string) => byClass(root, 'point').filter((p) => p.attrs['data-series'] === name);
+    expect(series('held-out, NoScale')).toHaveLength(4);
+    expect(series('held-out, rescaled')).toHaveLength(1);
+    expect(series('probe (selection data)')).toHaveLength(3);
+    expect(textOf(byClass(root, 'marker')[0])).toBe('elbow: k = 2');
+  });
+
+  it('rescale loss chart: one point per step and one per epoch mean, at the epoch\'s last step', () => {
+    const root = parseXml(rescaleLossChart([4, 3, 2.5, 2.4], [3.5, 2.45]));
+    const pts = byClass(root, 'point');
+    expect(pts.filter((p) => p.attrs['data-series'] === 'batch loss')).toHaveLength(4);
+    const epochs = pts.filter((p) => p.attrs['data-series'] === 'epoch mean');
+    expect(epochs.map((p) => textOf(p))).toEqual(['epoch mean: x=2, y=3.5', 'epoch mean: x=4, y=2.45']);
+  });
+
+  it('skipped layers are starred on the MMD and singular-value figures', () => {
+    const mmd = parseXml(mmdChart([0, 1, 2], [{ name: 'NoScale', values: [0, 0.3, 0.2] }], { skipped: [1] }));
+    expect(byClass(mmd, 'tick-label').map(textOf)).toEqual(expect.arrayContaining(['0', '1*', '2']));
+    const sv = parseXml(spectralHeatmap([0, 1], ['q'], [[1], [2]], { skipped: [0] }));
+    expect(byClass(sv, 'tick-label').map(textOf)).toEqual(expect.arrayContaining(['0*', '1']));
+    expect(textOf(byClass(sv, 'note')[0])).toBe('* attention skipped');
+    expect(byClass(sv, 'colorbar-label').map(textOf)).toEqual(['2', '1.5', '1']);
   });
 });

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -357,6 +358,20 @@ describe('rescale: checkpoints', () => {
     });
     expect(reads).toBeGreaterThan(STEPS);
     expect(await readdir(dir)).toEqual(['rescale.json']);
+  });
+
+  it('removes temporary files left by a killed writer, and only those', async () => {
+    const dead = spawnSync(process.execPath, ['-e', '']).pid!;
+    const names = [
+      `.rescale.json.${dead}.0123456789ab.tmp`, // a dead writer's: removed
+      `.rescale.json.${process.pid}.0123456789ab.tmp`, // this process's: kept
+      `.other.json.${dead}.0123456789ab.tmp`, // another file's: kept
+      `.rescale.json.${dead}.notes.tmp`, // not a name writeFileAtomic makes: kept
+    ];
+    for (const name of names) await writeFile(join(dir, name), 'partial');
+    const ref = await rescale(model(false), data, opts);
+    expectSameFit(await rescale(model(false), data, { ...opts, checkpoint: file }), ref);
+    expect((await readdir(dir)).sort()).toEqual([...names.slice(1), 'rescale.json'].sort());
   });
 
   it('computes the validation loss again for other held-out samples, and records it', async () => {
