@@ -125,6 +125,8 @@ void pack_a(int mr, int64_t mc, int64_t kc, const float* A, int64_t lda, float* 
     case 12: return pack_a_tile<12>(mc, kc, A, lda, dst);
     case 14: return pack_a_tile<14>(mc, kc, A, lda, dst);
     case 16: return pack_a_tile<16>(mc, kc, A, lda, dst);
+    case 24: return pack_a_tile<24>(mc, kc, A, lda, dst);
+    case 28: return pack_a_tile<28>(mc, kc, A, lda, dst);
     default: return pack_a_any(mr, mc, kc, A, lda, dst);
   }
 }

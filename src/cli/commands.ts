@@ -222,17 +222,38 @@ function registerRescale(program: Command): void {
     .option('--theta <file>', 'start from the theta in this fit or selection JSON (default: all ones)')
     .addOption(intOption('--epochs <n>', 'passes over the data', { min: 1 }, 1))
     .addOption(numberOption('--lr <x>', 'Adam learning rate', { positive: true }, 3e-3))
+    .option('--checkpoint <file>', 'save progress here after every optimizer step; an existing file is resumed')
     .option('--save <file>', 'also write the fit JSON to this file')
     .option('--json', 'print the fit as one JSON object (the last stdout line)')
     .action(
       async (
         o: ModelOpts &
-          DataOpts & { skip: number[]; theta?: string; epochs: number; lr: number; seed: number; batchSize: number; tokenCap?: number; save?: string; json?: boolean },
+          DataOpts & {
+            skip: number[];
+            theta?: string;
+            epochs: number;
+            lr: number;
+            seed: number;
+            batchSize: number;
+            tokenCap?: number;
+            checkpoint?: string;
+            save?: string;
+            json?: boolean;
+          },
       ) => {
         await runRescale({
           model: modelArgs(o),
           data: dataArgs(o),
-          rescale: { skip: o.skip, theta: o.theta, epochs: o.epochs, lr: o.lr, batchSize: o.batchSize, tokenCap: o.tokenCap, seed: o.seed },
+          rescale: {
+            skip: o.skip,
+            theta: o.theta,
+            epochs: o.epochs,
+            lr: o.lr,
+            batchSize: o.batchSize,
+            tokenCap: o.tokenCap,
+            seed: o.seed,
+            checkpoint: o.checkpoint,
+          },
           save: o.save,
           json: o.json ?? false,
         });

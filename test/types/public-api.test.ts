@@ -128,6 +128,8 @@ describe('entry points', () => {
       seed?: number;
       tokenMean?: boolean;
       validation?: Dataset;
+      checkpoint?: string;
+      checkpointEvery?: number;
       onProgress?: ProgressCallback;
       signal?: AbortSignal;
     }>();
