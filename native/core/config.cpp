@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <set>
 #include <string_view>
@@ -219,7 +220,11 @@ void parse_block_configs(const Fields& f, const json::Value& root, ModelConfig& 
   auto ffn_size = [&](double mult) {
     const double raw = 2.0 * mult * cfg.hidden / 3.0;
     if (!(raw > 0.0 && raw <= static_cast<double>(1 << 24)))
-      fail(code::kConfigInvalid, f.label() + ": ffn_mult " + std::to_string(mult) + " gives an FFN size outside (0, 2^24]");
+    {
+      char text[64];
+      std::snprintf(text, sizeof(text), "%g", mult);
+      fail(code::kConfigInvalid, f.label() + ": ffn_mult " + text + " gives an FFN size outside (0, 2^24]");
+    }
     int64_t size = static_cast<int64_t>(raw);
     if (size % 256 != 0) size += 256 - size % 256;
     return size;

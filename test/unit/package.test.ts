@@ -43,7 +43,7 @@ describe('npm tarball', () => {
 
   it('ships the native sources that the source build reads, and every one of them', () => {
     const sources = JSON.parse(readFileSync(join(root, 'native-sources.json'), 'utf8'));
-    for (const f of [...sources.core, ...sources.core_avx2, ...sources.addon]) expect(files, f).toContain(f);
+    for (const f of [...sources.core, ...sources.core_avx2, ...sources.core_avx512, ...sources.addon]) expect(files, f).toContain(f);
   });
 
   it('ships nothing else: no tests, sources of the TypeScript, benchmarks, examples, CI or build output', () => {
