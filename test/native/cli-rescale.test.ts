@@ -3,7 +3,6 @@
 // at seeded random steps and resumed, interrupted with Ctrl-C and resumed, the fit must
 // equal an uninterrupted run bit for bit, and the checkpoint file must parse at every
 // moment it is read while the run writes it.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,31 +10,14 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { loadPrompts, recoverySet, saveDataset } from '../../src/dataset.js';
 import { load } from '../../src/model.js';
+import { type CliResult, mainJs, startCli } from './cli-run.js';
 import { demoModel, root } from '../helpers.js';
 
-const mainJs = join(root, 'dist', 'cli', 'main.js');
 const work = mkdtempSync(join(tmpdir(), 'hs-cli-rescale-'));
 const dataFile = join(work, 'stories.jsonl');
 
-interface Result {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-function start(args: string[]): { child: ChildProcess; done: Promise<Result> } {
-  const child = spawn(process.execPath, [mainJs, ...args], { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d) => (stdout += d));
-  child.stderr!.on('data', (d) => (stderr += d));
-  const done = new Promise<Result>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return { child, done };
-}
+type Result = CliResult;
+const start = (args: string[]) => startCli(work, args);
 
 const cli = (args: string[]) => start(args).done;
 

@@ -1,7 +1,6 @@
 // The `hopscotch` command line, run as a user runs it: `node dist/cli/main.js ...`
 // (`npm test` builds dist/ first). Selection on the llama-inert fixture, crash and
 // Ctrl-C safety of checkpoints, argument errors, the demo, and the generated reference.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,32 +10,15 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadPrompts, recoverySet, saveDataset } from '../../src/dataset.js';
 import { inspect, load } from '../../src/model.js';
 import type { Sample } from '../../src/types.js';
+import { type CliResult, mainJs, startCli } from './cli-run.js';
 import { demoModel, fixtureDir, root } from '../helpers.js';
 
-const mainJs = join(root, 'dist', 'cli', 'main.js');
 const inert = fixtureDir('llama-inert');
 const work = mkdtempSync(join(tmpdir(), 'hs-cli-'));
 const dataFile = join(work, 'inert.jsonl');
 
-interface Result {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-function start(args: string[]): { child: ChildProcess; done: Promise<Result> } {
-  const child = spawn(process.execPath, [mainJs, ...args], { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d) => (stdout += d));
-  child.stderr!.on('data', (d) => (stderr += d));
-  const done = new Promise<Result>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return { child, done };
-}
+type Result = CliResult;
+const start = (args: string[]) => startCli(work, args);
 
 const cli = (args: string[]) => start(args).done;
 
