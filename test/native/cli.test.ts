@@ -1,7 +1,7 @@
 // The `hopscotch` command line, run as a user runs it: `node dist/cli/main.js ...`
 // (`npm test` builds dist/ first). Selection on the llama-inert fixture, crash and
 // Ctrl-C safety of checkpoints, argument errors, the demo, and the generated reference.
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -188,6 +188,49 @@ describe('hopscotch rescale', () => {
     const from = await cli(['rescale', '--model', inert, '--data', dataFile, '--skip', '2', '--theta', sel, '--epochs', '1', '--device', 'cpu', '--json']);
     expect(from.code, from.stderr).toBe(0);
     expect((lastJson(from).settings as { thetaFrom: string }).thetaFrom).toBe(sel);
+  });
+});
+
+describe('hopscotch run', () => {
+  it('answers prompts, selects, rescales and exports a folded checkpoint that loads back', async () => {
+    const prompts = join(work, 'run-prompts.jsonl');
+    writeFileSync(
+      prompts,
+      ['Once upon a time, there was a little dog', 'The sun was hot and Tim', 'Lily had a red ball.', 'One day, a big bird']
+        .map((p) => JSON.stringify({ prompt: p }))
+        .join('\n') + '\n',
+    );
+    const out = join(work, 'run-out');
+    const fitFile = join(work, 'run-fit.json');
+    const r = await cli([
+      'run', '--model', demoModel, '--prompts', prompts, '--max-new-tokens', '24', '--stop', '1,2',
+      '--skip', '1', '--batch-size', '4', '--out', out, '--format', 'hf', '--save-fit', fitFile, '--device', 'cpu', '--json',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const result = lastJson(r) as { skipped?: number[]; export?: { out: string; maxAbsLogitDiff?: number } };
+    const fit = JSON.parse(readFileSync(fitFile, 'utf8')) as { skipped: number[]; theta: Record<'bAtt' | 'sAtt' | 'bMlp' | 'sMlp', number[]> };
+    expect(fit.skipped).toHaveLength(1);
+    expect(fit.theta.bAtt[fit.skipped[0]]).toBe(0);
+    expect(JSON.stringify(result)).toContain(out);
+    // The folded checkpoint is a plain model: run with theta ones it matches the scaled base model.
+    const base = await load(demoModel, { device: 'cpu' });
+    const folded = await load(out, { device: 'cpu' });
+    const tokens = base.tokenizer.encode('Once upon a time, there was a little girl named Lily.');
+    const theta = {
+      bAtt: Float32Array.from(fit.theta.bAtt), sAtt: Float32Array.from(fit.theta.sAtt),
+      bMlp: Float32Array.from(fit.theta.bMlp), sMlp: Float32Array.from(fit.theta.sMlp),
+    };
+    const want = await base.logits(tokens, { theta, skip: fit.skipped });
+    const got = await folded.logits(tokens);
+    let diff = 0;
+    let scale = 0;
+    for (let i = 0; i < want.length; i++) {
+      diff = Math.max(diff, Math.abs(got[i] - want[i]));
+      scale = Math.max(scale, Math.abs(want[i]));
+    }
+    expect(diff).toBeLessThanOrEqual(1e-3 * scale);
+    base.dispose();
+    folded.dispose();
   });
 });
 
