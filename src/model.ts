@@ -87,6 +87,16 @@ class LoadedModel implements Model {
     checkSamples(samples, this.config.vocabSize, { requireResponse });
   }
 
+  /**
+   * The skip list the engine runs: the caller's, plus every layer whose attention weights
+   * the checkpoint does not have (a DeciLM export's no_op layers can only run skipped).
+   */
+  #skip(skip: number[] | undefined): number[] {
+    const s = checkSkip(skip, this.config.numLayers);
+    const absent = this.config.attentionAbsent;
+    return absent.length ? [...s, ...absent.filter((l) => !s.includes(l))] : s;
+  }
+
   #theta(theta: Theta | undefined): NativeTheta {
     const t = theta ?? thetaLib.ones(this.config.numLayers);
     thetaLib.validate(t, this.config.numLayers);
@@ -104,7 +114,7 @@ class LoadedModel implements Model {
   async loss(samples: Sample[], theta: Theta, opts: BatchOptions = {}): Promise<LossResult> {
     this.#checkSamples(samples, true);
     const t = this.#theta(theta);
-    const skip = checkSkip(opts.skip, this.config.numLayers);
+    const skip = this.#skip(opts.skip);
     const engine = this.#engine;
     const r = await this.#call(() => engine.loss(samples, t, { ...opts, skip }, false));
     return { loss: r.loss, responseTokens: r.responseTokens, sampleNll: r.sampleNll, peakBytes: r.peakBytes };
@@ -113,7 +123,7 @@ class LoadedModel implements Model {
   async lossAndGrad(samples: Sample[], theta: Theta, opts: BatchOptions = {}): Promise<LossAndGradResult> {
     this.#checkSamples(samples, true);
     const t = this.#theta(theta);
-    const skip = checkSkip(opts.skip, this.config.numLayers);
+    const skip = this.#skip(opts.skip);
     const engine = this.#engine;
     const r = await this.#call(() => engine.loss(samples, t, { ...opts, skip }, true));
     return { loss: r.loss, responseTokens: r.responseTokens, sampleNll: r.sampleNll, peakBytes: r.peakBytes, grad: r.grad! };
@@ -123,7 +133,7 @@ class LoadedModel implements Model {
     checkIds(tokens, 'tokens', this.config.vocabSize);
     if (tokens.length === 0) throw new HopscotchError(ErrorCodes.EMPTY_BATCH, 'tokens must not be empty');
     const t = this.#theta(opts.theta);
-    const skip = checkSkip(opts.skip, this.config.numLayers);
+    const skip = this.#skip(opts.skip);
     const engine = this.#engine;
     return this.#call(() => engine.logits(tokens, t, skip));
   }
@@ -141,7 +151,7 @@ class LoadedModel implements Model {
     const stop = opts.stop ?? this.tokenizer.eosTokenIds;
     checkIds(stop, 'stop', this.config.vocabSize);
     const t = this.#theta(opts.theta);
-    const skip = checkSkip(opts.skip, this.config.numLayers);
+    const skip = this.#skip(opts.skip);
     const engine = this.#engine;
     return this.#call(() => engine.generate(prompts, t, { maxNewTokens, skip, stop }));
   }
@@ -152,7 +162,7 @@ class LoadedModel implements Model {
   ): Promise<LayerStats> {
     this.#checkSamples(samples, false);
     const t = this.#theta(opts.theta);
-    const skip = checkSkip(opts.skip, this.config.numLayers);
+    const skip = this.#skip(opts.skip);
     const hidden = opts.hiddenLayers ?? [];
     for (const l of hidden)
       if (!Number.isInteger(l) || l < 0 || l > this.config.numLayers)

@@ -330,7 +330,9 @@ export async function selectBlocks(model: Model, data: Dataset, opts: SelectOpti
   while (st.stoppedBy === null) {
     const step = st.step;
     const skippedSet = new Set(st.skipped);
-    let candidates = Array.from({ length: n }, (_, l) => l).filter((l) => !skippedSet.has(l));
+    // Layers without attention weights (a DeciLM export) are skipped already: never candidates.
+    const absent = new Set(model.config.attentionAbsent);
+    let candidates = Array.from({ length: n }, (_, l) => l).filter((l) => !skippedSet.has(l) && !absent.has(l));
     if (candidates.length === 0) {
       st.stoppedBy = 'exhausted';
       await save();

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadAdapter, readAdapter } from '../../src/adapter.js';
 import { exportModel, ffnMultToIntermediateSize, intermediateSizeToFfnMult, LOGIT_TOLERANCE } from '../../src/export.js';
 import { load } from '../../src/model.js';
+import { selectBlocks } from '../../src/select.js';
 import type { Model, Theta } from '../../src/types.js';
 import { demoModel, expectCode, fixtureDir, root } from '../helpers.js';
 import { loadRef } from '../reference/ref64.js';
@@ -341,6 +342,29 @@ describe('decilm', () => {
         `tensor bytes ${r.baseTensorBytes} -> ${r.tensorBytes}, file bytes ${r.bytes}`);
     });
   }
+
+  it('a decilm export loads with its removed attention skipped, and selection continues on it', async () => {
+    const padded = padIntermediate(demoModel, path.join(work, 'padded-continue'), 256);
+    const base = await model(padded);
+    const theta = randomTheta(5, 3);
+    const out = path.join(work, 'decilm-continue');
+    await exportModel(base, { skipped: [2], theta }, { out, format: 'decilm', checkTokens: CHECK });
+    const m = await model(out);
+    expect(m.config.attentionAbsent).toEqual([2]);
+    // No skip list given: the absent layer runs skipped anyway, and matches asking for it.
+    const tokens = CHECK[0]!;
+    expect(maxAbsDiff(await m.logits(tokens), await m.logits(tokens, { skip: [2] }))).toBe(0);
+    const data = [
+      { prompt: [1, 403, 407], response: [261, 378, 432, 383] },
+      { prompt: [1, 45, 300], response: [7, 99, 12, 250] },
+    ];
+    const g = await m.lossAndGrad(data, randomTheta(5, 4));
+    expect(g.grad.bAtt[2]).toBe(0);
+    const sel = await selectBlocks(m, data, { count: 1, batchSize: 2 });
+    expect(sel.skipped).toHaveLength(1);
+    expect(sel.skipped[0]).not.toBe(2);
+    expect(sel.trace.map((t) => t.candidate)).not.toContain(2);
+  });
 
   it('refuses what the readers cannot represent, writing nothing', async () => {
     const theta = (L: number) => randomTheta(L, 1);
