@@ -34,6 +34,21 @@ export interface LoadOptions {
   log?: (message: string) => void;
 }
 
+/**
+ * One line from the CUDA probe's message: the backend reports a JSON object (device
+ * count, error, every cuBLASLt path tried); the error alone says why there is no GPU.
+ */
+function probeSummary(message: string): string {
+  try {
+    const j = JSON.parse(message) as { error?: unknown; devices?: unknown };
+    if (typeof j.error === 'string' && j.error) return j.error;
+    if (j.devices === 0) return 'no CUDA device found';
+  } catch {
+    // not JSON: the loader's own message (e.g. the backend library was not built)
+  }
+  return message;
+}
+
 /** Which device `device: 'auto'` would pick, and why. */
 export function resolveDevice(requested: Device | 'auto' = 'auto'): { device: Device; reason: string } {
   if (requested === 'cpu') return { device: 'cpu', reason: 'requested' };
@@ -44,7 +59,7 @@ export function resolveDevice(requested: Device | 'auto' = 'auto'): { device: De
   }
   return probe.available
     ? { device: 'cuda', reason: probe.message }
-    : { device: 'cpu', reason: `no usable CUDA device (${probe.message})` };
+    : { device: 'cpu', reason: `no usable CUDA device (${probeSummary(probe.message)})` };
 }
 
 function checkSkip(skip: number[] | undefined, numLayers: number): number[] {
