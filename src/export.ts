@@ -23,6 +23,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, 
 import { basename, dirname, join, resolve } from 'node:path';
 
 import { readTensorBytes, writeAdapterFile, ADAPTER_FILE } from './adapter.js';
+import { throwIfAborted } from './progress.js';
 import { ErrorCodes, HopscotchError, fromNative } from './errors.js';
 import { load } from './model.js';
 import { binding, type SafetensorsTensorInfo, type WriteTensor } from './native/binding.js';
@@ -56,6 +57,11 @@ export interface ExportOptions {
   settings?: Record<string, unknown>;
   /** Receives progress lines. */
   log?: (message: string) => void;
+  /**
+   * Cancels the export between its stages (tensor writing, the load-back check, the final
+   * rename); the temporary folder is removed and nothing appears at `out`.
+   */
+  signal?: AbortSignal;
 }
 
 export interface ExportResult {
@@ -646,6 +652,7 @@ export async function exportModel(model: Model, fit: ExportFit, opts: ExportOpti
     }
   }
 
+  throwIfAborted(opts.signal);
   const { tmp, createdParent } = makeTemp(out);
   try {
     const files: string[] = [];
@@ -664,6 +671,7 @@ export async function exportModel(model: Model, fit: ExportFit, opts: ExportOpti
       result.parameters = model.config.parameters - p.removedParameters + p.addedParameters;
       result.residualFactor = p.residualFactor;
       const tokens = opts.checkTokens ?? defaultCheckTokens(model);
+      throwIfAborted(opts.signal);
       if (tokens.length > 0) {
         opts.log?.(`export: checking ${tmp} against the scaled model on ${tokens.length} sequences`);
         const dtype = [...src!.values()].find((t) => t.name.endsWith('.mlp.down_proj.weight'))?.dtype ?? 'F32';
@@ -676,6 +684,7 @@ export async function exportModel(model: Model, fit: ExportFit, opts: ExportOpti
       }
     }
     result.bytes = folderBytes(tmp, files);
+    throwIfAborted(opts.signal);
     try {
       commit(tmp, out, force);
     } catch (err) {
@@ -687,7 +696,7 @@ export async function exportModel(model: Model, fit: ExportFit, opts: ExportOpti
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
     if (createdParent) rmSync(createdParent, { recursive: true, force: true });
-    if (err instanceof HopscotchError) throw err;
+    if (err instanceof HopscotchError || opts.signal?.aborted) throw err;
     const e = err as NodeJS.ErrnoException;
     if (e && typeof e.code === 'string' && e.code.startsWith('E')) throw ioError(`export to ${out} failed`, err);
     throw fromNative(err);

@@ -116,13 +116,14 @@ export async function runDemo(args: DemoCommandArgs): Promise<void> {
       };
       const trainBase = await evaluateLoss(model, train, ones(n), { signal });
       time('evaluate');
-      return { data, train, heldOut, sel, fit, heldOutLoss, trainBase };
-    });
 
-    const settings = { count: args.count, ...DEMO_RESCALE };
-    const scales = await exportModel(model, r.fit, { out: files.scales, format: 'scales', force: args.force, settings, log });
-    const hf = await exportModel(model, r.fit, { out: files.hf, format: 'hf', force: args.force, log });
-    time('export');
+      const settings = { count: args.count, ...DEMO_RESCALE };
+      const scales = await exportModel(model, fit, { out: files.scales, format: 'scales', force: args.force, settings, log, signal });
+      const hf = await exportModel(model, fit, { out: files.hf, format: 'hf', force: args.force, log, signal });
+      time('export');
+      return { data, train, heldOut, sel, fit, heldOutLoss, trainBase, scales, hf };
+    });
+    const { scales, hf } = r;
     seconds.total = Number(((performance.now() - started) / 1000).toFixed(2));
 
     const best = stepBest(r.sel.trace);

@@ -31,7 +31,7 @@ export async function runRun(args: RunCommandArgs): Promise<void> {
   const model = await openModel(args.model);
   try {
     const s = args.select;
-    const { sel, fit } = await interruptible(progress, async (signal) => {
+    const { sel, fit, theta, settings, exported } = await interruptible(progress, async (signal) => {
       const data = await obtainDataset(model, args.data, progress, signal);
       const sel = await selectBlocks(model, data, { ...selectOptions(s), onProgress: progress.onProgress, signal });
       if (args.saveSelection !== undefined) await saveJson(args.saveSelection, { ...selectionToJSON(sel), settings: selectionSettings(s) });
@@ -49,17 +49,17 @@ export async function runRun(args: RunCommandArgs): Promise<void> {
               onProgress: progress.onProgress,
               signal,
             });
-      return { sel, fit };
+      const theta = fit?.theta ?? sel.theta;
+      const settings = { ...selectionSettings(s), finalRescale: { epochs: args.epochs, lr: args.lr } };
+      if (args.saveFit !== undefined)
+        await saveJson(args.saveFit, { skipped: sel.skipped, theta: toJSON(theta), epochLosses: fit?.epochLosses ?? [], settings });
+      const exported: ExportResult = await exportModel(
+        model,
+        { skipped: sel.skipped, theta },
+        { out: args.out, format: args.format, force: args.force, settings, log, signal },
+      );
+      return { sel, fit, theta, settings, exported };
     });
-    const theta = fit?.theta ?? sel.theta;
-    const settings = { ...selectionSettings(s), finalRescale: { epochs: args.epochs, lr: args.lr } };
-    if (args.saveFit !== undefined)
-      await saveJson(args.saveFit, { skipped: sel.skipped, theta: toJSON(theta), epochLosses: fit?.epochLosses ?? [], settings });
-    const exported: ExportResult = await exportModel(
-      model,
-      { skipped: sel.skipped, theta },
-      { out: args.out, format: args.format, force: args.force, settings, log },
-    );
     const result = {
       skipped: sel.skipped,
       theta: toJSON(theta),

@@ -366,6 +366,25 @@ describe('decilm', () => {
     expect(sel.trace.map((t) => t.candidate)).not.toContain(2);
   });
 
+  it('an AbortSignal cancels the export between stages, leaving nothing behind', async () => {
+    const m = await model(fixtureDir('llama-gqa'));
+    const fit = { skipped: [1], theta: randomTheta(m.config.numLayers, 5) };
+    const out = path.join(work, 'aborted');
+    const before = entries(work);
+    const early = new AbortController();
+    early.abort(new Error('stop before'));
+    await expect(exportModel(m, fit, { out, format: 'hf', signal: early.signal })).rejects.toThrow('stop before');
+    expect(entries(work)).toEqual(before);
+    // Aborted once the tensors are written (the log announces the load-back check).
+    const late = new AbortController();
+    const log = (line: string) => {
+      if (line.includes('checking')) late.abort(new Error('stop during'));
+    };
+    await expect(exportModel(m, fit, { out, format: 'hf', signal: late.signal, log })).rejects.toThrow('stop during');
+    expect(entries(work)).toEqual(before);
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('refuses what the readers cannot represent, writing nothing', async () => {
     const theta = (L: number) => randomTheta(L, 1);
     const cases: [string, number[]][] = [
