@@ -213,6 +213,17 @@ class CpuEngine final : public Engine {
                      const Theta& th, bool skipped, const CacheMode* cache);
   void layer_backward(int l, const Layout& lay, const float* h, LayerActs& a, Scratch& s, const Theta& th,
                       bool skipped, const float* g_out, float* g_in, Theta& grad);
+
+  // Embeds lay's tokens and runs every layer forward (keeping nothing for a backward);
+  // the last layer's output ends in h. h and h_next hold lay.T x hidden floats.
+  void forward_layers(const Layout& lay, const Theta& th, const std::vector<bool>& skipped, const CacheMode* cache,
+                      std::vector<float>& h, std::vector<float>& h_next, LayerActs& a, Scratch& s) {
+    embed(lay, h.data());
+    for (int l = 0; l < cfg_.num_layers; ++l) {
+      layer_forward(l, lay, h.data(), h_next.data(), a, s, th, skipped[l], cache);
+      std::swap(h, h_next);
+    }
+  }
   void final_logits_rows(const float* h_final, const std::vector<int64_t>& rows, float* out);
 
   const ModelConfig& cfg_;
@@ -442,11 +453,7 @@ std::vector<float> CpuEngine::logits(const std::vector<int32_t>& tokens, const T
   alloc_acts(acts, T, true, nullptr);
   Scratch scratch;
   alloc_forward_scratch(scratch, T, nullptr);
-  embed(lay, h.data());
-  for (int l = 0; l < cfg_.num_layers; ++l) {
-    layer_forward(l, lay, h.data(), h_next.data(), acts, scratch, theta, skipped[l], nullptr);
-    std::swap(h, h_next);
-  }
+  forward_layers(lay, theta, skipped, nullptr, h, h_next, acts, scratch);
   std::vector<int64_t> rows(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) rows[t] = t;
   std::vector<float> out(static_cast<size_t>(T * V_));
@@ -508,11 +515,7 @@ std::vector<std::vector<int32_t>> CpuEngine::generate(const std::vector<std::vec
     CacheMode mode;
     mode.caches = &caches;
     mode.prefill = true;
-    embed(lay, h.data());
-    for (int l = 0; l < L; ++l) {
-      layer_forward(l, lay, h.data(), h_next.data(), acts, scratch, theta, skipped[l], &mode);
-      std::swap(h, h_next);
-    }
+    forward_layers(lay, theta, skipped, &mode, h, h_next, acts, scratch);
     std::vector<int64_t> last(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) {
       last[i] = lay.cu_seqlens[i + 1] - 1;
@@ -550,11 +553,7 @@ std::vector<std::vector<int32_t>> CpuEngine::generate(const std::vector<std::vec
     mode.caches = &caches;
     mode.row_seq = &active;
     mode.row_pos = &pos;
-    embed(lay, h.data());
-    for (int l = 0; l < L; ++l) {
-      layer_forward(l, lay, h.data(), h_next.data(), acts, scratch, theta, skipped[l], &mode);
-      std::swap(h, h_next);
-    }
+    forward_layers(lay, theta, skipped, &mode, h, h_next, acts, scratch);
     std::vector<int64_t> rows(static_cast<size_t>(B));
     for (int64_t r = 0; r < B; ++r) rows[r] = r;
     final_logits_rows(h.data(), rows, logit_rows.data());
