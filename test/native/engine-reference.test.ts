@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { mulberry32 } from '../../src/batching.js';
 import { load } from '../../src/model.js';
 import type { Model, Sample, Theta } from '../../src/types.js';
 import { demoModel, fixtureDir, generated } from '../helpers.js';
@@ -14,20 +15,8 @@ const fixtures: { name: string; numLayers: number }[] = JSON.parse(
   readFileSync(join(generated, 'models', 'fixtures.json'), 'utf8'),
 ).fixtures;
 
-/** Deterministic pseudo-random numbers in [0, 1). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function makeSamples(seed: number, vocab: number): Sample[] {
-  const r = rng(seed);
+  const r = mulberry32(seed);
   const lengths = [
     [3, 6],
     [7, 4],
@@ -40,7 +29,7 @@ function makeSamples(seed: number, vocab: number): Sample[] {
 }
 
 function makeTheta(seed: number, layers: number): Theta {
-  const r = rng(seed);
+  const r = mulberry32(seed);
   const f = (lo: number, hi: number) => Float32Array.from({ length: layers }, () => lo + (hi - lo) * r());
   return { bAtt: f(0.7, 1.3), sAtt: f(0.8, 1.2), bMlp: f(0.7, 1.3), sMlp: f(0.8, 1.2) };
 }
