@@ -197,6 +197,13 @@ const FIXTURES = [
     inertAttention: [2],
   },
   {
+    name: 'llama-planted',
+    description: 'Llama with 6 layers whose attention output (o_proj) is scaled by 0.05 in layers 1 and 4: the near-redundant blocks a selection should find first',
+    arch: 'LlamaForCausalLM', modelType: 'llama', seed: 11,
+    hidden: 64, layers: 6, heads: 8, kvHeads: 2, headDim: 8, intermediate: 128, tied: false, dtype: 'F32',
+    attentionScale: { 1: 0.05, 4: 0.05 },
+  },
+  {
     name: 'llama-f16',
     description: 'Llama with F16 weights, untied',
     arch: 'LlamaForCausalLM', modelType: 'llama', seed: 8,
@@ -242,6 +249,8 @@ function weights(spec) {
     }
     const o = tensor(spec, `${p}.self_attn.o_proj.weight`, [H, heads * D], 'linear');
     if (spec.inertAttention?.includes(l)) o.values.fill(0);
+    const scale = spec.attentionScale?.[l];
+    if (scale !== undefined) for (let i = 0; i < o.values.length; i++) o.values[i] *= scale;
     out.push(o);
     out.push(tensor(spec, `${p}.post_attention_layernorm.weight`, [H], 'norm'));
     out.push(tensor(spec, `${p}.mlp.gate_proj.weight`, [I, H], 'linear'));
@@ -354,6 +363,7 @@ function writeFixture(outDir, spec) {
     shards,
     parameters,
     inertAttention: spec.inertAttention ?? [],
+    plantedAttention: Object.keys(spec.attentionScale ?? {}).map(Number),
     sameWeightsAs: spec.sameWeightsAs ?? null,
   };
 }

@@ -21,8 +21,8 @@ import { randomBytes } from 'node:crypto';
 import { open, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCodes, HopscotchError } from './errors.js';
-import type { AdamState } from './adam.js';
 import type { ThetaJson } from './theta.js';
+import type { TrainState } from './train.js';
 
 /**
  * Writes `contents` to `file` atomically: a temporary file in the same folder is
@@ -89,17 +89,32 @@ export async function removeStaleTemporaries(file: string): Promise<void> {
 }
 
 export const CHECKPOINT_FORMAT = 'hopscotch-selection-checkpoint';
-export const CHECKPOINT_VERSION = 1;
+export const CHECKPOINT_VERSION = 2;
 
+/** One candidate's score at one step. */
 export interface TraceEntry {
   step: number;
   candidate: number;
+  /** The ranking score (lower = skip first). */
   score: number;
+  /** Mean training loss over the probe's steps (probing strategies). */
+  train?: number;
+  /** Held-out loss at the probe's final theta (when there are held-out samples). */
+  validation?: number;
 }
 
+/** The rescale that ended a step. */
 export interface StepLoss {
   step: number;
+  /** Mean training loss of the rescale's last epoch. */
   loss: number;
+  /** Held-out loss of the theta kept (when there are held-out samples). */
+  validationLoss?: number;
+  /** Epochs the rescale ran, and why it stopped. */
+  epochs?: number;
+  stoppedBy?: string;
+  /** Held-out loss at the start of the rescale and after every epoch. */
+  validationCurve?: number[];
 }
 
 export interface StepTiming {
@@ -116,8 +131,13 @@ export interface SelectionState {
   theta: ThetaJson;
   /** Scores of every completed ranking, all steps. */
   trace: TraceEntry[];
-  /** Probe scores already computed in the current step (before its ranking completes). */
-  probes: { candidate: number; score: number }[];
+  /** Probe results already computed in the current step (before its ranking completes). */
+  probes: { candidate: number; score: number; train?: number; validation?: number }[];
+  /** The rescale in progress (after the step's pick), resumed at batch granularity. */
+  rescale: { step: number; stopAfter: 'count' | 'maxLoss' | 'exhausted' | null; state: TrainState | null } | null;
+  /** Work done by probes: optimizer steps and training tokens. */
+  probeSteps: number;
+  probeTokens: number;
   /** First-order scores of every step so far (`shortlist` runs only; null otherwise). */
   firstOrder: TraceEntry[] | null;
   losses: StepLoss[];
@@ -196,7 +216,10 @@ export async function readCheckpoint(file: string): Promise<SelectionCheckpoint 
     !Array.isArray(s.trace) ||
     !Array.isArray(s.probes) ||
     !Array.isArray(s.losses) ||
-    !Array.isArray(s.timings)
+    !Array.isArray(s.timings) ||
+    !Number.isInteger(s.probeSteps) ||
+    !Number.isInteger(s.probeTokens) ||
+    !(s.rescale === null || (s.rescale && typeof s.rescale === 'object' && Number.isInteger(s.rescale.step)))
   )
     throw new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: missing or malformed fields`);
   return ckpt;
@@ -227,28 +250,10 @@ export function checkCheckpointMatches(file: string, ckpt: RunIdentity, expected
 }
 
 export const RESCALE_CHECKPOINT_FORMAT = 'hopscotch-rescale-checkpoint';
-export const RESCALE_CHECKPOINT_VERSION = 1;
+export const RESCALE_CHECKPOINT_VERSION = 2;
 
-/** Where a `rescale` run stands, between two optimizer steps. */
-export interface RescaleState {
-  /** Epoch in progress (0-based); equals the number of epochs once training is over. */
-  epoch: number;
-  /** Batches of that epoch already taken. */
-  batch: number;
-  /** Running weighted sum of the batch losses of that epoch, and the sum of the weights. */
-  epochSum: number;
-  epochWeight: number;
-  theta: ThetaJson;
-  adam: AdamState;
-  /** Training loss of every step so far. */
-  losses: number[];
-  /** Mean loss of every completed epoch. */
-  epochLosses: number[];
-  /** Set when every step has been taken. */
-  done: boolean;
-  /** Loss of the held-out samples at the final theta, once computed, with their digest. */
-  validation: { dataDigest: string; loss: number } | null;
-}
+/** Where a `rescale` run stands, between two optimizer steps: the training unit's state. */
+export type RescaleState = TrainState;
 
 export interface RescaleCheckpoint extends RunIdentity {
   format: typeof RESCALE_CHECKPOINT_FORMAT;
@@ -256,36 +261,10 @@ export interface RescaleCheckpoint extends RunIdentity {
   state: RescaleState;
 }
 
-const isNumberArray = (x: unknown): x is number[] => Array.isArray(x) && x.every((v) => typeof v === 'number' && Number.isFinite(v));
-
 /**
  * Reads a rescale checkpoint; null when the file does not exist; HOPSCOTCH_ERR_CHECKPOINT
- * when it is not one or its state is malformed. Theta and the Adam state are checked
- * against the model by the caller.
+ * when it is not one. Its state is checked against the run by the training unit on resume.
  */
 export async function readRescaleCheckpoint(file: string): Promise<RescaleCheckpoint | null> {
-  const ckpt = (await readCheckpointFile(file, RESCALE_CHECKPOINT_FORMAT, RESCALE_CHECKPOINT_VERSION, 'rescale')) as RescaleCheckpoint | null;
-  if (ckpt === null) return null;
-  const s = ckpt.state;
-  const v = s.validation;
-  if (
-    !Number.isInteger(s.epoch) ||
-    s.epoch < 0 ||
-    !Number.isInteger(s.batch) ||
-    s.batch < 0 ||
-    typeof s.epochSum !== 'number' ||
-    !Number.isFinite(s.epochSum) ||
-    typeof s.epochWeight !== 'number' ||
-    !Number.isFinite(s.epochWeight) ||
-    !s.theta ||
-    typeof s.theta !== 'object' ||
-    !s.adam ||
-    typeof s.adam !== 'object' ||
-    !isNumberArray(s.losses) ||
-    !isNumberArray(s.epochLosses) ||
-    typeof s.done !== 'boolean' ||
-    !(v === null || (v && typeof v === 'object' && typeof v.dataDigest === 'string' && typeof v.loss === 'number' && Number.isFinite(v.loss)))
-  )
-    throw new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: missing or malformed fields`);
-  return ckpt;
+  return (await readCheckpointFile(file, RESCALE_CHECKPOINT_FORMAT, RESCALE_CHECKPOINT_VERSION, 'rescale')) as RescaleCheckpoint | null;
 }

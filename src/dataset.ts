@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import { access, readFile } from 'node:fs/promises';
 import { writeFileAtomic } from './checkpoint.js';
+import { mixSeed, shuffledIndices } from './batching.js';
 import { ErrorCodes, HopscotchError, check } from './errors.js';
 import { type ProgressCallback, safeCallback, throwIfAborted } from './progress.js';
 import type { Dataset, Model, Sample } from './types.js';
@@ -302,3 +303,33 @@ export async function recoverySet(
   }
   return out;
 }
+
+/** The two parts of {@link splitDataset}. */
+export interface DatasetSplit {
+  train: Dataset;
+  validation: Dataset;
+}
+
+/**
+ * Splits `data` into disjoint training and validation parts: `round(fraction * n)`
+ * samples (at least 1) drawn by a seeded shuffle go to validation, the rest to
+ * training; both keep the order of `data`. The same data, fraction and seed always give
+ * the same split. HOPSCOTCH_ERR_ARGUMENT when the fraction is not in (0, 1) or when
+ * either part would be empty.
+ */
+export function splitDataset(data: readonly Sample[], opts: { fraction: number; seed?: number }): DatasetSplit {
+  const { fraction, seed = 0 } = opts;
+  check(Number.isFinite(fraction) && fraction > 0 && fraction < 1, `the validation fraction must be in (0, 1), got ${fraction}`);
+  check(Number.isInteger(seed), `seed must be an integer, got ${seed}`);
+  const n = data.length;
+  const count = Math.max(1, Math.round(fraction * n));
+  check(
+    n - count >= 1,
+    `cannot hold out ${count} of ${n} samples for validation and keep any for training: give more samples, a validation set, or a fixed number of epochs`,
+  );
+  const held = new Uint8Array(n);
+  for (const i of shuffledIndices(n, mixSeed(seed, SPLIT_STREAM)).slice(0, count)) held[i] = 1;
+  return { train: data.filter((_, i) => !held[i]), validation: data.filter((_, i) => held[i] === 1) };
+}
+
+const SPLIT_STREAM = 0x53504c54;

@@ -37,6 +37,53 @@ export const EXPORT_FORMATS: readonly ExportFormat[] = ['scales', 'hf', 'decilm'
 export interface ExportFit {
   skipped: number[];
   theta: Theta;
+  /** Fingerprint of the model the fit was made for; a different model is refused (HOPSCOTCH_ERR_FINGERPRINT). */
+  fingerprint?: string;
+}
+
+/**
+ * Checks an output folder before any work: HOPSCOTCH_ERR_EXISTS when `out` exists and
+ * `force` is not set, or when it exists and is not a folder (`force` replaces folders
+ * only; it never deletes a file).
+ */
+export function checkOutputFolder(out: string, force: boolean): void {
+  const abs = resolve(out);
+  let st: ReturnType<typeof statSync> | undefined;
+  try {
+    st = statSync(abs);
+  } catch {
+    return;
+  }
+  if (!st.isDirectory())
+    throw new HopscotchError(ErrorCodes.EXISTS, `${abs} exists and is not a folder (force replaces an output folder, never a file)`);
+  if (!force) throw new HopscotchError(ErrorCodes.EXISTS, `${abs} already exists (pass force to replace it)`);
+}
+
+/**
+ * What a format can express for this model, checked without any compute: throws
+ * HOPSCOTCH_ERR_EXPORT when the model cannot be written in `format` at all, and returns
+ * the layers whose attention the format cannot skip (to exclude them from selection).
+ */
+export function exportConstraints(model: Model, format: ExportFormat): { exclude: number[] } {
+  if (!EXPORT_FORMATS.includes(format))
+    throw new HopscotchError(ErrorCodes.ARGUMENT, `format must be one of ${EXPORT_FORMATS.join(', ')}, got '${format}'`);
+  if (format !== 'decilm') return { exclude: [] };
+  const c = model.config;
+  const where = `cannot export ${c.arch} at ${model.dir} as decilm`;
+  if (c.arch === 'GraniteForCausalLM')
+    throw exportError(`${where}: DeciLM has no embedding/residual/attention multipliers or logits scaling (Granite); use format hf`);
+  if (c.qkNorm) throw exportError(`${where}: DeciLM attention has no q/k RMSNorm (Qwen3); use format hf`);
+  if (c.headDim * c.numHeads !== c.hiddenSize)
+    throw exportError(
+      `${where}: head_dim ${c.headDim} x ${c.numHeads} heads != hidden_size ${c.hiddenSize}; llama.cpp's DECI reader derives the head size from hidden_size / heads`,
+    );
+  if (intermediateSizeToFfnMult(c.intermediateSize, c.hiddenSize) === null)
+    throw exportError(
+      `${where}: intermediate_size ${c.intermediateSize} cannot be expressed as a DeciLM ffn_mult ` +
+        `(readers compute int(2 * ffn_mult * ${c.hiddenSize} / 3) rounded up to a multiple of 256, so only multiples of 256 are reachable)`,
+    );
+  // vLLM's nemotron_nas reader needs a residual from layer 0's attention.
+  return { exclude: [0] };
 }
 
 export interface ExportOptions {
@@ -127,6 +174,11 @@ function exportError(message: string): HopscotchError {
 function checkFit(model: Model, fit: ExportFit, format: ExportFormat): number[] {
   const L = model.config.numLayers;
   if (!fit || typeof fit !== 'object') throw new HopscotchError(ErrorCodes.ARGUMENT, 'fit must be { skipped, theta }');
+  if (fit.fingerprint !== undefined && fit.fingerprint !== model.fingerprint)
+    throw new HopscotchError(
+      ErrorCodes.FINGERPRINT,
+      `the fit belongs to the model with fingerprint ${fit.fingerprint}, not to ${model.dir} (${model.fingerprint})`,
+    );
   if (!Array.isArray(fit.skipped)) throw new HopscotchError(ErrorCodes.SKIP, 'fit.skipped must be an array of layer indices');
   const seen = new Set<number>();
   for (const l of fit.skipped) {
@@ -453,24 +505,14 @@ function decilmConfig(model: Model, skipped: number[], attentionBias: boolean, m
   const c = model.config;
   const raw = JSON.parse(readFileSync(join(model.dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const where = `cannot export ${c.arch} at ${model.dir} as decilm`;
-  if (c.arch === 'GraniteForCausalLM')
-    throw exportError(`${where}: DeciLM has no embedding/residual/attention multipliers or logits scaling (Granite); use format hf`);
-  if (c.qkNorm) throw exportError(`${where}: DeciLM attention has no q/k RMSNorm (Qwen3); use format hf`);
-  if (c.headDim * c.numHeads !== c.hiddenSize)
-    throw exportError(
-      `${where}: head_dim ${c.headDim} x ${c.numHeads} heads != hidden_size ${c.hiddenSize}; llama.cpp's DECI reader derives the head size from hidden_size / heads`,
-    );
+  exportConstraints(model, 'decilm');
   if (skipped.includes(0))
     throw exportError(
       `${where}: layer 0 is skipped; vLLM's nemotron_nas reader needs a residual from layer 0's attention ` +
-        '(its first post_attention_layernorm call has no residual and fails), so a no_op attention in layer 0 cannot be served',
+        '(its first post_attention_layernorm call has no residual and fails), so a no_op attention in layer 0 cannot be served ' +
+        '(select with exclude: [0] / --exclude 0)',
     );
-  const ffnMult = intermediateSizeToFfnMult(c.intermediateSize, c.hiddenSize);
-  if (ffnMult === null)
-    throw exportError(
-      `${where}: intermediate_size ${c.intermediateSize} cannot be expressed as a DeciLM ffn_mult ` +
-        `(readers compute int(2 * ffn_mult * ${c.hiddenSize} / 3) rounded up to a multiple of 256, so only multiples of 256 are reachable)`,
-    );
+  const ffnMult = intermediateSizeToFfnMult(c.intermediateSize, c.hiddenSize)!;
   const skip = new Set(skipped);
   const group = c.numHeads / c.numKvHeads;
   const out: Record<string, unknown> = { ...raw };
@@ -599,7 +641,7 @@ function commit(tmp: string, out: string, force: boolean): void {
     renameSync(tmp, out);
     return;
   }
-  if (!force) throw new HopscotchError(ErrorCodes.EXISTS, `${out} already exists (pass force to replace it)`);
+  checkOutputFolder(out, force);
   const old = `${tmp}.old`;
   renameSync(out, old);
   try {
@@ -631,7 +673,7 @@ export async function exportModel(model: Model, fit: ExportFit, opts: ExportOpti
   const skipped = checkFit(model, fit, opts.format);
   const out = resolve(opts.out);
   const force = opts.force ?? false;
-  if (existsSync(out) && !force) throw new HopscotchError(ErrorCodes.EXISTS, `${out} already exists (pass force to replace it)`);
+  checkOutputFolder(out, force);
 
   const src = opts.format === 'scales' ? null : sourceTensors(model.dir);
   let plan: FoldPlan | null = null;

@@ -35,14 +35,25 @@ export {
   readDataset,
   recoverySet,
   saveDataset,
+  splitDataset,
+  type DatasetSplit,
   type SaveDatasetOptions,
   type LoadDatasetOptions,
   type ChatMessage,
   type PromptInput,
   type RecoverySetOptions,
 } from './dataset.js';
-export { rescale, evaluateLoss, type Fit, type RescaleOptions } from './rescale.js';
-export { selectBlocks, selectionFromJSON, selectionToJSON, type Selection, type SelectOptions, type SelectionJson } from './select.js';
+export { rescale, evaluateLoss, DEFAULT_HOLDOUT, DEFAULT_MAX_EPOCHS, DEFAULT_PATIENCE, type Fit, type RescaleOptions } from './rescale.js';
+export {
+  selectBlocks,
+  selectionFromJSON,
+  selectionToJSON,
+  DEFAULT_PROBE_STEPS,
+  type Selection,
+  type SelectOptions,
+  type SelectionJson,
+} from './select.js';
+export { trainTheta, type TrainBudget, type TrainResult, type TrainSpec, type TrainState, type TrainStop } from './train.js';
 export {
   STRATEGIES,
   blockInfluence,

@@ -59,10 +59,19 @@ export interface RescaleEpochEvent {
   loss: number;
 }
 
-/** Loss on the validation set after a rescale. */
+/**
+ * Loss on the validation samples: at the start of a rescale (`epoch` 0), after each of
+ * its epochs, and at the end of a probe scored on validation.
+ */
 export interface ValidationEvent {
   type: 'validation';
   loss: number;
+  /** Epoch after which it was measured (0 = the starting theta); absent for a probe. */
+  epoch?: number;
+  /** Selection step (absent for a standalone rescale). */
+  step?: number;
+  phase?: 'probe' | 'rescale';
+  candidate?: number;
 }
 
 /** Estimated seconds left in the whole run. */

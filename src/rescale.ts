@@ -1,21 +1,23 @@
 /**
  * `rescale`: learn theta for a fixed skip list (paper section 3.1, "Rescaling the
- * remaining blocks"). The skipped layers' b_att is set to 0 and frozen; every other
- * scalar is trained with Adam on the recovery set, one engine call per batch, so that
- * progress, cancellation and checkpoints happen between batches. With a checkpoint
- * file, the position, theta, the Adam state and the losses are written atomically
- * after optimizer steps, and a killed run resumes to the uninterrupted result bit for
- * bit.
+ * remaining blocks": "minimizing the loss over multiple epochs using a small learning
+ * rate"). The skipped layers' b_att is set to 0 and frozen; every other scalar is
+ * trained with Adam through the training unit ({@link trainTheta}).
  *
- * Also the training loop shared with the probes of `selectBlocks`, and a batched
- * evaluation of the loss.
+ * By default the run converges instead of stopping after a fixed count: a fixed,
+ * seeded fraction of the samples (`holdout`, default {@link DEFAULT_HOLDOUT}) is held
+ * out and never trained on, its loss is measured at the start and after every epoch,
+ * the theta with the lowest held-out loss is kept, and training stops after `patience`
+ * epochs without improvement or at `maxEpochs`. `epochs: N` trains exactly N epochs on
+ * all the data (held-out loss is still reported when `validation` is given).
+ *
+ * With a checkpoint file, the training state is written atomically between optimizer
+ * steps, and a killed run resumes to the uninterrupted result bit for bit.
  */
 import { createHash } from 'node:crypto';
-import { Adam } from './adam.js';
 import { makeBatches } from './batching.js';
 import {
   type RescaleCheckpoint,
-  type RescaleState,
   type RunIdentity,
   RESCALE_CHECKPOINT_FORMAT,
   RESCALE_CHECKPOINT_VERSION,
@@ -24,40 +26,62 @@ import {
   removeStaleTemporaries,
   writeCheckpoint,
 } from './checkpoint.js';
-import { datasetDigest } from './dataset.js';
+import { datasetDigest, splitDataset } from './dataset.js';
 import { ErrorCodes, HopscotchError, check } from './errors.js';
-import { type ProgressCallback, type ProgressEvent, EtaEstimator, safeCallback, throwIfAborted } from './progress.js';
-import { THETA_KEYS, clone, fromJSON, ones, toJSON, validate } from './theta.js';
+import { EtaEstimator, safeCallback } from './progress.js';
+import { THETA_KEYS, clone, ones, validate } from './theta.js';
 import { checkSamples } from './samples.js';
+import { type TrainBudget, type TrainState, type TrainStop, meanLoss, noNegativeZero, trainTheta } from './train.js';
 import type { Dataset, Model, Sample, Theta } from './types.js';
+import type { ProgressCallback } from './progress.js';
+
+/** Fraction of the samples held out for validation by default. */
+export const DEFAULT_HOLDOUT = 0.2;
+/** Most epochs of a converging rescale by default. */
+export const DEFAULT_MAX_EPOCHS = 50;
+/** Epochs without a better held-out loss before a converging rescale stops, by default. */
+export const DEFAULT_PATIENCE = 5;
 
 export interface RescaleOptions {
   /** Layers whose attention is skipped (b_att = 0, frozen). */
   skip: readonly number[];
   /** Starting theta (copied; default all ones). */
   theta?: Theta;
-  /** Passes over `data`. Default 1. */
+  /**
+   * Train exactly this many passes over the data (no held-out slice is taken unless
+   * `holdout` is set). Without it the run converges on held-out loss (see `maxEpochs`).
+   */
   epochs?: number;
+  /** Most epochs of a converging run. Default {@link DEFAULT_MAX_EPOCHS}. */
+  maxEpochs?: number;
+  /** Epochs without a better held-out loss before a converging run stops. Default {@link DEFAULT_PATIENCE}. */
+  patience?: number;
+  /**
+   * Fraction of `data` held out (fixed, seeded by `seed`) for validation when no
+   * `validation` set is given. Default {@link DEFAULT_HOLDOUT} for a converging run;
+   * 0 = hold nothing out.
+   */
+  holdout?: number;
+  /** Held-out samples (instead of a slice of `data`): their loss is tracked every epoch. */
+  validation?: Dataset;
   /** Adam learning rate. Default 3e-3 (paper A.2). */
   lr?: number;
   /** Samples per batch. Default 32 (paper A.2). */
   batchSize?: number;
   /** Most tokens per batch (prompt + response); a longer sample is an error. */
   tokenCap?: number;
-  /** Seed of the per-epoch shuffle. Default 0. */
+  /** Seed of the per-epoch shuffle and of the held-out slice. Default 0. */
   seed?: number;
   /** Divide the loss by response tokens instead of by samples. Default false. */
   tokenMean?: boolean;
-  /** Held-out samples: their loss at the final theta is reported as `validationLoss`. */
-  validation?: Dataset;
   /**
    * JSON file holding the run's state, rewritten atomically between optimizer steps. An
    * existing file is validated against this model, data and options and the run goes
    * on from its next batch, ending with exactly the result of an uninterrupted run; a
-   * finished one returns the fit without engine calls.
+   * finished one returns the fit without training.
    */
   checkpoint?: string;
-  /** Write the checkpoint after every n optimizer steps (and at the end, and when stopped). Default 1. */
+  /** Write the checkpoint after every n optimizer steps (and at every epoch end, and when stopped). Default 1. */
   checkpointEvery?: number;
   onProgress?: ProgressCallback;
   signal?: AbortSignal;
@@ -65,13 +89,25 @@ export interface RescaleOptions {
 
 /** The result of {@link rescale}. */
 export interface Fit {
+  /** Fingerprint of the model the fit belongs to (export refuses another model). */
+  fingerprint?: string;
   skipped: number[];
   theta: Theta;
   /** Training loss of every optimizer step, in order. */
   losses: number[];
   /** Mean training loss of each epoch (weighted by samples, or by response tokens with `tokenMean`). */
   epochLosses: number[];
+  /** Held-out loss of the returned theta, when there were held-out samples. */
   validationLoss?: number;
+  /** Held-out loss at the start (index 0) and after every epoch; empty without held-out samples. */
+  validationCurve?: number[];
+  /** Epoch whose theta was kept (0 = the starting theta), for a converging run. */
+  bestEpoch?: number;
+  /** Why training ended: 'epochs' (fixed count), 'patience' or 'maxEpochs' (converging). */
+  stoppedBy?: TrainStop;
+  /** Samples trained on and held out. */
+  trainSamples?: number;
+  validationSamples?: number;
   /** Optimizer steps taken. */
   steps: number;
 }
@@ -92,111 +128,6 @@ function checkData(model: Model, data: readonly Sample[], name: string): void {
   checkSamples(data, model.config.vocabSize, { requireResponse: true, name });
 }
 
-/** Settings of {@link trainEpochs}. */
-export interface TrainLoop {
-  model: Model;
-  data: readonly Sample[];
-  /** Trained in place. */
-  theta: Theta;
-  skip: readonly number[];
-  adam: Adam;
-  epochs: number;
-  batchSize: number;
-  tokenCap?: number;
-  seed: number;
-  tokenMean: boolean;
-  phase: 'probe' | 'rescale';
-  /** Selection step reported in events (0 outside `selectBlocks`). */
-  step: number;
-  candidate?: number;
-  emit: (event: ProgressEvent) => void;
-  signal?: AbortSignal;
-  /** Called after every batch with its duration. */
-  onBatch?: (ms: number) => void;
-  /** Called after every epoch with its mean loss. */
-  onEpoch?: (epoch: number, loss: number) => void;
-  /** Go on from this position (its arrays are extended in place) instead of from the start. */
-  resume?: TrainPosition;
-  /** Awaited after every optimizer step with the position reached (checkpoints). */
-  afterStep?: (pos: TrainPosition) => Promise<void>;
-}
-
-/** Where a training loop stands between two optimizer steps. */
-export interface TrainPosition {
-  /** Epoch in progress (0-based); equals the number of epochs once training is over. */
-  epoch: number;
-  /** Batches of that epoch already taken. */
-  batch: number;
-  /** Running sum of weighted batch losses of that epoch, and of their weights. */
-  epochSum: number;
-  epochWeight: number;
-  /** Loss of every step so far. */
-  losses: number[];
-  /** Mean loss of every completed epoch. */
-  epochLosses: number[];
-}
-
-/**
- * Trains `loop.theta` in place for `loop.epochs` epochs (epoch e shuffled from
- * (seed, e)), from the start or from `loop.resume`. The abort signal is checked before
- * every batch; whatever is thrown, theta, the optimizer and the position stay those of
- * the last completed step. Returns the loss of every step and the weighted mean loss of
- * every epoch.
- */
-export async function trainEpochs(loop: TrainLoop): Promise<{ losses: number[]; epochLosses: number[] }> {
-  const pos: TrainPosition = loop.resume ?? { epoch: 0, batch: 0, epochSum: 0, epochWeight: 0, losses: [], epochLosses: [] };
-  while (pos.epoch < loop.epochs) {
-    const e = pos.epoch;
-    const batches = makeBatches(loop.data, {
-      batchSize: loop.batchSize,
-      tokenCap: loop.tokenCap,
-      seed: loop.seed,
-      epoch: e,
-    });
-    check(pos.batch < batches.length, `cannot resume at batch ${pos.batch + 1} of epoch ${e + 1}: it has ${batches.length} batches`);
-    for (let b = pos.batch; b < batches.length; b++) {
-      throwIfAborted(loop.signal);
-      const started = performance.now();
-      const batch = batches[b];
-      const res = await loop.model.lossAndGrad(batch, loop.theta, { skip: [...loop.skip], tokenMean: loop.tokenMean });
-      if (!Number.isFinite(res.loss))
-        throw new HopscotchError(
-          ErrorCodes.NON_FINITE,
-          `loss is not finite (${res.loss}) at ${loop.phase} epoch ${e + 1} batch ${b + 1}` +
-            (loop.candidate === undefined ? '' : ` (candidate layer ${loop.candidate})`),
-        );
-      loop.adam.step(loop.theta, res.grad);
-      const w = loop.tokenMean ? res.responseTokens : batch.length;
-      pos.epochSum += res.loss * w;
-      pos.epochWeight += w;
-      pos.losses.push(res.loss);
-      pos.batch = b + 1;
-      loop.onBatch?.(performance.now() - started);
-      loop.emit({
-        type: 'batch',
-        phase: loop.phase,
-        step: loop.step,
-        ...(loop.candidate === undefined ? {} : { candidate: loop.candidate }),
-        epoch: e + 1,
-        batch: b + 1,
-        batches: batches.length,
-        loss: res.loss,
-      });
-      if (pos.batch === batches.length) {
-        const epochLoss = pos.epochSum / pos.epochWeight;
-        pos.epochLosses.push(epochLoss);
-        pos.epoch = e + 1;
-        pos.batch = 0;
-        pos.epochSum = 0;
-        pos.epochWeight = 0;
-        loop.onEpoch?.(e + 1, epochLoss);
-      }
-      if (loop.afterStep) await loop.afterStep(pos);
-    }
-  }
-  return { losses: pos.losses, epochLosses: pos.epochLosses };
-}
-
 /**
  * Mean loss of `data` at `theta` (weighted by samples, or by response tokens with
  * `tokenMean`), evaluated in unshuffled batches.
@@ -208,24 +139,13 @@ export async function evaluateLoss(
   opts: { skip?: readonly number[]; tokenMean?: boolean; batchSize?: number; tokenCap?: number; signal?: AbortSignal } = {},
 ): Promise<number> {
   checkData(model, data, 'evaluation data');
-  const tokenMean = opts.tokenMean ?? false;
-  const batches = makeBatches(data, {
+  return meanLoss(model, data, theta, {
+    skip: opts.skip ?? [],
+    tokenMean: opts.tokenMean ?? false,
     batchSize: opts.batchSize ?? 32,
     tokenCap: opts.tokenCap,
-    seed: 0,
-    epoch: 0,
-    ordered: true,
+    signal: opts.signal,
   });
-  let sum = 0;
-  let weight = 0;
-  for (const batch of batches) {
-    throwIfAborted(opts.signal);
-    const res = await model.loss(batch, theta, { skip: [...(opts.skip ?? [])], tokenMean });
-    const w = tokenMean ? res.responseTokens : batch.length;
-    sum += res.loss * w;
-    weight += w;
-  }
-  return sum / weight;
 }
 
 /** Starting theta of a rescale: a copy of `theta` (or ones) with b_att = 0 on `skip`. */
@@ -234,14 +154,12 @@ export function startTheta(model: Model, skip: readonly number[], theta?: Theta)
   if (theta !== undefined) validate(theta, n);
   const t = theta ? clone(theta) : ones(n);
   for (const l of skip) t.bAtt[l] = 0;
+  for (const k of THETA_KEYS) t[k].forEach((x, l) => (t[k][l] = noNegativeZero(x)));
   return t;
 }
 
-/** JSON has no -0: a stored value comes back as +0, so results record +0 throughout. */
-const noNegativeZero = (x: number) => (x === 0 ? 0 : x);
-
 /** SHA-256 of theta's float32 bits (little-endian, bAtt, sAtt, bMlp, sMlp). */
-function thetaDigest(theta: Theta): string {
+export function thetaDigest(theta: Theta): string {
   const hash = createHash('sha256');
   for (const k of THETA_KEYS) {
     const v = theta[k];
@@ -252,75 +170,55 @@ function thetaDigest(theta: Theta): string {
   return hash.digest('hex');
 }
 
-/** The run a rescale checkpoint must belong to. */
-function rescaleIdentity(
-  model: Model,
-  data: readonly Sample[],
-  start: Theta,
-  o: { skip: number[]; epochs: number; lr: number; batchSize: number; tokenCap?: number; seed: number; tokenMean: boolean },
-): RunIdentity {
-  return {
-    fingerprint: model.fingerprint,
-    dataDigest: datasetDigest(data),
-    options: {
-      skip: o.skip,
-      epochs: o.epochs,
-      lr: o.lr,
-      batchSize: o.batchSize,
-      tokenCap: o.tokenCap ?? null,
-      seed: o.seed,
-      tokenMean: o.tokenMean,
-      thetaDigest: thetaDigest(start),
-    },
-  };
+/** The resolved settings of one rescale: budget, data split, optimizer. */
+export interface RescalePlan {
+  budget: TrainBudget;
+  train: Dataset;
+  validation?: Dataset;
+  /** Fraction held out of the data, or null when a validation set was given or nothing is held out. */
+  holdout: number | null;
 }
 
 /**
- * Theta, optimizer and position from a checkpoint's state, checked against this run:
- * HOPSCOTCH_ERR_CHECKPOINT naming what does not fit.
+ * Resolves the budget and the train/validation split of a rescale from its options,
+ * with every check that needs no compute. Shared by {@link rescale} and the rescale
+ * step of `selectBlocks`.
  */
-function restoreRescale(
-  file: string,
-  state: RescaleState,
-  run: { numLayers: number; skip: number[]; lr: number; epochs: number; batchCounts: (epoch: number) => number },
-): { theta: Theta; adam: Adam; pos: TrainPosition } {
-  const bad = (what: string, cause?: unknown) =>
-    new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: ${what}`, cause === undefined ? undefined : { cause });
-  let theta: Theta;
-  let adam: Adam;
-  try {
-    theta = fromJSON(state.theta);
-    validate(theta, run.numLayers);
-  } catch (err) {
-    throw bad((err as Error).message, err);
+export function planRescale(
+  data: Dataset,
+  o: { epochs?: number; maxEpochs?: number; patience?: number; holdout?: number; validation?: Dataset; seed: number },
+): RescalePlan {
+  const posInt = (x: unknown) => Number.isInteger(x) && (x as number) > 0;
+  check(o.epochs === undefined || posInt(o.epochs), `epochs must be a positive integer, got ${o.epochs}`);
+  check(o.maxEpochs === undefined || posInt(o.maxEpochs), `maxEpochs must be a positive integer, got ${o.maxEpochs}`);
+  check(o.patience === undefined || posInt(o.patience), `patience must be a positive integer, got ${o.patience}`);
+  check(
+    o.holdout === undefined || (Number.isFinite(o.holdout) && o.holdout >= 0 && o.holdout < 1),
+    `holdout must be a fraction in [0, 1), got ${o.holdout}`,
+  );
+  check(
+    o.epochs === undefined || (o.maxEpochs === undefined && o.patience === undefined),
+    'epochs trains a fixed number of epochs; maxEpochs and patience apply only without it',
+  );
+  check(o.validation === undefined || !o.holdout, 'give either a validation set or a holdout fraction, not both');
+  let train = data;
+  let validation = o.validation;
+  let holdout: number | null = null;
+  const fraction = o.holdout ?? (o.epochs === undefined && o.validation === undefined ? DEFAULT_HOLDOUT : 0);
+  if (validation === undefined && fraction > 0) {
+    ({ train, validation } = splitDataset(data, { fraction, seed: o.seed }));
+    holdout = fraction;
   }
-  for (const l of run.skip) if (theta.bAtt[l] !== 0) throw bad(`theta.bAtt[${l}] is ${theta.bAtt[l]}, but layer ${l} is skipped`);
-  try {
-    adam = Adam.fromJSON(state.adam);
-  } catch (err) {
-    throw bad((err as Error).message, err);
-  }
-  const expected = new Adam(run.numLayers, { lr: run.lr, frozen: { bAtt: run.skip } }).toJSON();
-  for (const k of ['numLayers', 'lr', 'beta1', 'beta2', 'eps', 'frozen'] as const) {
-    const a = JSON.stringify(state.adam[k]);
-    const b = JSON.stringify(expected[k]);
-    if (a !== b) throw bad(`Adam ${k} is ${a}, this run has ${b}`);
-  }
-  const { epoch, batch, losses, epochLosses } = state;
-  if (epoch > run.epochs) throw bad(`epoch ${epoch} is past the ${run.epochs} epochs of this run`);
-  if (epochLosses.length !== epoch) throw bad(`${epochLosses.length} epoch losses for ${epoch} completed epochs`);
-  const inEpoch = epoch < run.epochs ? run.batchCounts(epoch) : 0;
-  if (batch >= Math.max(inEpoch, 1)) throw bad(`batch ${batch} is past the ${inEpoch} batches of epoch ${epoch + 1}`);
-  if (batch === 0 && (state.epochSum !== 0 || state.epochWeight !== 0)) throw bad('epoch sums are set before any batch of the epoch');
-  let steps = batch;
-  for (let e = 0; e < epoch; e++) steps += run.batchCounts(e);
-  if (losses.length !== steps) throw bad(`${losses.length} step losses, the position (epoch ${epoch + 1}, batch ${batch}) means ${steps}`);
-  if (adam.t !== steps) throw bad(`Adam has taken ${adam.t} steps, the position means ${steps}`);
-  if (state.done !== (epoch === run.epochs)) throw bad(`done is ${state.done} at epoch ${epoch} of ${run.epochs}`);
+  if (o.epochs !== undefined) return { budget: { kind: 'epochs', epochs: o.epochs }, train, validation, holdout };
+  check(
+    validation !== undefined && validation.length > 0,
+    'a converging rescale needs held-out samples: give a validation set, a holdout fraction > 0, or a fixed number of epochs',
+  );
   return {
-    theta,
-    adam,
-    pos: { epoch, batch, epochSum: state.epochSum, epochWeight: state.epochWeight, losses: [...losses], epochLosses: [...epochLosses] },
+    budget: { kind: 'converge', maxEpochs: o.maxEpochs ?? DEFAULT_MAX_EPOCHS, patience: o.patience ?? DEFAULT_PATIENCE },
+    train,
+    validation,
+    holdout,
   };
 }
 
@@ -335,133 +233,122 @@ export async function rescale(model: Model, data: Dataset, opts: RescaleOptions)
   const n = model.config.numLayers;
   validateSkip(opts.skip, n);
   checkData(model, data, 'data');
-  const epochs = opts.epochs ?? 1;
-  check(Number.isInteger(epochs) && epochs > 0, `epochs must be a positive integer, got ${epochs}`);
   const checkpointEvery = opts.checkpointEvery ?? 1;
   check(Number.isInteger(checkpointEvery) && checkpointEvery > 0, `checkpointEvery must be a positive integer, got ${checkpointEvery}`);
   if (opts.validation !== undefined) checkData(model, opts.validation, 'validation');
-  const emit = safeCallback(opts.onProgress);
   const skip = [...opts.skip];
   const lr = opts.lr ?? 3e-3;
+  check(Number.isFinite(lr) && lr > 0, `lr must be a positive number, got ${lr}`);
   const batchSize = opts.batchSize ?? 32;
   const seed = opts.seed ?? 0;
+  check(Number.isInteger(seed), `seed must be an integer, got ${seed}`);
   const tokenMean = opts.tokenMean ?? false;
-  const batchCounts = (epoch: number) => makeBatches(data, { batchSize, tokenCap: opts.tokenCap, seed, epoch }).length;
-  const perEpoch = batchCounts(0); // also checks batchSize and tokenCap
-
-  let theta = startTheta(model, skip, opts.theta);
-  for (const k of THETA_KEYS) theta[k].forEach((x, l) => (theta[k][l] = noNegativeZero(x)));
-  let adam = new Adam(n, { lr, frozen: { bAtt: skip } });
-  let pos: TrainPosition = { epoch: 0, batch: 0, epochSum: 0, epochWeight: 0, losses: [], epochLosses: [] };
-  let validation: RescaleState['validation'] = null;
+  const plan = planRescale(data, { ...opts, seed });
+  makeBatches(data, { batchSize, tokenCap: opts.tokenCap, seed, epoch: 0 }); // checks batchSize and tokenCap
+  const start = startTheta(model, skip, opts.theta);
+  const emit = safeCallback(opts.onProgress);
 
   const file = opts.checkpoint;
-  let identity: RunIdentity | undefined;
-  let resumed = false;
+  const identity: RunIdentity = {
+    fingerprint: model.fingerprint,
+    dataDigest: datasetDigest(data),
+    options: {
+      skip,
+      budget: plan.budget,
+      holdout: plan.holdout,
+      validationDigest: opts.validation === undefined ? null : datasetDigest(opts.validation),
+      lr,
+      batchSize,
+      tokenCap: opts.tokenCap ?? null,
+      seed,
+      tokenMean,
+      thetaDigest: thetaDigest(start),
+    },
+  };
+  let resume: TrainState | undefined;
   if (file !== undefined) {
-    identity = rescaleIdentity(model, data, theta, { skip, epochs, lr, batchSize, tokenCap: opts.tokenCap, seed, tokenMean });
     await removeStaleTemporaries(file);
     const ckpt = await readRescaleCheckpoint(file);
     if (ckpt) {
       checkCheckpointMatches(file, ckpt, identity);
-      ({ theta, adam, pos } = restoreRescale(file, ckpt.state, { numLayers: n, skip, lr, epochs, batchCounts }));
-      validation = ckpt.state.validation;
-      resumed = true;
+      resume = ckpt.state;
     }
   }
-  const save = async () => {
-    if (file === undefined || identity === undefined) return;
-    const state: RescaleState = {
-      epoch: pos.epoch,
-      batch: pos.batch,
-      epochSum: pos.epochSum,
-      epochWeight: pos.epochWeight,
-      theta: toJSON(theta),
-      adam: adam.toJSON(),
-      losses: pos.losses,
-      epochLosses: pos.epochLosses,
-      done: pos.epoch === epochs,
-      validation,
-    };
+  const save = async (state: TrainState) => {
+    if (file === undefined) return;
     const ckpt: RescaleCheckpoint = { format: RESCALE_CHECKPOINT_FORMAT, version: RESCALE_CHECKPOINT_VERSION, ...identity, state };
     await writeCheckpoint(file, ckpt);
   };
 
-  if (pos.epoch < epochs) {
-    if (file !== undefined && !resumed) await save();
-    const totalBatches = epochs * perEpoch;
-    const eta = new EtaEstimator();
-    let batchesDone = pos.losses.length;
-    let lastEta = 0;
-    let unsaved = 0;
-    try {
-      await trainEpochs({
-        model,
-        data,
-        theta,
-        skip,
-        adam,
-        epochs,
-        batchSize,
-        tokenCap: opts.tokenCap,
-        seed,
-        tokenMean,
-        phase: 'rescale',
-        step: 0,
-        emit,
-        signal: opts.signal,
-        resume: pos,
-        onBatch: (ms) => {
-          eta.record(1, ms);
-          batchesDone += 1;
-          const now = performance.now();
-          if (now - lastEta >= 1000 || batchesDone >= totalBatches) {
-            lastEta = now;
-            emit({ type: 'eta', seconds: eta.seconds(Math.max(0, totalBatches - batchesDone)) ?? 0 });
-          }
-        },
-        onEpoch: (epoch, loss) => emit({ type: 'rescale-epoch', step: 0, epoch, epochs, loss }),
-        afterStep: async (p) => {
-          unsaved += 1;
-          if (file !== undefined && (unsaved >= checkpointEvery || p.epoch === epochs)) {
-            await save();
-            unsaved = 0;
-          }
-        },
-      });
-    } catch (err) {
-      // Theta, Adam and the position are those of the last completed step: keep them.
-      if (file !== undefined && unsaved > 0) await save().catch(() => {});
-      throw err;
-    }
+  const perEpoch = makeBatches(plan.train, { batchSize, tokenCap: opts.tokenCap, seed, epoch: 0 }).length;
+  const maxEpochs = plan.budget.kind === 'epochs' ? plan.budget.epochs : plan.budget.kind === 'converge' ? plan.budget.maxEpochs : 1;
+  const eta = new EtaEstimator();
+  let lastEta = 0;
+  let latest: TrainState | undefined;
+  let saved: { steps: number; epoch: number } | undefined;
+  try {
+    const res = await trainTheta({
+      model,
+      data: plan.train,
+      validation: plan.validation,
+      skip,
+      theta: start,
+      lr,
+      budget: plan.budget,
+      batchSize,
+      tokenCap: opts.tokenCap,
+      seed,
+      tokenMean,
+      phase: 'rescale',
+      step: 0,
+      emit,
+      signal: opts.signal,
+      resume,
+      onBatch: (ms) => {
+        eta.record(1, ms);
+        const now = performance.now();
+        if (now - lastEta >= 1000) {
+          lastEta = now;
+          const done = latest ? latest.losses.length : 0;
+          emit({ type: 'eta', seconds: eta.seconds(Math.max(0, maxEpochs * perEpoch - done)) ?? 0 });
+        }
+      },
+      // Saved at the start, every `checkpointEvery` steps, at every epoch end (after its
+      // validation) and at the end.
+      onState: async (state) => {
+        latest = state;
+        if (file === undefined) return;
+        const steps = state.losses.length;
+        const due =
+          saved === undefined ||
+          steps - saved.steps >= checkpointEvery ||
+          state.epoch !== saved.epoch ||
+          state.stoppedBy !== null ||
+          (steps === saved.steps && state.batch === 0); // a validation after the epoch's save
+        if (due) {
+          await save(state);
+          saved = { steps, epoch: state.epoch };
+        }
+      },
+    });
+    const fit: Fit = {
+      fingerprint: model.fingerprint,
+      skipped: skip,
+      theta: res.theta,
+      losses: res.losses,
+      epochLosses: res.epochLosses,
+      validationCurve: res.validationCurve,
+      stoppedBy: res.stoppedBy,
+      trainSamples: plan.train.length,
+      validationSamples: plan.validation?.length ?? 0,
+      steps: res.steps,
+    };
+    if (res.validationLoss !== undefined) fit.validationLoss = res.validationLoss;
+    if (res.bestEpoch !== undefined) fit.bestEpoch = res.bestEpoch;
+    return fit;
+  } catch (err) {
+    // The state handed over last is that of the last completed step: keep it.
+    if (file !== undefined && latest !== undefined && (saved === undefined || latest.losses.length !== saved.steps)) await save(latest).catch(() => {});
+    throw err;
   }
-
-  const fit: Fit = {
-    skipped: skip,
-    theta,
-    losses: pos.losses.map(noNegativeZero),
-    epochLosses: pos.epochLosses.map(noNegativeZero),
-    steps: adam.t,
-  };
-  if (opts.validation !== undefined) {
-    const digest = file === undefined ? undefined : datasetDigest(opts.validation);
-    if (validation !== null && validation.dataDigest === digest) fit.validationLoss = validation.loss;
-    else {
-      fit.validationLoss = noNegativeZero(
-        await evaluateLoss(model, opts.validation, theta, {
-          skip,
-          tokenMean,
-          batchSize,
-          tokenCap: opts.tokenCap,
-          signal: opts.signal,
-        }),
-      );
-      if (digest !== undefined) {
-        validation = { dataDigest: digest, loss: fit.validationLoss };
-        await save();
-      }
-    }
-    emit({ type: 'validation', loss: fit.validationLoss });
-  }
-  return fit;
 }

@@ -1,18 +1,21 @@
 /**
  * `selectBlocks`: choose attention blocks to skip (paper section 3.1, appendices A.4
- * and A.5) with a pluggable {@link SelectionStrategy}. This file runs the loop: the
- * candidate list, optional gradient shortlisting, skipping, rescaling, stopping rules,
- * checkpoints after every probe and every rescale, progress events and cancellation.
+ * and A.5) with a pluggable {@link SelectionStrategy}. The top-level function reads as
+ * the paper's loop:
  *
- * Iterative schedule (the default `iterative-greedy`), per step k = 1, 2, ...:
- *   rank the layers not yet skipped; the lowest score s* at layer l*:
- *   if s* > maxLoss stop (l* is not skipped); else skip l*, rescale theta
- *   (fresh Adam, rescaleLr, rescaleEpochs), and stop once `count` layers are skipped.
- * One-shot schedule: rank once, skip the `count` lowest (in rank order, stopping early
- * at a score above maxLoss), rescale once. Ties go to the lower layer index.
+ *   while not stopped:
+ *     candidates = the layers not yet skipped (minus excluded ones);
+ *     probe each: train theta with its attention skipped (probeSteps at probeLr);
+ *     pick the lowest score (stop if it is above maxLoss);
+ *     rescale theta: train until the held-out loss stops improving;
+ *     stop once `count` layers are skipped.
+ *
+ * One-shot strategies rank once, skip the `count` lowest together and rescale once.
+ * Ties go to the lower layer index. Every probe and rescale runs through the training
+ * unit (`trainTheta`); option checks live in select-options.ts, the run's durable state
+ * (checkpoint after every probe and every rescale step) in {@link SelectionRun}.
  */
-import { Adam } from './adam.js';
-import { makeBatches, mixSeed, sampleTokens, shuffledIndices } from './batching.js';
+import { makeBatches, mixSeed, sampleTokens } from './batching.js';
 import {
   type SelectionCheckpoint,
   type SelectionState,
@@ -23,67 +26,46 @@ import {
   CHECKPOINT_VERSION,
   checkCheckpointMatches,
   readCheckpoint,
+  removeStaleTemporaries,
   writeCheckpoint,
 } from './checkpoint.js';
-import { datasetDigest } from './dataset.js';
 import { ErrorCodes, HopscotchError, check } from './errors.js';
-import { type ProgressCallback, EtaEstimator, safeCallback, throwIfAborted } from './progress.js';
-import { trainEpochs, validateSkip } from './rescale.js';
-import { checkSamples } from './samples.js';
-import { type SelectionStrategy, type StrategyContext, type StrategyName, STRATEGIES } from './strategies.js';
+import { type ProgressEvent, EtaEstimator, safeCallback, throwIfAborted } from './progress.js';
+import { validateSkip } from './rescale.js';
+import { type SelectOptions, type SelectSettings, resolveSelectOptions } from './select-options.js';
+import type { StrategyContext } from './strategies.js';
 import { type ThetaJson, clone, fromJSON, ones, toJSON, validate as validateTheta } from './theta.js';
+import { meanLoss, noNegativeZero, trainTheta } from './train.js';
 import type { Dataset, LayerStats, Model, Sample, Theta } from './types.js';
 
-export interface SelectOptions {
-  /** Number of blocks to skip. */
-  count?: number;
-  /** Stop when the best score of a step is above this loss (loss-scored strategies only). */
-  maxLoss?: number;
-  /** A built-in strategy name or your own strategy. Default 'iterative-greedy'. */
-  strategy?: StrategyName | SelectionStrategy;
-  /** Learning rate of the probes. Default 1e-2 (paper A.2). */
-  probeLr?: number;
-  /** Learning rate of the rescales. Default 3e-3 (paper A.2). */
-  rescaleLr?: number;
-  /** Epochs of each rescale. Default 1. */
-  rescaleEpochs?: number;
-  /** Samples per batch. Default 32. */
-  batchSize?: number;
-  /** Most tokens per batch. */
-  tokenCap?: number;
-  /** Seed of every shuffle (and of the `random` strategy). Default 0. */
-  seed?: number;
-  /** Divide the loss by response tokens instead of by samples. Default false. */
-  tokenMean?: boolean;
-  /** Rank on the first n samples of a fixed seeded shuffle of the data (rescales use all of it). */
-  probeSubset?: number;
-  /**
-   * Before ranking, keep only the n candidates with the smallest first-order estimate
-   * of the loss increase from skipping them, -b_att * dL/db_att (one gradient pass).
-   */
-  shortlist?: number;
-  /** Rescale after skipping (each step, or once for one-shot strategies). Default true. */
-  rescaleAfter?: boolean;
-  /** JSON file holding the run's state; an existing one is validated and resumed. */
-  checkpoint?: string;
-  onProgress?: ProgressCallback;
-  signal?: AbortSignal;
-}
+export { DEFAULT_PROBE_STEPS, type SelectOptions } from './select-options.js';
+
+type StopReason = 'count' | 'maxLoss' | 'exhausted';
 
 /** The result of {@link selectBlocks}. Steps are numbered from 1. */
 export interface Selection {
+  /** Fingerprint of the model the selection belongs to. */
+  fingerprint?: string;
   strategy: string;
   /** Skipped layers, in the order chosen. */
   skipped: number[];
   theta: Theta;
   /** Every score of every ranking (one-shot strategies: all at step 1). */
   trace: TraceEntry[];
-  /** Mean training loss of the last epoch of each rescale. */
+  /** The rescale of each step: training loss of its last epoch, held-out loss, epochs run. */
   losses: StepLoss[];
   timings: StepTiming[];
-  stoppedBy: 'count' | 'maxLoss' | 'exhausted';
+  stoppedBy: StopReason;
   /** First-order scores used for shortlisting, when `shortlist` was set. */
   firstOrder?: TraceEntry[];
+  /** Optimizer steps of each probe. */
+  probeSteps?: number;
+  /** Work done by all probes: optimizer steps and training tokens (prompt + response). */
+  probeOptimizerSteps?: number;
+  probeTokens?: number;
+  /** Samples trained on and held out. */
+  trainSamples?: number;
+  validationSamples?: number;
 }
 
 export interface SelectionJson extends Omit<Selection, 'theta'> {
@@ -98,30 +80,361 @@ export function selectionFromJSON(json: SelectionJson): Selection {
   return { ...json, theta: fromJSON(json.theta) };
 }
 
-const PROBE_STREAM = 0x50524f42;
-const RESCALE_STREAM = 0x52455343;
-const SUBSET_STREAM = 0x53554253;
-
-function resolveStrategy(s: StrategyName | SelectionStrategy): SelectionStrategy {
-  if (typeof s === 'string') {
-    const found = (STRATEGIES as Record<string, SelectionStrategy>)[s];
-    if (!found)
-      throw new HopscotchError(ErrorCodes.ARGUMENT, `unknown strategy "${s}" (known: ${Object.keys(STRATEGIES).join(', ')})`);
-    return found;
+/**
+ * Chooses attention blocks to skip and learns theta for them. See the file comment for
+ * the loop; {@link SelectOptions} for the knobs. Every option is checked before any
+ * engine call. Rejects with `signal.reason` when aborted (checked before every engine
+ * call); with `checkpoint`, the file then holds the last completed probe or rescale
+ * step, and running again with the same model, data and options resumes and returns
+ * exactly what an uninterrupted run returns.
+ */
+export async function selectBlocks(model: Model, data: Dataset, opts: SelectOptions = {}): Promise<Selection> {
+  const run = await SelectionRun.open(model, data, opts);
+  while (!run.finished) {
+    if (!run.rescaling) {
+      const candidates = run.candidates();
+      if (candidates.length === 0) {
+        await run.stop('exhausted');
+        break;
+      }
+      const scores = await run.rank(candidates);
+      const { picks, stop } = run.choose(scores);
+      if (picks.length === 0) {
+        await run.stop(stop ?? 'exhausted');
+        break;
+      }
+      await run.skip(picks, stop);
+    }
+    await run.rescale();
   }
-  check(
-    s && typeof s === 'object' && typeof s.name === 'string' && typeof s.rank === 'function',
-    'strategy must be a name or an object { name, schedule, scoreIsLoss, rank }',
-  );
-  check(s.schedule === 'iterative' || s.schedule === 'one-shot', `strategy ${s.name}: schedule must be "iterative" or "one-shot"`);
-  return s;
+  return run.result();
 }
 
-/** Scores are stored as JSON, which has no -0: record +0 so resumed runs compare equal. */
-const noNegativeZero = (x: number) => (x === 0 ? 0 : x);
+const PROBE_STREAM = 0x50524f42;
+const RESCALE_STREAM = 0x52455343;
 
 const byScore = (a: { candidate: number; score: number }, b: { candidate: number; score: number }) =>
   a.score - b.score || a.candidate - b.candidate;
+
+/** A selection in progress: its settings, its durable state and the work of each phase. */
+class SelectionRun {
+  private theta: Theta;
+  private readonly emit: (e: ProgressEvent) => void;
+  private readonly eta = new EtaEstimator();
+
+  private constructor(
+    private readonly model: Model,
+    private readonly cfg: SelectSettings,
+    private readonly st: SelectionState,
+    private readonly file: string | undefined,
+    private readonly signal: AbortSignal | undefined,
+    onProgress: SelectOptions['onProgress'],
+  ) {
+    this.theta = fromJSON(st.theta);
+    this.emit = safeCallback(onProgress);
+  }
+
+  /** Checks the options, then starts a run or resumes the one in `opts.checkpoint`. */
+  static async open(model: Model, data: Dataset, opts: SelectOptions): Promise<SelectionRun> {
+    const cfg = resolveSelectOptions(model, data, opts);
+    const n = model.config.numLayers;
+    const file = opts.checkpoint;
+    let state: SelectionState | undefined;
+    if (file !== undefined) {
+      await removeStaleTemporaries(file);
+      const ckpt = await readCheckpoint(file);
+      if (ckpt) {
+        checkCheckpointMatches(file, ckpt, cfg.identity);
+        state = ckpt.state;
+        try {
+          validateTheta(fromJSON(state.theta), n);
+          validateSkip(state.skipped, n);
+        } catch (err) {
+          throw new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: ${(err as Error).message}`, { cause: err });
+        }
+      }
+    }
+    state ??= {
+      step: 1,
+      skipped: [],
+      theta: toJSON(ones(n)),
+      trace: [],
+      probes: [],
+      rescale: null,
+      probeSteps: 0,
+      probeTokens: 0,
+      firstOrder: cfg.shortlist === undefined ? null : [],
+      losses: [],
+      timings: [],
+      stoppedBy: null,
+    };
+    const run = new SelectionRun(model, cfg, state, file, opts.signal, opts.onProgress);
+    if (file !== undefined && state.stoppedBy === null) await run.save();
+    return run;
+  }
+
+  get finished(): boolean {
+    return this.st.stoppedBy !== null;
+  }
+
+  /** True between a step's pick and the end of its rescale. */
+  get rescaling(): boolean {
+    return this.st.rescale !== null;
+  }
+
+  /** Layers that can still be skipped, ascending. */
+  candidates(): number[] {
+    const skipped = new Set(this.st.skipped);
+    return this.cfg.available.filter((l) => !skipped.has(l));
+  }
+
+  /** Scores of this step's candidates (recorded ones on resume), by the strategy. */
+  async rank(all: number[]): Promise<TraceEntry[]> {
+    const { st, cfg } = this;
+    const step = st.step;
+    const recorded = st.trace.filter((e) => e.step === step);
+    if (recorded.length > 0) return recorded;
+    const started = performance.now();
+    const candidates = await this.shortlisted(all);
+    const frozen = Object.freeze([...candidates]);
+    const ctx: StrategyContext = {
+      model: this.model,
+      data: cfg.rankData,
+      step,
+      skipped: Object.freeze([...st.skipped]),
+      theta: clone(this.theta),
+      candidates: frozen,
+      seed: cfg.seed,
+      signal: this.signal,
+      probe: (candidate) => {
+        check(frozen.includes(candidate), `probe(${candidate}): layer ${candidate} is not a candidate of step ${step}`);
+        return this.probe(candidate, frozen.length);
+      },
+      layerStats: () => averagedLayerStats(this.model, cfg.rankData, this.theta, st.skipped, cfg, this.signal),
+    };
+    const ranked = await cfg.strategy.rank(ctx);
+    if (!Array.isArray(ranked) || ranked.length !== candidates.length)
+      throw new HopscotchError(
+        ErrorCodes.ARGUMENT,
+        `strategy ${cfg.strategy.name} returned ${Array.isArray(ranked) ? ranked.length : typeof ranked} scores for ${candidates.length} candidates`,
+      );
+    const scores = candidates.map((candidate, i): TraceEntry => {
+      const score = ranked[i];
+      if (typeof score !== 'number' || Number.isNaN(score))
+        throw new HopscotchError(ErrorCodes.ARGUMENT, `strategy ${cfg.strategy.name} gave layer ${candidate} the score ${score}`);
+      const probed = st.probes.find((p) => p.candidate === candidate);
+      const entry: TraceEntry = { step, candidate, score: noNegativeZero(score) };
+      if (probed?.train !== undefined) entry.train = probed.train;
+      if (probed?.validation !== undefined) entry.validation = probed.validation;
+      return entry;
+    });
+    st.trace.push(...scores);
+    st.probes = [];
+    this.timing(step).probeMs += performance.now() - started;
+    await this.save();
+    return scores;
+  }
+
+  /**
+   * The picks of this step and why the run stops after them (null: it goes on).
+   * Iterative: the lowest score, unless above maxLoss. One-shot: the `count` lowest.
+   */
+  choose(scores: readonly TraceEntry[]): { picks: TraceEntry[]; stop: StopReason | null } {
+    const { cfg, st } = this;
+    const order = [...scores].sort(byScore);
+    const tooHigh = (e: TraceEntry) => {
+      if (cfg.maxLoss === undefined) return false;
+      const value = cfg.maxLossOn === 'validation' ? e.validation : e.score;
+      if (value === undefined)
+        throw new HopscotchError(ErrorCodes.ARGUMENT, `maxLossOn "validation": layer ${e.candidate} has no held-out probe loss (the strategy does not probe)`);
+      return value > cfg.maxLoss;
+    };
+    if (cfg.strategy.schedule === 'iterative') {
+      const best = order[0];
+      if (tooHigh(best)) return { picks: [], stop: 'maxLoss' };
+      const skipped = st.skipped.length + 1;
+      const left = this.candidates().length - 1;
+      const stop = cfg.count !== undefined && skipped >= cfg.count ? 'count' : left === 0 ? 'exhausted' : null;
+      return { picks: [best], stop };
+    }
+    const picks: TraceEntry[] = [];
+    let stop: StopReason = 'exhausted';
+    for (const e of order) {
+      if (cfg.count !== undefined && picks.length === cfg.count) {
+        stop = 'count';
+        break;
+      }
+      if (tooHigh(e)) {
+        stop = 'maxLoss';
+        break;
+      }
+      picks.push(e);
+    }
+    if (stop === 'exhausted' && cfg.count !== undefined && picks.length === cfg.count) stop = 'count';
+    return { picks, stop };
+  }
+
+  /** Skips the picked layers and starts the step's rescale (or ends the step without one). */
+  async skip(picks: readonly TraceEntry[], stop: StopReason | null): Promise<void> {
+    const { st } = this;
+    const step = st.step;
+    for (const e of picks) {
+      st.skipped.push(e.candidate);
+      this.theta.bAtt[e.candidate] = 0;
+      this.emit({ type: 'step-end', step, skipped: e.candidate, score: e.score });
+    }
+    // One-shot strategies decide everything in one ranking.
+    const stopAfter = this.cfg.strategy.schedule === 'one-shot' ? stop ?? 'exhausted' : stop;
+    st.rescale = { step, stopAfter, state: null };
+    await this.save();
+  }
+
+  /** The step's rescale (resumed at batch granularity), then the next step. */
+  async rescale(): Promise<void> {
+    const { st, cfg } = this;
+    const pending = st.rescale;
+    if (pending === null) return;
+    const step = pending.step;
+    if (cfg.rescaleAfter) {
+      const started = performance.now();
+      const res = await trainTheta({
+        model: this.model,
+        data: cfg.plan.train,
+        validation: cfg.plan.validation,
+        skip: st.skipped,
+        theta: this.theta,
+        lr: cfg.rescaleLr,
+        budget: cfg.plan.budget,
+        batchSize: cfg.batchSize,
+        tokenCap: cfg.tokenCap,
+        seed: mixSeed(cfg.seed, RESCALE_STREAM, step),
+        tokenMean: cfg.tokenMean,
+        phase: 'rescale',
+        step,
+        emit: this.emit,
+        signal: this.signal,
+        resume: pending.state ?? undefined,
+        onBatch: (ms) => this.eta.record(1, ms),
+        onState: async (state) => {
+          pending.state = state;
+          await this.save();
+        },
+      });
+      this.theta = res.theta;
+      const loss: StepLoss = {
+        step,
+        loss: res.epochLosses.length > 0 ? res.epochLosses[res.epochLosses.length - 1] : res.meanLoss,
+        epochs: res.epochs,
+        stoppedBy: res.stoppedBy,
+      };
+      if (res.validationLoss !== undefined) loss.validationLoss = res.validationLoss;
+      if (res.validationCurve.length > 0) loss.validationCurve = res.validationCurve;
+      st.losses.push(loss);
+      this.timing(step).rescaleMs += performance.now() - started;
+    }
+    st.rescale = null;
+    st.step = step + 1;
+    if (pending.stopAfter !== null) st.stoppedBy = pending.stopAfter;
+    await this.save();
+  }
+
+  async stop(reason: StopReason): Promise<void> {
+    this.st.stoppedBy = reason;
+    await this.save();
+  }
+
+  result(): Selection {
+    const { st, cfg } = this;
+    const sel: Selection = {
+      fingerprint: this.model.fingerprint,
+      strategy: cfg.strategy.name,
+      skipped: [...st.skipped],
+      theta: clone(this.theta),
+      trace: st.trace,
+      losses: st.losses,
+      timings: st.timings,
+      stoppedBy: st.stoppedBy ?? 'exhausted',
+      probeSteps: cfg.probeSteps,
+      probeOptimizerSteps: st.probeSteps,
+      probeTokens: st.probeTokens,
+      trainSamples: cfg.plan.train.length,
+      validationSamples: cfg.plan.validation?.length ?? 0,
+    };
+    if (cfg.shortlist !== undefined) sel.firstOrder = st.firstOrder ?? [];
+    return sel;
+  }
+
+  /** The Hopscotch probe of one candidate (recorded result on resume). */
+  private async probe(candidate: number, candidates: number): Promise<number> {
+    const { st, cfg } = this;
+    const step = st.step;
+    const cached = st.probes.find((p) => p.candidate === candidate);
+    if (cached) return cached.score;
+    this.emit({ type: 'probe-start', step, candidate, candidates });
+    const skip = [...st.skipped, candidate];
+    const res = await trainTheta({
+      model: this.model,
+      data: cfg.rankData,
+      skip,
+      theta: this.theta,
+      lr: cfg.probeLr,
+      budget: { kind: 'steps', steps: cfg.probeSteps },
+      batchSize: cfg.batchSize,
+      tokenCap: cfg.tokenCap,
+      seed: mixSeed(cfg.seed, PROBE_STREAM, step),
+      tokenMean: cfg.tokenMean,
+      phase: 'probe',
+      step,
+      candidate,
+      emit: this.emit,
+      signal: this.signal,
+      onBatch: (ms) => this.eta.record(1, ms),
+    });
+    const entry: SelectionState['probes'][number] = { candidate, score: res.meanLoss, train: res.meanLoss };
+    if (cfg.plan.validation !== undefined) {
+      entry.validation = await meanLoss(this.model, cfg.plan.validation, res.theta, { skip, tokenMean: cfg.tokenMean, batchSize: cfg.batchSize, tokenCap: cfg.tokenCap, signal: this.signal });
+      this.emit({ type: 'validation', loss: entry.validation, step, phase: 'probe', candidate });
+      if (cfg.probeScore === 'validation') entry.score = entry.validation;
+    }
+    st.probes.push(entry);
+    st.probeSteps += res.steps;
+    st.probeTokens += res.tokens;
+    await this.save();
+    this.emit({ type: 'probe-end', step, candidate, score: entry.score });
+    return entry.score;
+  }
+
+  /** The candidates left after first-order shortlisting (all of them without `shortlist`). */
+  private async shortlisted(candidates: number[]): Promise<number[]> {
+    const { st, cfg } = this;
+    if (cfg.shortlist === undefined || cfg.shortlist >= candidates.length) return candidates;
+    st.firstOrder ??= [];
+    let fo = st.firstOrder.filter((e) => e.step === st.step);
+    if (fo.length === 0) {
+      fo = await firstOrderScores(this.model, cfg.rankData, this.theta, st.skipped, candidates, st.step, cfg, this.signal);
+      st.firstOrder.push(...fo);
+      await this.save();
+    }
+    return [...fo]
+      .sort(byScore)
+      .slice(0, cfg.shortlist)
+      .map((e) => e.candidate)
+      .sort((a, b) => a - b);
+  }
+
+  private timing(step: number): StepTiming {
+    let t = this.st.timings.find((x) => x.step === step);
+    if (!t) this.st.timings.push((t = { step, probeMs: 0, rescaleMs: 0 }));
+    return t;
+  }
+
+  private async save(): Promise<void> {
+    if (this.file === undefined) return;
+    this.st.theta = toJSON(this.theta);
+    const ckpt: SelectionCheckpoint = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, ...this.cfg.identity, state: this.st };
+    await writeCheckpoint(this.file, ckpt);
+  }
+}
 
 /** Mean of per-batch layer statistics over `data`, weighted by tokens. */
 async function averagedLayerStats(
@@ -135,7 +448,7 @@ async function averagedLayerStats(
   const n = model.config.numLayers;
   const acc = { cosAttn: new Float64Array(n), cosMlp: new Float64Array(n), cosBlock: new Float64Array(n), blockInfluence: new Float64Array(n) };
   let total = 0;
-  for (const batch of makeBatches(data, { ...batching, seed: 0, epoch: 0, ordered: true })) {
+  for (const batch of makeBatches(data, { batchSize: batching.batchSize, tokenCap: batching.tokenCap, seed: 0, epoch: 0, ordered: true })) {
     throwIfAborted(signal);
     const stats = await model.layerStats(batch, { theta, skip: [...skip] });
     const w = batch.reduce((t, s) => t + sampleTokens(s), 0);
@@ -151,328 +464,6 @@ async function averagedLayerStats(
     blockInfluence: mean(acc.blockInfluence),
     hidden: [],
   };
-}
-
-/**
- * Chooses attention blocks to skip and learns theta for them. See the file comment for
- * the loop; {@link SelectOptions} for the knobs. Rejects with `signal.reason` when
- * aborted (checked before every engine call); with `checkpoint`, the file then holds
- * the last completed probe or rescale, and running again with the same model, data and
- * options resumes and returns exactly what an uninterrupted run returns.
- */
-export async function selectBlocks(model: Model, data: Dataset, opts: SelectOptions = {}): Promise<Selection> {
-  const n = model.config.numLayers;
-  const strategy = resolveStrategy(opts.strategy ?? 'iterative-greedy');
-  const {
-    count,
-    maxLoss,
-    probeLr = 1e-2,
-    rescaleLr = 3e-3,
-    rescaleEpochs = 1,
-    batchSize = 32,
-    tokenCap,
-    seed = 0,
-    tokenMean = false,
-    probeSubset,
-    shortlist,
-    rescaleAfter = true,
-  } = opts;
-  check(count === undefined || (Number.isInteger(count) && count >= 1 && count <= n), `count must be an integer in [1, ${n}], got ${count}`);
-  check(maxLoss === undefined || Number.isFinite(maxLoss), `maxLoss must be a finite number, got ${maxLoss}`);
-  check(count !== undefined || maxLoss !== undefined, 'selectBlocks needs count, maxLoss or both');
-  check(
-    maxLoss === undefined || strategy.scoreIsLoss,
-    `maxLoss applies to loss scores; strategy ${strategy.name} scores are not losses (use count)`,
-  );
-  check(Number.isFinite(probeLr) && probeLr > 0, `probeLr must be a positive number, got ${probeLr}`);
-  check(Number.isFinite(rescaleLr) && rescaleLr > 0, `rescaleLr must be a positive number, got ${rescaleLr}`);
-  check(Number.isInteger(rescaleEpochs) && rescaleEpochs > 0, `rescaleEpochs must be a positive integer, got ${rescaleEpochs}`);
-  check(Number.isInteger(seed), `seed must be an integer, got ${seed}`);
-  check(probeSubset === undefined || (Number.isInteger(probeSubset) && probeSubset > 0), `probeSubset must be a positive integer, got ${probeSubset}`);
-  check(shortlist === undefined || (Number.isInteger(shortlist) && shortlist > 0), `shortlist must be a positive integer, got ${shortlist}`);
-  checkSamples(data, model.config.vocabSize, { requireResponse: true, name: 'data' });
-  const batching = { batchSize, tokenCap };
-  const fullBatches = makeBatches(data, { ...batching, seed, epoch: 0 }).length; // also checks batchSize/tokenCap
-
-  const rankData =
-    probeSubset === undefined || probeSubset >= data.length
-      ? data
-      : shuffledIndices(data.length, mixSeed(seed, SUBSET_STREAM))
-          .slice(0, probeSubset)
-          .map((i) => data[i]);
-  const rankBatches = makeBatches(rankData, { ...batching, seed, epoch: 0 }).length;
-
-  const emit = safeCallback(opts.onProgress);
-  const signal = opts.signal;
-  const file = opts.checkpoint;
-  const identity = {
-    fingerprint: model.fingerprint,
-    dataDigest: datasetDigest(data),
-    options: {
-      strategy: strategy.name,
-      count: count ?? null,
-      maxLoss: maxLoss ?? null,
-      probeLr,
-      rescaleLr,
-      rescaleEpochs,
-      batchSize,
-      tokenCap: tokenCap ?? null,
-      seed,
-      tokenMean,
-      probeSubset: probeSubset ?? null,
-      shortlist: shortlist ?? null,
-      rescaleAfter,
-    } as Record<string, unknown>,
-  };
-
-  let state: SelectionState | undefined;
-  if (file !== undefined) {
-    const ckpt = await readCheckpoint(file);
-    if (ckpt) {
-      checkCheckpointMatches(file, ckpt, identity);
-      state = ckpt.state;
-    }
-  }
-  let theta: Theta;
-  if (state) {
-    try {
-      theta = fromJSON(state.theta);
-    } catch (err) {
-      throw new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: ${(err as Error).message}`, { cause: err });
-    }
-    try {
-      validateTheta(theta, n);
-      validateSkip(state.skipped, n);
-    } catch (err) {
-      throw new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: ${(err as Error).message}`, { cause: err });
-    }
-  } else {
-    theta = ones(n);
-    state = {
-      step: 1,
-      skipped: [],
-      theta: toJSON(theta),
-      trace: [],
-      probes: [],
-      firstOrder: shortlist === undefined ? null : [],
-      losses: [],
-      timings: [],
-      stoppedBy: null,
-    };
-  }
-  const st: SelectionState = state;
-
-  const save = async () => {
-    if (file === undefined) return;
-    st.theta = toJSON(theta);
-    const ckpt: SelectionCheckpoint = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, ...identity, state: st };
-    await writeCheckpoint(file, ckpt);
-  };
-  const timing = (step: number): StepTiming => {
-    let t = st.timings.find((x) => x.step === step);
-    if (!t) st.timings.push((t = { step, probeMs: 0, rescaleMs: 0 }));
-    return t;
-  };
-
-  // Time estimates, in batches of work left.
-  const eta = new EtaEstimator();
-  const lastStep = strategy.schedule === 'one-shot' ? 1 : (count ?? n);
-  const probesAt = (step: number) => Math.min(shortlist ?? n, n - (step - 1));
-  const remainingBatches = (probesLeftThisStep: number, rescaleBatchesLeft: number) => {
-    let left = rescaleBatchesLeft;
-    if (strategy.probes) left += probesLeftThisStep * rankBatches;
-    for (let s = st.step + 1; s <= lastStep; s++) {
-      if (strategy.probes) left += probesAt(s) * rankBatches;
-      if (rescaleAfter) left += rescaleEpochs * fullBatches;
-    }
-    return left;
-  };
-  const emitEta = (probesLeftThisStep: number, rescaleBatchesLeft: number) => {
-    const seconds = eta.seconds(remainingBatches(probesLeftThisStep, rescaleBatchesLeft));
-    if (seconds !== undefined) emit({ type: 'eta', seconds });
-  };
-
-  if (file !== undefined && st.stoppedBy === null) await save();
-
-  const rescaleStep = async (step: number) => {
-    const started = performance.now();
-    const trained = clone(theta);
-    const perEpoch = fullBatches;
-    let done = 0;
-    const { epochLosses } = await trainEpochs({
-      model,
-      data,
-      theta: trained,
-      skip: st.skipped,
-      adam: new Adam(n, { lr: rescaleLr, frozen: { bAtt: st.skipped } }),
-      epochs: rescaleEpochs,
-      ...batching,
-      seed: mixSeed(seed, RESCALE_STREAM, step),
-      tokenMean,
-      phase: 'rescale',
-      step,
-      emit,
-      signal,
-      onBatch: (ms) => {
-        eta.record(1, ms);
-        done += 1;
-      },
-      onEpoch: (epoch, loss) => {
-        emit({ type: 'rescale-epoch', step, epoch, epochs: rescaleEpochs, loss });
-        emitEta(0, Math.max(0, rescaleEpochs * perEpoch - done));
-      },
-    });
-    theta = trained;
-    st.losses.push({ step, loss: noNegativeZero(epochLosses[epochLosses.length - 1]) });
-    timing(step).rescaleMs += performance.now() - started;
-  };
-
-  while (st.stoppedBy === null) {
-    const step = st.step;
-    const skippedSet = new Set(st.skipped);
-    // Layers without attention weights (a DeciLM export) are skipped already: never candidates.
-    const absent = new Set(model.config.attentionAbsent);
-    let candidates = Array.from({ length: n }, (_, l) => l).filter((l) => !skippedSet.has(l) && !absent.has(l));
-    if (candidates.length === 0) {
-      st.stoppedBy = 'exhausted';
-      await save();
-      break;
-    }
-
-    let scores = st.trace.filter((e) => e.step === step);
-    if (scores.length === 0) {
-      const rankStarted = performance.now();
-      if (shortlist !== undefined && shortlist < candidates.length) {
-        st.firstOrder ??= [];
-        let fo = st.firstOrder.filter((e) => e.step === step);
-        if (fo.length === 0) {
-          fo = await firstOrderScores(model, rankData, theta, st.skipped, candidates, step, { ...batching, tokenMean }, signal);
-          st.firstOrder.push(...fo);
-          await save();
-        }
-        candidates = [...fo]
-          .sort(byScore)
-          .slice(0, shortlist)
-          .map((e) => e.candidate)
-          .sort((a, b) => a - b);
-      }
-      const ctxCandidates = Object.freeze([...candidates]);
-      const ctx: StrategyContext = {
-        model,
-        data: rankData,
-        step,
-        skipped: Object.freeze([...st.skipped]),
-        theta: clone(theta),
-        candidates: ctxCandidates,
-        seed,
-        signal,
-        probe: async (candidate: number) => {
-          check(ctxCandidates.includes(candidate), `probe(${candidate}): layer ${candidate} is not a candidate of step ${step}`);
-          const cached = st.probes.find((p) => p.candidate === candidate);
-          if (cached) return cached.score;
-          emit({ type: 'probe-start', step, candidate, candidates: ctxCandidates.length });
-          const probeTheta = clone(theta);
-          probeTheta.bAtt[candidate] = 0;
-          const skip = [...st.skipped, candidate];
-          const { epochLosses } = await trainEpochs({
-            model,
-            data: rankData,
-            theta: probeTheta,
-            skip,
-            adam: new Adam(n, { lr: probeLr, frozen: { bAtt: skip } }),
-            epochs: 1,
-            ...batching,
-            seed: mixSeed(seed, PROBE_STREAM, step),
-            tokenMean,
-            phase: 'probe',
-            step,
-            candidate,
-            emit,
-            signal,
-            onBatch: (ms) => eta.record(1, ms),
-          });
-          const score = noNegativeZero(epochLosses[0]);
-          st.probes.push({ candidate, score });
-          await save();
-          emit({ type: 'probe-end', step, candidate, score });
-          const probesLeft = ctxCandidates.filter((c) => !st.probes.some((p) => p.candidate === c)).length;
-          emitEta(probesLeft, rescaleAfter ? rescaleEpochs * fullBatches : 0);
-          return score;
-        },
-        layerStats: () => averagedLayerStats(model, rankData, theta, st.skipped, batching, signal),
-      };
-      const ranked = await strategy.rank(ctx);
-      if (!Array.isArray(ranked) || ranked.length !== candidates.length)
-        throw new HopscotchError(
-          ErrorCodes.ARGUMENT,
-          `strategy ${strategy.name} returned ${Array.isArray(ranked) ? ranked.length : typeof ranked} scores for ${candidates.length} candidates`,
-        );
-      scores = candidates.map((candidate, i) => {
-        const score = ranked[i];
-        if (typeof score !== 'number' || Number.isNaN(score))
-          throw new HopscotchError(ErrorCodes.ARGUMENT, `strategy ${strategy.name} gave layer ${candidate} the score ${score}`);
-        return { step, candidate, score: noNegativeZero(score) };
-      });
-      st.trace.push(...scores);
-      st.probes = [];
-      timing(step).probeMs += performance.now() - rankStarted;
-      await save();
-    }
-
-    const order = [...scores].sort(byScore);
-    if (strategy.schedule === 'iterative') {
-      const best = order[0];
-      if (maxLoss !== undefined && best.score > maxLoss) {
-        st.stoppedBy = 'maxLoss';
-        await save();
-        break;
-      }
-      st.skipped.push(best.candidate);
-      theta.bAtt[best.candidate] = 0;
-      emit({ type: 'step-end', step, skipped: best.candidate, score: best.score });
-      if (rescaleAfter) await rescaleStep(step);
-      st.step = step + 1;
-      if (count !== undefined && st.skipped.length >= count) st.stoppedBy = 'count';
-      else if (st.skipped.length === n) st.stoppedBy = 'exhausted';
-      await save();
-    } else {
-      let stoppedBy: 'count' | 'maxLoss' | 'exhausted' = 'exhausted';
-      const picks: TraceEntry[] = [];
-      for (const e of order) {
-        if (count !== undefined && picks.length === count) {
-          stoppedBy = 'count';
-          break;
-        }
-        if (maxLoss !== undefined && e.score > maxLoss) {
-          stoppedBy = 'maxLoss';
-          break;
-        }
-        picks.push(e);
-      }
-      if (stoppedBy === 'exhausted' && count !== undefined && picks.length === count) stoppedBy = 'count';
-      for (const e of picks) {
-        st.skipped.push(e.candidate);
-        theta.bAtt[e.candidate] = 0;
-        emit({ type: 'step-end', step, skipped: e.candidate, score: e.score });
-      }
-      if (rescaleAfter && picks.length > 0) await rescaleStep(step);
-      st.step = step + 1;
-      st.stoppedBy = stoppedBy;
-      await save();
-    }
-  }
-
-  const sel: Selection = {
-    strategy: strategy.name,
-    skipped: [...st.skipped],
-    theta,
-    trace: st.trace,
-    losses: st.losses,
-    timings: st.timings,
-    stoppedBy: st.stoppedBy ?? 'exhausted',
-  };
-  if (shortlist !== undefined) sel.firstOrder = st.firstOrder ?? [];
-  return sel;
 }
 
 /**

@@ -2,7 +2,9 @@
  * `hopscotch demo`: the whole method on the bundled TinyStories model, in well under a
  * minute on a laptop CPU. It answers the bundled story openings greedily (the recovery
  * set), keeps every fourth sample out for evaluation, picks blocks with the iterative
- * greedy search, rescales, exports an adapter and a folded checkpoint, and prints the
+ * greedy search and rescales, both with the library's defaults (which hold out a slice
+ * of the training samples to decide when a rescale has converged), exports an adapter
+ * and a folded checkpoint, and prints the
  * loss-per-block-removed curve and the held-out loss of the base model, of the model
  * with the blocks skipped and theta left at ones (NoScale), and of the rescaled model.
  */
@@ -28,8 +30,6 @@ export const DEMO_MODEL = join(packageRoot, 'models', 'stories260k');
 export const DEMO_PROMPTS = join(packageRoot, 'data', 'prompts', 'story-openings.jsonl');
 /** The demo model ends a story with BOS (1) rather than EOS (2). */
 const DEMO_STOP = [1, 2];
-/** Final rescale: several passes over the small training split. */
-const DEMO_RESCALE = { epochs: 8, lr: 1e-2, batchSize: 8 } as const;
 
 export interface DemoCommandArgs {
   out: string;
@@ -95,15 +95,9 @@ export async function runDemo(args: DemoCommandArgs): Promise<void> {
       await saveJson(files.selection, { ...selectionToJSON(sel), settings: { strategy: sel.strategy, count: args.count } });
       time('select');
 
-      const fit = await rescale(model, train, {
-        skip: sel.skipped,
-        theta: sel.theta,
-        ...DEMO_RESCALE,
-        validation: heldOut,
-        onProgress: progress.onProgress,
-        signal,
-      });
-      await saveJson(files.fit, fitToJSON(fit, { ...DEMO_RESCALE, thetaFrom: 'selection.json' }));
+      // The evaluation samples (heldOut) are never seen by selection or rescaling.
+      const fit = await rescale(model, train, { skip: sel.skipped, theta: sel.theta, onProgress: progress.onProgress, signal });
+      await saveJson(files.fit, fitToJSON(fit, { thetaFrom: 'selection.json' }));
       time('rescale');
 
       const n = model.config.numLayers;
@@ -112,12 +106,12 @@ export async function runDemo(args: DemoCommandArgs): Promise<void> {
       const heldOutLoss = {
         base: await evaluateLoss(model, heldOut, ones(n), { signal }),
         noScale: await evaluateLoss(model, heldOut, noScale, { skip: sel.skipped, signal }),
-        rescaled: fit.validationLoss ?? (await evaluateLoss(model, heldOut, fit.theta, { skip: sel.skipped, signal })),
+        rescaled: await evaluateLoss(model, heldOut, fit.theta, { skip: sel.skipped, signal }),
       };
       const trainBase = await evaluateLoss(model, train, ones(n), { signal });
       time('evaluate');
 
-      const settings = { count: args.count, ...DEMO_RESCALE };
+      const settings = { count: args.count, defaults: true };
       const scales = await exportModel(model, fit, { out: files.scales, format: 'scales', force: args.force, settings, log, signal });
       const hf = await exportModel(model, fit, { out: files.hf, format: 'hf', force: args.force, log, signal });
       time('export');
@@ -170,7 +164,8 @@ export async function runDemo(args: DemoCommandArgs): Promise<void> {
     ];
     printLines([
       `hopscotch demo: ${model.config.arch}, ${model.config.numLayers} layers, on ${model.device}`,
-      `recovery set ${r.data.length} greedy answers to story openings: ${r.train.length} train, ${r.heldOut.length} held out`,
+      `recovery set ${r.data.length} greedy answers to story openings: ${r.train.length} train, ${r.heldOut.length} held out for evaluation`,
+      `selection and rescale with the library's defaults: probes of ${r.sel.probeSteps} steps; rescales until the loss on ${r.sel.validationSamples} of the training samples stops improving (final: ${r.fit.epochLosses.length} epochs)`,
       '',
       `skipped attention of layer(s) ${r.sel.skipped.join(', ')} (iterative greedy)`,
       '',

@@ -11,7 +11,7 @@
  * The older per-task flags (`--text`, `--gsm8k N`, `--mmd`, `--svd`, `--report DIR`) still
  * work: each adds its task to `--tasks`.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
 
 import { loadAdapter, readAdapter } from '../adapter.js';
@@ -260,6 +260,12 @@ export function registerEval(program: Command): void {
         },
         threads: opts.threads === undefined ? undefined : int(opts.threads, '--threads', 0),
       };
+      // The report folder must be a folder we can write: checked before any work.
+      if (outDir !== undefined) {
+        if (existsSync(outDir) && !statSync(outDir).isDirectory())
+          throw new HopscotchError(ErrorCodes.EXISTS, `--out ${outDir} exists and is not a folder`);
+        mkdirSync(outDir, { recursive: true });
+      }
       // Read the variant source before loading the model, so a bad file fails fast.
       const fitFile = opts.fit ? { ...readFitFile(opts.fit), trace: traceInFit(opts.fit) } : undefined;
       if (opts.adapter) readAdapter(opts.adapter);
@@ -307,6 +313,8 @@ export function registerEval(program: Command): void {
             mmd: tasks.has('mmd') ? { samples: heldOut ?? gsm8kSamples(model, 16), maxTokens: numbers.mmdTokens } : undefined,
             svd: tasks.has('svd') ? {} : undefined,
             speed: tasks.has('speed') ? numbers.speed : undefined,
+            // Each finished task is written at once: a later failure loses nothing done.
+            onTask: outDir === undefined ? undefined : async (partial) => void (await writeReport(outDir, partial)),
             log,
             signal: controller.signal,
           });

@@ -2,21 +2,24 @@
  * `hopscotch run`: the whole method in one command: recovery set (generated from
  * prompts or read), block selection, a final rescale, and export.
  */
-import { exportModel, type ExportFormat, type ExportResult } from '../export.js';
+import { checkOutputFolder, exportConstraints, exportModel, type ExportFormat, type ExportResult } from '../export.js';
 import { rescale } from '../rescale.js';
 import { selectBlocks, selectionToJSON } from '../select.js';
 import { toJSON } from '../theta.js';
 import { type DataArgs, type ModelArgs, interruptible, obtainDataset, openModel } from './cmd-shared.js';
-import { type SelectArgs, describeTheta, selectOptions, selectionSettings } from './cmd-select.js';
+import { type SelectArgs, describeTheta, prepareSelect, selectionSettings } from './cmd-select.js';
 import { formatLoss, log, printJson, printLines, saveJson } from './output.js';
 import { ProgressReporter } from './progress-bar.js';
+import { fitToJSON } from './cmd-rescale.js';
 
 export interface RunCommandArgs {
   model: ModelArgs;
   data: DataArgs;
   select: SelectArgs;
-  /** Epochs of the final rescale (0: keep the selection's theta). */
-  epochs: number;
+  /** Exact epochs of the final rescale (0: keep the selection's theta); without it the rescale converges. */
+  epochs?: number;
+  maxEpochs?: number;
+  patience?: number;
   lr: number;
   out: string;
   format: ExportFormat;
@@ -28,12 +31,22 @@ export interface RunCommandArgs {
 
 export async function runRun(args: RunCommandArgs): Promise<void> {
   const progress = new ProgressReporter();
+  // Everything that needs no compute is checked first: the output folder, the format's
+  // constraints, the selection options against the model.
+  checkOutputFolder(args.out, args.force);
   const model = await openModel(args.model);
   try {
-    const s = args.select;
+    let s = args.select;
+    const { exclude } = exportConstraints(model, args.format);
+    const added = exclude.filter((l) => !(s.exclude ?? []).includes(l));
+    if (added.length > 0) {
+      s = { ...s, exclude: [...(s.exclude ?? []), ...added].sort((a, b) => a - b) };
+      progress.line(`select     excluding layer ${added.join(', ')}: format ${args.format} cannot skip its attention`);
+    }
+    const opts = await prepareSelect(model, s, progress);
     const { sel, fit, theta, settings, exported } = await interruptible(progress, async (signal) => {
       const data = await obtainDataset(model, args.data, progress, signal);
-      const sel = await selectBlocks(model, data, { ...selectOptions(s), onProgress: progress.onProgress, signal });
+      const sel = await selectBlocks(model, data, { ...opts, onProgress: progress.onProgress, signal });
       if (args.saveSelection !== undefined) await saveJson(args.saveSelection, { ...selectionToJSON(sel), settings: selectionSettings(s) });
       const fit =
         args.epochs === 0
@@ -42,6 +55,10 @@ export async function runRun(args: RunCommandArgs): Promise<void> {
               skip: sel.skipped,
               theta: sel.theta,
               epochs: args.epochs,
+              maxEpochs: args.maxEpochs,
+              patience: args.patience,
+              holdout: s.holdout,
+              validation: opts.validation,
               lr: args.lr,
               batchSize: s.batchSize,
               tokenCap: s.tokenCap,
@@ -50,12 +67,18 @@ export async function runRun(args: RunCommandArgs): Promise<void> {
               signal,
             });
       const theta = fit?.theta ?? sel.theta;
-      const settings = { ...selectionSettings(s), finalRescale: { epochs: args.epochs, lr: args.lr } };
+      const finalRescale = Object.fromEntries(
+        Object.entries({ epochs: args.epochs, maxEpochs: args.maxEpochs, patience: args.patience, lr: args.lr }).filter(([, v]) => v !== undefined),
+      );
+      const settings = { ...selectionSettings(s), finalRescale };
       if (args.saveFit !== undefined)
-        await saveJson(args.saveFit, { skipped: sel.skipped, theta: toJSON(theta), epochLosses: fit?.epochLosses ?? [], settings });
+        await saveJson(
+          args.saveFit,
+          fit ? fitToJSON(fit, settings) : { fingerprint: model.fingerprint, skipped: sel.skipped, theta: toJSON(theta), epochLosses: [], settings },
+        );
       const exported: ExportResult = await exportModel(
         model,
-        { skipped: sel.skipped, theta },
+        { skipped: sel.skipped, theta, fingerprint: model.fingerprint },
         { out: args.out, format: args.format, force: args.force, settings, log, signal },
       );
       return { sel, fit, theta, settings, exported };
@@ -66,6 +89,8 @@ export async function runRun(args: RunCommandArgs): Promise<void> {
       trace: sel.trace,
       selectionLosses: sel.losses,
       epochLosses: fit?.epochLosses ?? [],
+      validationCurve: fit?.validationCurve ?? [],
+      validationLoss: fit?.validationLoss,
       export: exported,
       settings,
     };
@@ -74,6 +99,9 @@ export async function runRun(args: RunCommandArgs): Promise<void> {
       printLines([
         `skipped      ${sel.skipped.join(', ')}`,
         `final loss   ${fit ? fit.epochLosses.map((x) => formatLoss(x)).join(' -> ') : '(no final rescale)'}`,
+        ...(fit?.validationLoss !== undefined
+          ? [`held-out     ${formatLoss(fit.validationLoss)} (${fit.validationSamples} samples, ${fit.epochLosses.length} epochs, stopped by ${fit.stoppedBy})`]
+          : []),
         `exported     ${exported.format} to ${exported.out} (${exported.files.length} files, ${exported.bytes} bytes)`,
         ...(exported.maxAbsLogitDiff === undefined ? [] : [`check        max |logit diff| ${exported.maxAbsLogitDiff.toExponential(3)}`]),
         '',

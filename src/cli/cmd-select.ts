@@ -3,9 +3,11 @@
  * strategy) and prints the selection: skipped layers, theta, and every probe score.
  */
 import { selectBlocks, selectionToJSON, type Selection, type SelectOptions } from '../select.js';
+import { checkSelectOptions } from '../select-options.js';
+import type { Dataset, Model } from '../types.js';
 import type { StrategyName } from '../strategies.js';
 import type { TraceEntry } from '../checkpoint.js';
-import { type DataArgs, type ModelArgs, interruptible, obtainDataset, openModel } from './cmd-shared.js';
+import { type DataArgs, type ModelArgs, interruptible, obtainDataset, obtainValidation, openModel } from './cmd-shared.js';
 import { formatLoss, printJson, printLines, saveJson, sparkline, table } from './output.js';
 import { ProgressReporter } from './progress-bar.js';
 
@@ -18,8 +20,19 @@ export interface SelectArgs {
   batchSize: number;
   tokenCap?: number;
   probeLr: number;
+  probeSteps?: number;
+  probeScore?: 'train' | 'validation';
   rescaleLr: number;
-  rescaleEpochs: number;
+  /** Exact epochs of each rescale; without it each rescale converges on held-out loss. */
+  rescaleEpochs?: number;
+  rescaleMaxEpochs?: number;
+  rescalePatience?: number;
+  maxLossOn?: 'score' | 'validation';
+  exclude?: number[];
+  /** Fraction of the data held out for validation. */
+  holdout?: number;
+  /** Held-out dataset file. */
+  validation?: string;
   probeSubset?: number;
   shortlist?: number;
   checkpoint?: string;
@@ -34,21 +47,19 @@ export interface SelectCommandArgs {
 }
 
 /** `selectBlocks` options from the parsed arguments (progress and signal added by the caller). */
-export function selectOptions(a: SelectArgs): SelectOptions {
-  return {
-    count: a.count,
-    maxLoss: a.maxLoss,
-    strategy: a.strategy,
-    seed: a.seed,
-    batchSize: a.batchSize,
-    tokenCap: a.tokenCap,
-    probeLr: a.probeLr,
-    rescaleLr: a.rescaleLr,
-    rescaleEpochs: a.rescaleEpochs,
-    probeSubset: a.probeSubset,
-    shortlist: a.shortlist,
-    checkpoint: a.checkpoint,
-  };
+export function selectOptions(a: SelectArgs, validation?: Dataset): SelectOptions {
+  const { validation: _file, ...rest } = a;
+  return { ...rest, validation };
+}
+
+/**
+ * Checks the selection arguments against the model before any data are generated, and
+ * loads the `--validation` file; returns the `selectBlocks` options.
+ */
+export async function prepareSelect(model: Model, a: SelectArgs, progress: ProgressReporter): Promise<SelectOptions> {
+  checkSelectOptions(model, selectOptions(a));
+  const validation = await obtainValidation(model, a.validation, progress);
+  return selectOptions(a, validation);
 }
 
 /** The selection's settings as recorded next to its result (and in adapter metadata on export). */
@@ -91,8 +102,15 @@ export function describeSelection(sel: Selection): string[] {
     const best = stepBest(sel.trace);
     if (steps.length > 1)
       lines.push(`curve        ${sparkline(best.map((e) => e.score))}  (best score per step ${best.map((e) => formatLoss(e.score, 2)).join(' ')})`);
-    lines.push(`rescaled     ${sel.losses.map((l) => `step ${l.step}: ${formatLoss(l.loss)}`).join(', ')}`, '');
+    lines.push(`rescaled     ${sel.losses.map((l) => `step ${l.step}: ${formatLoss(l.loss)}`).join(', ')}  (training loss)`);
+    if (sel.losses.some((l) => l.validationLoss !== undefined))
+      lines.push(
+        `held-out     ${sel.losses.map((l) => `step ${l.step}: ${formatLoss(l.validationLoss ?? NaN)} (${l.epochs} epochs, ${l.stoppedBy})`).join(', ')}  (${sel.validationSamples} samples)`,
+      );
+    lines.push('');
   }
+  if (sel.probeOptimizerSteps !== undefined && sel.probeOptimizerSteps > 0)
+    lines.push(`probes       ${sel.probeSteps} steps each; ${sel.probeOptimizerSteps} steps, ${sel.probeTokens} tokens in all`, '');
   lines.push(...describeTheta(sel.theta, sel.skipped));
   return lines;
 }
@@ -115,9 +133,10 @@ export async function runSelect(args: SelectCommandArgs): Promise<void> {
   const progress = new ProgressReporter();
   const model = await openModel(args.model);
   try {
+    const opts = await prepareSelect(model, args.select, progress);
     const sel = await interruptible(progress, async (signal) => {
       const data = await obtainDataset(model, args.data, progress, signal);
-      return selectBlocks(model, data, { ...selectOptions(args.select), onProgress: progress.onProgress, signal });
+      return selectBlocks(model, data, { ...opts, onProgress: progress.onProgress, signal });
     });
     const json = { ...selectionToJSON(sel), settings: selectionSettings(args.select) };
     if (args.save !== undefined) await saveJson(args.save, json);

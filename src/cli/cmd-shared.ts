@@ -74,18 +74,30 @@ export async function obtainDataset(
   return data;
 }
 
+/** What a fit, selection or theta JSON file holds. */
+export interface ThetaFile {
+  theta: Theta;
+  /** The skip list the file records (fits and selections), if any. */
+  skipped?: number[];
+  /** The model the file was made for, if recorded. */
+  fingerprint?: string;
+}
+
 /**
  * Reads theta from a JSON file: a fit or selection as `select --json` / `rescale --json`
- * print ({ theta: { bAtt, sAtt, bMlp, sMlp }, ... }) or a bare theta object.
+ * print ({ theta: { bAtt, sAtt, bMlp, sMlp }, skipped, fingerprint, ... }) or a bare
+ * theta object. A file made for another model is HOPSCOTCH_ERR_FINGERPRINT.
  */
-export function readThetaFile(file: string, numLayers: number): Theta {
+export function readThetaFile(file: string, model: Pick<Model, 'fingerprint' | 'config' | 'dir'>): ThetaFile {
+  const numLayers = model.config.numLayers;
   let j: unknown;
   try {
     j = JSON.parse(readFileSync(file, 'utf8'));
   } catch (err) {
     throw new HopscotchError(ErrorCodes.ARGUMENT, `cannot read theta from ${file}: ${(err as Error).message}`, { cause: err });
   }
-  const obj = j && typeof j === 'object' && 'theta' in j ? (j as { theta: unknown }).theta : j;
+  const rec = j && typeof j === 'object' && 'theta' in j ? (j as { theta: unknown; skipped?: unknown; fingerprint?: unknown }) : undefined;
+  const obj = rec ? rec.theta : j;
   let theta: Theta;
   try {
     theta = fromJSON(obj as ThetaJson);
@@ -94,7 +106,53 @@ export function readThetaFile(file: string, numLayers: number): Theta {
   }
   if (theta.bAtt.length !== numLayers)
     throw new HopscotchError(ErrorCodes.THETA, `${file}: theta has ${theta.bAtt.length} layers, the model has ${numLayers}`);
-  return theta;
+  const out: ThetaFile = { theta };
+  if (rec?.fingerprint !== undefined) {
+    if (typeof rec.fingerprint !== 'string') throw new HopscotchError(ErrorCodes.ARGUMENT, `${file}: "fingerprint" must be a string`);
+    if (rec.fingerprint !== model.fingerprint)
+      throw new HopscotchError(
+        ErrorCodes.FINGERPRINT,
+        `${file} was made for the model with fingerprint ${rec.fingerprint}, not for ${model.dir} (${model.fingerprint})`,
+      );
+    out.fingerprint = rec.fingerprint;
+  }
+  if (rec?.skipped !== undefined) {
+    if (!Array.isArray(rec.skipped) || rec.skipped.some((l) => !Number.isInteger(l) || l < 0 || l >= numLayers))
+      throw new HopscotchError(ErrorCodes.SKIP, `${file}: "skipped" must be a list of layer indices in [0, ${numLayers})`);
+    out.skipped = rec.skipped as number[];
+  }
+  return out;
+}
+
+/**
+ * The skip list of a rescale that starts from the theta in `file`: the file's own list
+ * unless `skip` is given; a given list must keep every layer the file skipped (and every
+ * layer whose b_att is 0), else HOPSCOTCH_ERR_SKIP names the layers it would revive.
+ */
+export function skipForTheta(file: string, t: ThetaFile, skip: number[] | undefined): number[] {
+  const zero = Array.from(t.theta.bAtt.keys()).filter((l) => t.theta.bAtt[l] === 0);
+  const required = [...new Set([...(t.skipped ?? []), ...zero])].sort((a, b) => a - b);
+  if (skip === undefined) {
+    if (t.skipped === undefined && zero.length === 0)
+      throw new HopscotchError(ErrorCodes.ARGUMENT, `${file} records no skip list: give --skip`);
+    return t.skipped ?? zero;
+  }
+  const missing = required.filter((l) => !skip.includes(l));
+  if (missing.length > 0)
+    throw new HopscotchError(
+      ErrorCodes.SKIP,
+      `--skip ${skip.join(',')} contradicts ${file}: it skipped layer${missing.length > 1 ? 's' : ''} ${missing.join(', ')} ` +
+        `(b_att ${missing.map((l) => t.theta.bAtt[l]).join(', ')}); keep ${missing.length > 1 ? 'them' : 'it'} in --skip or leave --skip out to use the file's list`,
+    );
+  return skip;
+}
+
+/** Held-out samples from `--validation FILE`, checked against the model. */
+export async function obtainValidation(model: Model, file: string | undefined, progress: ProgressReporter): Promise<Dataset | undefined> {
+  if (file === undefined) return undefined;
+  const data = await loadDataset(file, { fingerprint: model.fingerprint, vocabSize: model.config.vocabSize });
+  progress.line(`validation ${data.length} samples from ${file}`);
+  return data;
 }
 
 /**

@@ -10,6 +10,8 @@ import { EXPORT_FORMATS, type ExportFormat } from '../export.js';
 import { ErrorCodes, HopscotchError } from '../errors.js';
 import { inspect } from '../model.js';
 import { STRATEGIES, type StrategyName } from '../strategies.js';
+import { DEFAULT_HOLDOUT, DEFAULT_MAX_EPOCHS, DEFAULT_PATIENCE } from '../rescale.js';
+import { DEFAULT_PROBE_STEPS } from '../select-options.js';
 import type { Device } from '../types.js';
 import { registerBench } from './cmd-bench.js';
 import { runDemo } from './cmd-demo.js';
@@ -141,12 +143,31 @@ function addSelectOptions(cmd: Command, countFlag: string): Command {
       .addOption(numberOption('--max-loss <x>', 'stop when the best probe loss of a step is above x'))
       .addOption(new Option('--strategy <name>', 'selection strategy').choices(Object.keys(STRATEGIES)).default('iterative-greedy')),
   )
+    .addOption(intListOption('--exclude <layers>', 'layers that are never skipped, comma-separated (e.g. 0)'))
     .addOption(numberOption('--probe-lr <x>', 'learning rate of the probes', { positive: true }, 1e-2))
+    .addOption(intOption('--probe-steps <n>', `optimizer steps of each probe (default: one epoch or ${DEFAULT_PROBE_STEPS}, whichever is more)`, { min: 1 }))
+    .addOption(new Option('--probe-score <how>', 'rank probes by mean training loss (the paper) or by held-out loss').choices(['train', 'validation']))
+    .addOption(new Option('--max-loss-on <what>', '--max-loss compares the probe score or its held-out loss').choices(['score', 'validation']))
     .addOption(numberOption('--rescale-lr <x>', 'learning rate of the rescale after each step', { positive: true }, 3e-3))
-    .addOption(intOption('--rescale-epochs <n>', 'epochs of the rescale after each step', { min: 1 }, 1))
+    .addOption(intOption('--rescale-epochs <n>', 'exact epochs of the rescale after each step (default: until the held-out loss stops improving)', { min: 1 }))
+    .addOption(intOption('--rescale-max-epochs <n>', `most epochs of a converging rescale (default ${DEFAULT_MAX_EPOCHS})`, { min: 1 }))
+    .addOption(intOption('--rescale-patience <n>', `epochs without a better held-out loss before a rescale stops (default ${DEFAULT_PATIENCE})`, { min: 1 }))
     .addOption(intOption('--probe-subset <n>', 'rank candidates on n samples of the data (rescales use all)', { min: 1 }))
     .addOption(intOption('--shortlist <n>', 'probe only the n candidates with the best first-order score', { min: 1 }))
     .option('--checkpoint <file>', 'save progress here after every probe and rescale; an existing file is resumed');
+}
+
+/** Held-out data: a file, or a fraction of the recovery set. */
+function addValidationOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--validation <file>', 'held-out dataset (JSONL as written by hopscotch data / --save-data), never trained on').conflicts('holdout'))
+    .addOption(
+      new Option('--holdout <fraction>', `fraction of the samples held out for validation (default ${DEFAULT_HOLDOUT} when rescales converge)`).argParser((v) => {
+        const x = parseNumberArg('--holdout', v);
+        if (!(x >= 0 && x < 1)) throw argumentError('--holdout', 'a fraction in [0, 1)', v);
+        return x;
+      }),
+    );
 }
 
 function selectArgs(o: SelectOpts & { skip?: number }, count: number | undefined): SelectArgs {
@@ -155,13 +176,21 @@ function selectArgs(o: SelectOpts & { skip?: number }, count: number | undefined
   return {
     count,
     maxLoss: o.maxLoss,
+    maxLossOn: o.maxLossOn,
     strategy: o.strategy,
+    exclude: o.exclude,
     seed: o.seed,
     batchSize: o.batchSize,
     tokenCap: o.tokenCap,
     probeLr: o.probeLr,
+    probeSteps: o.probeSteps,
+    probeScore: o.probeScore,
     rescaleLr: o.rescaleLr,
     rescaleEpochs: o.rescaleEpochs,
+    rescaleMaxEpochs: o.rescaleMaxEpochs,
+    rescalePatience: o.rescalePatience,
+    holdout: o.holdout,
+    validation: o.validation,
     probeSubset: o.probeSubset,
     shortlist: o.shortlist,
     checkpoint: o.checkpoint,
@@ -207,7 +236,7 @@ function registerSelect(program: Command): void {
   const cmd = program
     .command('select')
     .description('choose attention blocks to skip and learn theta for them (prints skipped layers, theta and every probe score)');
-  addSelectOptions(addDataOptions(addModelOptions(cmd)), '--count <k>')
+  addValidationOptions(addSelectOptions(addDataOptions(addModelOptions(cmd)), '--count <k>'))
     .option('--save <file>', 'also write the selection JSON to this file')
     .option('--json', 'print the selection as one JSON object (the last stdout line)')
     .action(async (o: ModelOpts & DataOpts & SelectOpts & { save?: string; json?: boolean }) => {
@@ -217,10 +246,12 @@ function registerSelect(program: Command): void {
 
 function registerRescale(program: Command): void {
   const cmd = program.command('rescale').description('learn theta (4 scalars per layer) for a fixed list of skipped attention blocks');
-  addTrainingOptions(addDataOptions(addModelOptions(cmd)))
-    .addOption(intListOption('--skip <layers>', 'skipped attention layers, comma-separated (e.g. 3,7)').makeOptionMandatory())
-    .option('--theta <file>', 'start from the theta in this fit or selection JSON (default: all ones)')
-    .addOption(intOption('--epochs <n>', 'passes over the data', { min: 1 }, 1))
+  addValidationOptions(addTrainingOptions(addDataOptions(addModelOptions(cmd))))
+    .addOption(intListOption('--skip <layers>', "skipped attention layers, comma-separated (e.g. 3,7); default: the --theta file's list"))
+    .option('--theta <file>', 'start from the theta in this fit or selection JSON (default: all ones); its skip list is used unless --skip is given')
+    .addOption(intOption('--epochs <n>', 'exact passes over the data (default: until the held-out loss stops improving)', { min: 1 }))
+    .addOption(intOption('--max-epochs <n>', `most epochs of a converging rescale (default ${DEFAULT_MAX_EPOCHS})`, { min: 1 }))
+    .addOption(intOption('--patience <n>', `epochs without a better held-out loss before stopping (default ${DEFAULT_PATIENCE})`, { min: 1 }))
     .addOption(numberOption('--lr <x>', 'Adam learning rate', { positive: true }, 3e-3))
     .option('--checkpoint <file>', 'save progress here after every optimizer step; an existing file is resumed')
     .option('--save <file>', 'also write the fit JSON to this file')
@@ -229,9 +260,13 @@ function registerRescale(program: Command): void {
       async (
         o: ModelOpts &
           DataOpts & {
-            skip: number[];
+            skip?: number[];
             theta?: string;
-            epochs: number;
+            epochs?: number;
+            maxEpochs?: number;
+            patience?: number;
+            holdout?: number;
+            validation?: string;
             lr: number;
             seed: number;
             batchSize: number;
@@ -248,6 +283,10 @@ function registerRescale(program: Command): void {
             skip: o.skip,
             theta: o.theta,
             epochs: o.epochs,
+            maxEpochs: o.maxEpochs,
+            patience: o.patience,
+            holdout: o.holdout,
+            validation: o.validation,
             lr: o.lr,
             batchSize: o.batchSize,
             tokenCap: o.tokenCap,
@@ -265,11 +304,13 @@ function registerRun(program: Command): void {
   const cmd = program
     .command('run')
     .description('the whole method: recovery set, block selection, final rescale, export');
-  addSelectOptions(addDataOptions(addModelOptions(cmd)), '--skip <k>')
+  addValidationOptions(addSelectOptions(addDataOptions(addModelOptions(cmd)), '--skip <k>'))
     .requiredOption('--out <dir>', 'output folder of the export (must not exist unless --force)')
     .addOption(new Option('--format <format>', 'export format').choices([...EXPORT_FORMATS]).default('hf'))
     .option('--force', 'replace an existing output folder')
-    .addOption(intOption('--epochs <n>', 'epochs of the final rescale (0: keep the selection theta)', { min: 0 }, 1))
+    .addOption(intOption('--epochs <n>', 'exact epochs of the final rescale (0: keep the selection theta; default: until the held-out loss stops improving)', { min: 0 }))
+    .addOption(intOption('--max-epochs <n>', `most epochs of the converging final rescale (default ${DEFAULT_MAX_EPOCHS})`, { min: 1 }))
+    .addOption(intOption('--patience <n>', `epochs without a better held-out loss before the final rescale stops (default ${DEFAULT_PATIENCE})`, { min: 1 }))
     .addOption(numberOption('--lr <x>', 'learning rate of the final rescale', { positive: true }, 3e-3))
     .option('--save-selection <file>', 'also write the selection JSON to this file')
     .option('--save-fit <file>', 'also write the final fit JSON to this file')
@@ -278,13 +319,27 @@ function registerRun(program: Command): void {
       async (
         o: ModelOpts &
           DataOpts &
-          SelectOpts & { skip?: number; out: string; format: ExportFormat; force?: boolean; epochs: number; lr: number; saveSelection?: string; saveFit?: string; json?: boolean },
+          SelectOpts & {
+            skip?: number;
+            out: string;
+            format: ExportFormat;
+            force?: boolean;
+            epochs?: number;
+            maxEpochs?: number;
+            patience?: number;
+            lr: number;
+            saveSelection?: string;
+            saveFit?: string;
+            json?: boolean;
+          },
       ) => {
         await runRun({
           model: modelArgs(o),
           data: dataArgs(o),
           select: selectArgs(o, o.skip),
           epochs: o.epochs,
+          maxEpochs: o.maxEpochs,
+          patience: o.patience,
           lr: o.lr,
           out: o.out,
           format: o.format,

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 
 import type { TraceEntry } from '../checkpoint.js';
 import { writeFileAtomic } from '../checkpoint.js';
-import { check } from '../errors.js';
+import { ErrorCodes, HopscotchError, check } from '../errors.js';
 import { elbowIndex } from '../plot/elbow.js';
 import { mmdChart, probeLossChart, removalCurve, removalCurveChart, rescaleLossChart, spectralHeatmap, speedChart } from '../plot/figures.js';
 import { ones } from '../theta.js';
@@ -117,8 +117,49 @@ export interface EvaluateOptions {
   trace?: TraceSource;
   /** Recorded in the report as given. */
   inputs?: ReportInputs;
+  /** Awaited after each task with the report so far (e.g. to write it, so a late failure loses nothing done). */
+  onTask?: (report: EvaluationReport, task: EvalTask | 'trace') => Promise<void> | void;
   log?: (message: string) => void;
   signal?: AbortSignal;
+}
+
+/**
+ * Every setting of `opts` checked against the model before any task runs (context
+ * lengths, counts): HOPSCOTCH_ERR_ARGUMENT naming the task and the setting.
+ */
+export function checkEvaluateOptions(model: Model, opts: EvaluateOptions): void {
+  const ctx = model.config.maxPositionEmbeddings;
+  const posInt = (x: unknown) => Number.isInteger(x) && (x as number) > 0;
+  if (opts.text) {
+    const w = opts.text.windowLength ?? Math.min(1024, ctx);
+    check(Number.isInteger(w) && w >= 2, `text: windowLength must be an integer >= 2, got ${w}`);
+    check(w <= ctx, `text: windowLength ${w} exceeds the model's context (max_position_embeddings ${ctx})`);
+    check(opts.text.maxWindows === undefined || posInt(opts.text.maxWindows), `text: maxWindows must be a positive integer, got ${opts.text.maxWindows}`);
+  }
+  if (opts.gsm8k) {
+    const { limit, nShot = 5, maxNewTokens = 256 } = opts.gsm8k;
+    check(limit === undefined || posInt(limit), `gsm8k: limit must be a positive integer, got ${limit}`);
+    check(Number.isInteger(nShot) && nShot >= 0, `gsm8k: nShot must be a non-negative integer, got ${nShot}`);
+    check(posInt(maxNewTokens), `gsm8k: maxNewTokens must be a positive integer, got ${maxNewTokens}`);
+    check(maxNewTokens < ctx, `gsm8k: maxNewTokens ${maxNewTokens} leaves no room for a prompt in the model's context (max_position_embeddings ${ctx})`);
+  }
+  if (opts.speed) {
+    const { promptTokens = 128, newTokens = 32 } = opts.speed;
+    check(posInt(promptTokens) && posInt(newTokens), `speed: promptTokens and newTokens must be positive integers, got ${promptTokens} and ${newTokens}`);
+    check(
+      promptTokens + newTokens + 1 <= ctx,
+      `speed: promptTokens ${promptTokens} + newTokens ${newTokens} + 1 exceeds the model's context (max_position_embeddings ${ctx})`,
+    );
+  }
+  if (opts.mmd) check(opts.mmd.maxTokens === undefined || (Number.isInteger(opts.mmd.maxTokens) && opts.mmd.maxTokens >= 2), `mmd: maxTokens must be an integer >= 2, got ${opts.mmd.maxTokens}`);
+  for (const [name, data] of [['held-out', opts.heldOut], ['mmd', opts.mmd?.samples]] as const) {
+    const i = (data ?? []).findIndex((x) => x.prompt.length + x.response.length > ctx);
+    if (i >= 0)
+      throw new HopscotchError(
+        ErrorCodes.ARGUMENT,
+        `${name} sample ${i} has ${data![i].prompt.length + data![i].response.length} tokens, more than the model's context (max_position_embeddings ${ctx})`,
+      );
+  }
 }
 
 export interface VariantResult {
@@ -138,6 +179,8 @@ export interface RemovalPoint {
   probeLoss: number | null;
   /** Held-out loss with the first k layers of the order skipped, every scale 1 (null without held-out data). */
   heldOutNoScale: number | null;
+  /** The selection's own validation loss of the best probe of step k (null when it recorded none). */
+  probeValidation?: number | null;
 }
 
 export interface SelectionReport {
@@ -150,9 +193,12 @@ export interface SelectionReport {
   curve: RemovalPoint[];
   /** Held-out loss of the rescaled variant, at the k whose first k layers are its skip list. */
   rescaledHeldOut?: { k: number; loss: number };
-  /** Elbow of the held-out NoScale curve when measured, else of the probe curve; null: none. */
+  /**
+   * Elbow of the held-out NoScale curve when measured, else of the selection's probe
+   * validation curve when it recorded one, else of the probe curve; null: none.
+   */
   elbowK: number | null;
-  elbowOn: 'held-out' | 'probe' | null;
+  elbowOn: 'held-out' | 'validation' | 'probe' | null;
   /** Fit: training loss per optimizer step and per epoch. */
   stepLosses?: number[];
   epochLosses?: number[];
@@ -212,7 +258,11 @@ export function summarizeMmd(shift: LayerShift, skipped: readonly number[]): Mmd
 
 /** Runs the requested measurements on base, NoScale and rescaled. */
 export async function evaluateModel(model: Model, opts: EvaluateOptions): Promise<EvaluationReport> {
+  checkEvaluateOptions(model, opts);
   const log = opts.log ?? (() => {});
+  const done = async (task: EvalTask | 'trace') => {
+    if (opts.onTask) await opts.onTask(report, task);
+  };
   const variants = variantsFor(model, opts.fit);
   const tasks = EVAL_TASKS.filter(
     (t) =>
@@ -252,17 +302,25 @@ export async function evaluateModel(model: Model, opts: EvaluateOptions): Promis
       log(`GSM8K (${opts.gsm8k.limit ?? 'all'} questions): ${v.name}`);
       out.gsm8k = await evaluateGsm8k(model, { ...opts.gsm8k, ...at });
     }
+    if (opts.heldOut) await done('loss');
+    if (text !== undefined) await done('text');
+    if (opts.gsm8k) await done('gsm8k');
   }
   if (opts.mmd && variants.length > 1) {
     log('MMD per layer');
     report.mmd = await layerShift(model, opts.mmd.samples, variants.slice(1), { maxTokens: opts.mmd.maxTokens, signal: opts.signal });
     report.mmdSummary = summarizeMmd(report.mmd, report.skipped);
+    await done('mmd');
   }
   if (opts.svd) {
     log('largest singular values');
     report.spectral = spectralNorms(model.dir, { tolerance: opts.svd.tolerance, signal: opts.signal });
+    await done('svd');
   }
-  if (traceSource) report.selection = await selectionReport(model, traceSource, opts, report);
+  if (traceSource) {
+    report.selection = await selectionReport(model, traceSource, opts, report);
+    await done('trace');
+  }
   if (opts.speed) {
     const order = report.selection?.order.length && opts.fit && sameSet(report.selection.order, opts.fit.skipped) ? report.selection.order : report.skipped;
     log(`speed: 0..${order.length} blocks skipped`);
@@ -297,7 +355,13 @@ async function selectionReport(model: Model, src: TraceSource, opts: EvaluateOpt
   const steps = Math.max(out.order.length, best.length);
   for (let k = 0; k <= steps; k++) {
     const b = best.find((c) => c.k === k);
-    out.curve.push({ k, layer: k === 0 ? null : (out.order[k - 1] ?? b?.layer ?? null), probeLoss: b ? b.loss : null, heldOutNoScale: null });
+    out.curve.push({
+      k,
+      layer: k === 0 ? null : (out.order[k - 1] ?? b?.layer ?? null),
+      probeLoss: b ? b.loss : null,
+      heldOutNoScale: null,
+      probeValidation: b?.validation ?? null,
+    });
   }
   if (opts.heldOut) {
     const base = report.variants[0].heldOut?.loss;
@@ -317,13 +381,19 @@ async function selectionReport(model: Model, src: TraceSource, opts: EvaluateOpt
   }
   const held = out.curve.filter((c) => c.heldOutNoScale !== null);
   const onHeld = held.length === out.order.length + 1 && held.length > 0;
-  const pts = onHeld ? held.map((c) => ({ k: c.k, y: c.heldOutNoScale! })) : out.curve.filter((c) => c.probeLoss !== null).map((c) => ({ k: c.k, y: c.probeLoss! }));
+  const val = out.curve.filter((c) => c.k > 0 && c.probeValidation !== null && c.probeValidation !== undefined);
+  const onVal = !onHeld && val.length > 0 && val.length === out.curve.filter((c) => c.k > 0).length;
+  const pts = onHeld
+    ? held.map((c) => ({ k: c.k, y: c.heldOutNoScale! }))
+    : onVal
+      ? val.map((c) => ({ k: c.k, y: c.probeValidation! }))
+      : out.curve.filter((c) => c.probeLoss !== null).map((c) => ({ k: c.k, y: c.probeLoss! }));
   const i = elbowIndex(
     pts.map((p) => p.y),
     pts.map((p) => p.k),
   );
   out.elbowK = i === null ? null : pts[i].k;
-  out.elbowOn = i === null ? null : onHeld ? 'held-out' : 'probe';
+  out.elbowOn = i === null ? null : onHeld ? 'held-out' : onVal ? 'validation' : 'probe';
   return out;
 }
 

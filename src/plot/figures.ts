@@ -51,14 +51,19 @@ export function probeLossChart(trace: readonly TraceEntry[], opts: { title?: str
   });
 }
 
-/** The best (lowest) score of each step: the loss after removing k blocks, k = 1, 2, ... */
-export function removalCurve(trace: readonly TraceEntry[]): { k: number; layer: number; loss: number }[] {
+/**
+ * The best (lowest) score of each step: the loss after removing k blocks, k = 1, 2, ...,
+ * with the held-out loss of that probe when the selection recorded one.
+ */
+export function removalCurve(trace: readonly TraceEntry[]): { k: number; layer: number; loss: number; validation?: number }[] {
   const byStep = new Map<number, TraceEntry>();
   for (const e of trace) {
     const cur = byStep.get(e.step);
     if (!cur || e.score < cur.score || (e.score === cur.score && e.candidate < cur.candidate)) byStep.set(e.step, e);
   }
-  return [...byStep.entries()].sort((a, b) => a[0] - b[0]).map(([step, e]) => ({ k: step, layer: e.candidate, loss: e.score }));
+  return [...byStep.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([step, e]) => ({ k: step, layer: e.candidate, loss: e.score, ...(e.validation === undefined ? {} : { validation: e.validation }) }));
 }
 
 export interface RemovalCurveOptions {
@@ -71,6 +76,8 @@ export interface RemovalCurveOptions {
   heldOut?: readonly number[];
   /** Held-out loss of the rescaled model with k blocks skipped: one point. */
   rescaledHeldOut?: { k: number; loss: number };
+  /** The unmodified model's loss on the selection's validation split (k = 0 of the validation curve). */
+  baseValidation?: number;
   title?: string;
 }
 
@@ -82,10 +89,14 @@ export interface RemovalCurveOptions {
  * points or no bend).
  */
 export function removalCurveChart(trace: readonly TraceEntry[], opts: RemovalCurveOptions = {}): { svg: string; elbowK: number | null } {
-  const probe = removalCurve(trace).map((c) => ({ x: c.k, y: c.loss }));
+  const curve = removalCurve(trace);
+  const probe = curve.map((c) => ({ x: c.k, y: c.loss }));
   if (opts.baseLoss !== undefined && Number.isFinite(opts.baseLoss)) probe.unshift({ x: 0, y: opts.baseLoss });
+  // The held-out loss of each step's best probe, on the selection's own validation split.
+  const validation = curve.every((c) => c.validation !== undefined) ? curve.map((c) => ({ x: c.k, y: c.validation! })) : [];
+  if (validation.length && opts.baseValidation !== undefined && Number.isFinite(opts.baseValidation)) validation.unshift({ x: 0, y: opts.baseValidation });
   const heldOut = (opts.heldOut ?? []).map((y, k) => ({ x: k, y }));
-  const onCurve = heldOut.length ? heldOut : probe;
+  const onCurve = heldOut.length ? heldOut : validation.length ? validation : probe;
   const i = elbowIndex(
     onCurve.map((p) => p.y),
     onCurve.map((p) => p.x),
@@ -97,7 +108,11 @@ export function removalCurveChart(trace: readonly TraceEntry[], opts: RemovalCur
     if (opts.rescaledHeldOut)
       series.push({ name: 'held-out, rescaled', points: [{ x: opts.rescaledHeldOut.k, y: opts.rescaledHeldOut.loss }], line: false, color: PALETTE[2] });
     series.push({ name: 'probe (selection data)', points: probe, color: PALETTE[1], dashed: true });
-  } else series.push({ name: 'best probe loss', points: probe });
+    if (validation.length) series.push({ name: 'probe, validation split', points: validation, color: PALETTE[3], dashed: true });
+  } else {
+    series.push({ name: 'best probe loss (training)', points: probe, color: PALETTE[1] });
+    if (validation.length) series.push({ name: 'best probe, validation split', points: validation, color: PALETTE[3] });
+  }
   const svg = lineChart({
     title: opts.title ?? 'Loss per attention block removed',
     xLabel: 'attention blocks removed (k)',

@@ -64,7 +64,8 @@ class QuadraticModel {
   }
   async loss(samples: Sample[], theta: Theta, opts: BatchOptions = {}) {
     const { F } = analytic(theta, opts.skip ?? []);
-    return { loss: this.weight(samples, opts.tokenMean ?? false) * F, responseTokens: 0, sampleNll: new Float64Array(0), peakBytes: 0 };
+    const responseTokens = samples.reduce((a, s) => a + s.response.length, 0);
+    return { loss: this.weight(samples, opts.tokenMean ?? false) * F, responseTokens, sampleNll: new Float64Array(0), peakBytes: 0 };
   }
 }
 const model = (uniform = true, nanAtCall = -1) => new QuadraticModel(uniform, nanAtCall) as QuadraticModel & Model;
@@ -137,7 +138,7 @@ describe('rescale', () => {
 
   it('passes skip and tokenMean to the engine and weights epoch losses by response tokens', async () => {
     const m = model(false);
-    const fit = await rescale(m, data, { skip: [2], tokenMean: true, batchSize: 32 });
+    const fit = await rescale(m, data, { skip: [2], tokenMean: true, batchSize: 32, epochs: 1 });
     expect(m.seen).toEqual([{ skip: [2], tokenMean: true }]);
     expect(fit.epochLosses[0]).toBe(fit.losses[0]);
   });
@@ -154,7 +155,7 @@ describe('rescale', () => {
   it('starts from a copy of the given theta', async () => {
     const start = ones(N);
     start.sMlp[2] = 1.5;
-    const fit = await rescale(model(), data, { skip: [0], theta: start, batchSize: 32, lr: 0.01 });
+    const fit = await rescale(model(), data, { skip: [0], theta: start, batchSize: 32, lr: 0.01, epochs: 1 });
     expect(start.bAtt[0]).toBe(1);
     expect(start.sMlp[2]).toBe(1.5);
     expect(fit.theta.sMlp[2]).toBeCloseTo(1.5 - 0.01, 6); // one Adam step of size lr, gradient positive
@@ -285,14 +286,18 @@ describe('rescale: checkpoints', () => {
     expectSameFit(await rescale(model(false), data, { ...opts, checkpoint: file }), ref);
     const c = await stored();
     expect(c.format).toBe('hopscotch-rescale-checkpoint');
-    expect(c.version).toBe(1);
+    expect(c.version).toBe(2);
     expect(c.fingerprint).toBe('quadratic');
-    expect(c.options).toMatchObject({ skip: [1, 3], epochs: 3, lr: 0.05, batchSize: 6, seed: 9, tokenMean: false, tokenCap: null });
+    expect(c.options).toMatchObject({ skip: [1, 3], budget: { kind: 'epochs', epochs: 3 }, lr: 0.05, batchSize: 6, seed: 9, tokenMean: false, tokenCap: null });
     expect(c.options.thetaDigest).toMatch(/^[0-9a-f]{64}$/);
-    expect(c.state).toMatchObject({ epoch: 3, batch: 0, done: true });
+    expect(c.options.validationDigest).toMatch(/^[0-9a-f]{64}$/);
+    expect(c.state).toMatchObject({ epoch: 3, batch: 0, stoppedBy: 'epochs' });
     expect(c.state.losses).toHaveLength(STEPS);
     expect(c.state.adam.t).toBe(STEPS);
-    expect(c.state.validation.loss).toBe(ref.validationLoss);
+    // Held-out loss at the start and after each of the 3 epochs; the fit reports the last.
+    expect(c.state.validation).toHaveLength(4);
+    expect(c.state.validation[3]).toBe(ref.validationLoss);
+    expect(ref.validationCurve).toEqual(c.state.validation);
   });
 
   it.each([1, 2, 4, 5, 7, 8, 11, 12])('resuming after an abort at engine call %i gives the uninterrupted fit', async (n) => {
@@ -337,12 +342,24 @@ describe('rescale: checkpoints', () => {
         seen.push(JSON.parse(readFileSync(file, 'utf8')).state.losses.length);
       },
     });
-    expect(seen).toEqual([0, 0, 0, 0, 0, 5, 5, 5, 5, 5, 10, 10]);
+    // Every 5 steps and at every epoch end (4 steps an epoch): after steps 4, 8 and 12.
+    expect(seen).toEqual([0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8]);
     expect((await stored()).state.losses).toHaveLength(STEPS);
     await rm(file);
     await abortAt(7, { checkpointEvery: 5 });
     expect((await stored()).state.losses).toHaveLength(7);
     expectSameFit(await rescale(model(false), data, { ...opts, checkpointEvery: 5, checkpoint: file }), ref);
+    await rm(file);
+    const seen3: number[] = [];
+    await rescale(model(false), data, {
+      ...opts,
+      checkpoint: file,
+      checkpointEvery: 3,
+      onProgress: (e) => {
+        if (e.type === 'batch') seen3.push(JSON.parse(readFileSync(file, 'utf8')).state.losses.length);
+      },
+    });
+    expect(seen3).toEqual([0, 0, 0, 3, 4, 4, 4, 7, 8, 8, 8, 11]);
     await expect(rescale(model(false), data, { ...opts, checkpointEvery: 0 })).rejects.toMatchObject({ code: 'HOPSCOTCH_ERR_ARGUMENT' });
   });
 
@@ -374,15 +391,15 @@ describe('rescale: checkpoints', () => {
     expect((await readdir(dir)).sort()).toEqual([...names.slice(1), 'rescale.json'].sort());
   });
 
-  it('computes the validation loss again for other held-out samples, and records it', async () => {
+  it('refuses a checkpoint made with other held-out samples (they decide when a run stops)', async () => {
     await rescale(model(false), data, { ...opts, checkpoint: file });
     const other = data.slice(0, 5);
     const { m, counts } = counted();
-    const fit = await rescale(m, data, { ...opts, validation: other, checkpoint: file });
-    expect(counts.grad).toBe(0);
-    expect(counts.loss).toBeGreaterThan(0);
-    expect(fit.validationLoss).toBe(await evaluateLoss(model(false), other, fit.theta, { skip: [1, 3], batchSize: 6 }));
-    expect((await stored()).state.validation.loss).toBe(fit.validationLoss);
+    await expect(rescale(m, data, { ...opts, validation: other, checkpoint: file })).rejects.toMatchObject({
+      code: 'HOPSCOTCH_ERR_CHECKPOINT',
+      message: expect.stringMatching(/option validationDigest/),
+    });
+    expect(counts).toEqual({ grad: 0, loss: 0 });
   });
 
   it('refuses a checkpoint of another model, other data or other options, naming the difference', async () => {
@@ -393,7 +410,7 @@ describe('rescale: checkpoints', () => {
     await refused(rescale(model(false), data.slice(1), { ...opts, checkpoint: file }), /data digest/);
     await refused(rescale(model(false), data, { ...opts, lr: 0.01, checkpoint: file }), /option lr was 0.05, now 0.01/);
     await refused(rescale(model(false), data, { ...opts, seed: 1, checkpoint: file }), /option seed/);
-    await refused(rescale(model(false), data, { ...opts, epochs: 4, checkpoint: file }), /option epochs/);
+    await refused(rescale(model(false), data, { ...opts, epochs: 4, checkpoint: file }), /option budget/);
     await refused(rescale(model(false), data, { ...opts, skip: [1], checkpoint: file }), /option skip/);
     await refused(rescale(model(false), data, { ...opts, tokenMean: true, checkpoint: file }), /option tokenMean/);
     const start = ones(N);
@@ -421,8 +438,8 @@ describe('rescale: checkpoints', () => {
     await refused(good.slice(0, good.length / 2), /not valid JSON/);
     await refused('', /not valid JSON/);
     await refused(edit((c) => (c.format = 'hopscotch-selection-checkpoint')), /not a rescale checkpoint/);
-    await refused(edit((c) => delete c.state.adam), /malformed/);
-    await refused(edit((c) => (c.state.losses = 'many')), /malformed/);
+    await refused(edit((c) => delete c.state.adam), /Adam state/);
+    await refused(edit((c) => (c.state.losses = 'many')), /losses are malformed/);
     await refused(edit((c) => (c.state.theta.sAtt = [1, 1])), /theta.sAtt has length 2/);
     await refused(edit((c) => (c.state.theta.bMlp[2] = 1e39)), /theta.bMlp\[2\] is not finite/);
     await refused(edit((c) => (c.state.theta.bAtt[1] = 0.5)), /theta.bAtt\[1\] is 0.5, but layer 1 is skipped/);
@@ -430,11 +447,11 @@ describe('rescale: checkpoints', () => {
     await refused(edit((c) => (c.state.adam.m.sAtt = [0])), /Adam state: m.sAtt/);
     await refused(edit((c) => (c.state.adam.frozen.bAtt = [1])), /Adam frozen/);
     await refused(edit((c) => (c.state.adam.lr = 0.1)), /Adam lr/);
-    await refused(edit((c) => (c.state.batch = 4)), /batch 4 is past the 4 batches of epoch 2/);
-    await refused(edit((c) => c.state.losses.pop()), /5 step losses/);
+    await refused(edit((c) => (c.state.batch = 4)), /batch 5 of epoch 2 does not exist/);
+    await refused(edit((c) => c.state.losses.pop()), /Adam has taken 6 steps, the state records 5/);
     await refused(edit((c) => (c.state.epochLosses = [])), /0 epoch losses for 1 completed epochs/);
-    await refused(edit((c) => (c.state.done = true)), /done is true/);
-    await refused(edit((c) => (c.state.epoch = 7)), /epoch 7 is past the 3 epochs/);
+    await refused(edit((c) => (c.state.stoppedBy = 'finished')), /stoppedBy is finished/);
+    await refused(edit((c) => (c.state.epoch = -1)), /epoch must be a non-negative integer/);
   });
 
   it('abort leaves a valid checkpoint even before the first step', async () => {
@@ -444,7 +461,7 @@ describe('rescale: checkpoints', () => {
     await expect(rescale(m, data, { ...opts, checkpoint: file, signal: controller.signal })).rejects.toThrow('at once');
     expect(counts.grad).toBe(0);
     const c = await stored();
-    expect(c.state).toMatchObject({ epoch: 0, batch: 0, done: false, losses: [], epochLosses: [] });
+    expect(c.state).toMatchObject({ epoch: 0, batch: 0, stoppedBy: null, losses: [], epochLosses: [], validation: [] });
     expectSameFit(await rescale(model(false), data, { ...opts, checkpoint: file }), await rescale(model(false), data, opts));
   });
 });

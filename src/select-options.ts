@@ -1,0 +1,259 @@
+/**
+ * The options of `selectBlocks`, their defaults and every check that needs no compute,
+ * resolved once into {@link SelectSettings} before any engine call. The settings that
+ * determine the result form the identity a selection checkpoint must match.
+ */
+import { makeBatches, mixSeed, shuffledIndices } from './batching.js';
+import type { RunIdentity } from './checkpoint.js';
+import { datasetDigest } from './dataset.js';
+import { ErrorCodes, HopscotchError, check } from './errors.js';
+import type { ProgressCallback } from './progress.js';
+import { DEFAULT_HOLDOUT, type RescalePlan, planRescale, validateSkip } from './rescale.js';
+import { checkSamples } from './samples.js';
+import { type SelectionStrategy, type StrategyName, STRATEGIES } from './strategies.js';
+import type { Dataset, Model, Sample } from './types.js';
+
+/**
+ * Optimizer steps of a probe when the data are small. The paper's probe is one epoch
+ * of GSM8K's 7,473 training samples at batch 32 (234 steps, appendix A.2/A.4); on a
+ * small recovery set one epoch is a handful of steps, which ranks candidates by their
+ * untrained (NoScale) loss instead. A probe takes one epoch of the ranking data or this
+ * many steps, whichever is more (measured in docs/guide-choose-k.md).
+ */
+export const DEFAULT_PROBE_STEPS = 64;
+
+export interface SelectOptions {
+  /** Number of blocks to skip. */
+  count?: number;
+  /** Stop when the best score of a step is above this loss (loss-scored strategies only). */
+  maxLoss?: number;
+  /**
+   * What `maxLoss` is compared with: 'score' (the ranking score, default) or
+   * 'validation' (the held-out loss of the best candidate's probe).
+   */
+  maxLossOn?: 'score' | 'validation';
+  /** A built-in strategy name or your own strategy. Default 'iterative-greedy'. */
+  strategy?: StrategyName | SelectionStrategy;
+  /** Layers that are never candidates (e.g. `[0]` for an export format that keeps layer 0's attention). */
+  exclude?: readonly number[];
+  /** Learning rate of the probes. Default 1e-2 (paper A.2). */
+  probeLr?: number;
+  /**
+   * Optimizer steps of each probe, cycling reshuffled epochs of the ranking data.
+   * Default: one epoch of the ranking data or {@link DEFAULT_PROBE_STEPS}, whichever is more.
+   */
+  probeSteps?: number;
+  /**
+   * How a probe scores its candidate: 'train', the mean training loss over the probe's
+   * steps (the paper, A.4; default), or 'validation', the held-out loss of the probe's
+   * final theta (a deviation from the paper, measured in docs/guide-choose-k.md).
+   */
+  probeScore?: 'train' | 'validation';
+  /** Learning rate of the rescales. Default 3e-3 (paper A.2). */
+  rescaleLr?: number;
+  /** Exact epochs of each rescale; without it each rescale converges on held-out loss. */
+  rescaleEpochs?: number;
+  /** Most epochs of a converging rescale (default as in `rescale`). */
+  rescaleMaxEpochs?: number;
+  /** Epochs without a better held-out loss before a converging rescale stops (default as in `rescale`). */
+  rescalePatience?: number;
+  /**
+   * Fraction of the data held out for validation (never trained on, by probes or
+   * rescales) when no `validation` set is given. Default as in `rescale` when the
+   * rescales converge or probes are scored on validation, else 0.
+   */
+  holdout?: number;
+  /** Held-out samples to validate on, instead of a slice of the data. */
+  validation?: Dataset;
+  /** Samples per batch. Default 32. */
+  batchSize?: number;
+  /** Most tokens per batch. */
+  tokenCap?: number;
+  /** Seed of every shuffle, of the held-out slice (and of the `random` strategy). Default 0. */
+  seed?: number;
+  /** Divide the loss by response tokens instead of by samples. Default false. */
+  tokenMean?: boolean;
+  /** Rank on the first n samples of a fixed seeded shuffle of the training data (rescales use all of it). */
+  probeSubset?: number;
+  /**
+   * Before ranking, keep only the n candidates with the smallest first-order estimate
+   * of the loss increase from skipping them, -b_att * dL/db_att (one gradient pass).
+   */
+  shortlist?: number;
+  /** Rescale after skipping (each step, or once for one-shot strategies). Default true. */
+  rescaleAfter?: boolean;
+  /** JSON file holding the run's state; an existing one is validated and resumed. */
+  checkpoint?: string;
+  onProgress?: ProgressCallback;
+  signal?: AbortSignal;
+}
+
+/** {@link SelectOptions} resolved: defaults applied, data split, everything checked. */
+export interface SelectSettings {
+  strategy: SelectionStrategy;
+  count?: number;
+  maxLoss?: number;
+  maxLossOn: 'score' | 'validation';
+  exclude: number[];
+  probeLr: number;
+  probeSteps: number;
+  probeScore: 'train' | 'validation';
+  rescaleLr: number;
+  rescaleAfter: boolean;
+  batchSize: number;
+  tokenCap?: number;
+  seed: number;
+  tokenMean: boolean;
+  probeSubset?: number;
+  shortlist?: number;
+  /** Training data, held-out data and the rescale budget. */
+  plan: RescalePlan;
+  /** The data probes rank on: the training part, or its `probeSubset`. */
+  rankData: Sample[];
+  /** Layers that can be skipped at all (not excluded, attention present). */
+  available: number[];
+  identity: RunIdentity;
+}
+
+const SUBSET_STREAM = 0x53554253;
+
+function resolveStrategy(s: StrategyName | SelectionStrategy): SelectionStrategy {
+  if (typeof s === 'string') {
+    const found = (STRATEGIES as Record<string, SelectionStrategy>)[s];
+    if (!found)
+      throw new HopscotchError(ErrorCodes.ARGUMENT, `unknown strategy "${s}" (known: ${Object.keys(STRATEGIES).join(', ')})`);
+    return found;
+  }
+  check(
+    s && typeof s === 'object' && typeof s.name === 'string' && typeof s.rank === 'function',
+    'strategy must be a name or an object { name, schedule, scoreIsLoss, rank }',
+  );
+  check(s.schedule === 'iterative' || s.schedule === 'one-shot', `strategy ${s.name}: schedule must be "iterative" or "one-shot"`);
+  return s;
+}
+
+const posInt = (x: unknown) => Number.isInteger(x) && (x as number) > 0;
+
+/**
+ * Every check of `opts` that needs only the model (no data, no compute): the CLI runs it
+ * before generating a recovery set. Returns the strategy and the layers that can be skipped.
+ */
+export function checkSelectOptions(model: Model, opts: SelectOptions): { strategy: SelectionStrategy; available: number[] } {
+  const n = model.config.numLayers;
+  const strategy = resolveStrategy(opts.strategy ?? 'iterative-greedy');
+  const { count, maxLoss, maxLossOn = 'score', probeScore = 'train', seed = 0 } = opts;
+  const { probeLr = 1e-2, rescaleLr = 3e-3, probeSubset, shortlist } = opts;
+  const exclude = [...(opts.exclude ?? [])];
+  validateSkip(exclude, n);
+  const absent = new Set(model.config.attentionAbsent);
+  const available = Array.from({ length: n }, (_, l) => l).filter((l) => !absent.has(l) && !exclude.includes(l));
+  check(
+    count === undefined || (Number.isInteger(count) && count >= 1 && count <= available.length),
+    `count must be an integer in [1, ${available.length}] (the model has ${n} layers` +
+      `${absent.size ? `, ${absent.size} without attention` : ''}${exclude.length ? `, ${exclude.length} excluded` : ''}), got ${count}`,
+  );
+  check(maxLoss === undefined || Number.isFinite(maxLoss), `maxLoss must be a finite number, got ${maxLoss}`);
+  check(count !== undefined || maxLoss !== undefined, 'selectBlocks needs count, maxLoss or both');
+  check(maxLoss === undefined || strategy.scoreIsLoss, `maxLoss applies to loss scores; strategy ${strategy.name} scores are not losses (use count)`);
+  check(maxLossOn === 'score' || maxLossOn === 'validation', `maxLossOn must be "score" or "validation", got ${maxLossOn}`);
+  check(probeScore === 'train' || probeScore === 'validation', `probeScore must be "train" or "validation", got ${probeScore}`);
+  check(Number.isFinite(probeLr) && probeLr > 0, `probeLr must be a positive number, got ${probeLr}`);
+  check(Number.isFinite(rescaleLr) && rescaleLr > 0, `rescaleLr must be a positive number, got ${rescaleLr}`);
+  check(opts.probeSteps === undefined || posInt(opts.probeSteps), `probeSteps must be a positive integer, got ${opts.probeSteps}`);
+  check(opts.rescaleEpochs === undefined || posInt(opts.rescaleEpochs), `rescaleEpochs must be a positive integer, got ${opts.rescaleEpochs}`);
+  check(opts.rescaleMaxEpochs === undefined || posInt(opts.rescaleMaxEpochs), `rescaleMaxEpochs must be a positive integer, got ${opts.rescaleMaxEpochs}`);
+  check(opts.rescalePatience === undefined || posInt(opts.rescalePatience), `rescalePatience must be a positive integer, got ${opts.rescalePatience}`);
+  check(
+    opts.holdout === undefined || (Number.isFinite(opts.holdout) && opts.holdout >= 0 && opts.holdout < 1),
+    `holdout must be a fraction in [0, 1), got ${opts.holdout}`,
+  );
+  check(Number.isInteger(seed), `seed must be an integer, got ${seed}`);
+  check(probeSubset === undefined || posInt(probeSubset), `probeSubset must be a positive integer, got ${probeSubset}`);
+  check(shortlist === undefined || posInt(shortlist), `shortlist must be a positive integer, got ${shortlist}`);
+  return { strategy, available };
+}
+
+/** Resolves and checks `opts` for `model` and `data` (no engine call). */
+export function resolveSelectOptions(model: Model, data: Dataset, opts: SelectOptions): SelectSettings {
+  const { strategy, available } = checkSelectOptions(model, opts);
+  const { count, maxLoss, maxLossOn = 'score', probeScore = 'train', seed = 0, tokenMean = false, rescaleAfter = true } = opts;
+  const { probeLr = 1e-2, rescaleLr = 3e-3, batchSize = 32, tokenCap, probeSubset, shortlist } = opts;
+  const exclude = [...(opts.exclude ?? [])];
+  checkSamples(data, model.config.vocabSize, { requireResponse: true, name: 'data' });
+  if (opts.validation !== undefined) checkSamples(opts.validation, model.config.vocabSize, { requireResponse: true, name: 'validation' });
+
+  // Held-out data are needed by converging rescales, validation-scored probes and maxLossOn 'validation'.
+  const needsValidation =
+    (rescaleAfter && opts.rescaleEpochs === undefined) || probeScore === 'validation' || maxLossOn === 'validation';
+  const plan = planRescale(data, {
+    epochs: opts.rescaleEpochs,
+    maxEpochs: opts.rescaleMaxEpochs,
+    patience: opts.rescalePatience,
+    holdout: opts.holdout ?? (opts.validation !== undefined ? undefined : needsValidation ? DEFAULT_HOLDOUT : 0),
+    validation: opts.validation,
+    seed,
+  });
+  if (needsValidation)
+    check(
+      plan.validation !== undefined,
+      'probeScore or maxLossOn "validation" needs held-out samples: give a validation set or a holdout fraction > 0',
+    );
+  const batching = { batchSize, tokenCap, seed };
+  makeBatches(plan.train, { ...batching, epoch: 0 }); // checks batchSize and tokenCap
+  const rankData =
+    probeSubset === undefined || probeSubset >= plan.train.length
+      ? plan.train
+      : shuffledIndices(plan.train.length, mixSeed(seed, SUBSET_STREAM))
+          .slice(0, probeSubset)
+          .map((i) => plan.train[i]);
+  const epochSteps = makeBatches(rankData, { ...batching, epoch: 0 }).length;
+  const probeSteps = opts.probeSteps ?? Math.max(epochSteps, DEFAULT_PROBE_STEPS);
+
+  const identity: RunIdentity = {
+    fingerprint: model.fingerprint,
+    dataDigest: datasetDigest(data),
+    options: {
+      strategy: strategy.name,
+      count: count ?? null,
+      maxLoss: maxLoss ?? null,
+      maxLossOn,
+      exclude,
+      probeLr,
+      probeSteps,
+      probeScore,
+      rescaleLr,
+      rescaleBudget: plan.budget,
+      holdout: plan.holdout,
+      validationDigest: opts.validation === undefined ? null : datasetDigest(opts.validation),
+      batchSize,
+      tokenCap: tokenCap ?? null,
+      seed,
+      tokenMean,
+      probeSubset: probeSubset ?? null,
+      shortlist: shortlist ?? null,
+      rescaleAfter,
+    },
+  };
+  return {
+    strategy,
+    count,
+    maxLoss,
+    maxLossOn,
+    exclude,
+    probeLr,
+    probeSteps,
+    probeScore,
+    rescaleLr,
+    rescaleAfter,
+    batchSize,
+    tokenCap,
+    seed,
+    tokenMean,
+    probeSubset,
+    shortlist,
+    plan,
+    rankData,
+    available,
+    identity,
+  };
+}
