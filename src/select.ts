@@ -297,6 +297,7 @@ class SelectionRun {
     const step = pending.step;
     if (cfg.rescaleAfter) {
       const started = performance.now();
+      let epoch = pending.state?.epoch ?? 0;
       const res = await trainTheta({
         model: this.model,
         data: cfg.plan.train,
@@ -318,6 +319,10 @@ class SelectionRun {
         onState: async (state) => {
           pending.state = state;
           await this.save();
+          if (state.epoch !== epoch) {
+            epoch = state.epoch;
+            this.emitEta(0, 0);
+          }
         },
       });
       this.theta = res.theta;
@@ -345,6 +350,7 @@ class SelectionRun {
 
   result(): Selection {
     const { st, cfg } = this;
+    this.emit({ type: 'eta', seconds: 0 });
     const sel: Selection = {
       fingerprint: this.model.fingerprint,
       strategy: cfg.strategy.name,
@@ -401,6 +407,7 @@ class SelectionRun {
     st.probeTokens += res.tokens;
     await this.save();
     this.emit({ type: 'probe-end', step, candidate, score: entry.score });
+    this.emitEta(candidates - st.probes.length, 0);
     return entry.score;
   }
 
@@ -420,6 +427,25 @@ class SelectionRun {
       .slice(0, cfg.shortlist)
       .map((e) => e.candidate)
       .sort((a, b) => a - b);
+  }
+
+  /** Emits the estimated seconds left: the optimizer steps still to take at the measured rate. */
+  private emitEta(probesLeftThisStep: number, rescaleStepsLeft: number): void {
+    const { cfg, st } = this;
+    const perEpoch = makeBatches(cfg.plan.train, { batchSize: cfg.batchSize, tokenCap: cfg.tokenCap, seed: cfg.seed, epoch: 0 }).length;
+    const b = cfg.plan.budget;
+    // A converging rescale is estimated at the epochs the last one took (its maximum before any).
+    const last = st.losses.at(-1)?.epochs;
+    const rescaleSteps = !cfg.rescaleAfter ? 0 : b.kind === 'epochs' ? b.epochs * perEpoch : b.kind === 'converge' ? (last ?? b.maxEpochs) * perEpoch : 0;
+    let left = rescaleStepsLeft + (cfg.strategy.probes ? probesLeftThisStep * cfg.probeSteps : 0);
+    const lastStep = cfg.strategy.schedule === 'one-shot' ? 1 : (cfg.count ?? cfg.available.length);
+    const available = this.candidates().length;
+    for (let k = st.step + 1, c = available - 1; k <= lastStep && c > 0; k++, c--) {
+      if (cfg.strategy.probes) left += Math.min(cfg.shortlist ?? c, c) * cfg.probeSteps;
+      left += rescaleSteps;
+    }
+    const seconds = this.finished ? 0 : this.eta.seconds(left);
+    if (seconds !== undefined) this.emit({ type: 'eta', seconds });
   }
 
   private timing(step: number): StepTiming {

@@ -89,10 +89,12 @@ class FakeModel {
     return { loss: w * F, responseTokens: tokens, sampleNll: Float64Array.from(per, (c) => c * F), peakBytes: 0, grad: g };
   }
 
+  /** The loss alone: not counted in `calls` (those count optimizer steps) and never triggers `onCall`. */
   async loss(samples: Sample[], theta: Theta, opts: BatchOptions = {}) {
-    const r = await this.lossAndGrad(samples, theta, opts);
-    this.calls -= 1;
-    return { loss: r.loss, responseTokens: r.responseTokens, sampleNll: r.sampleNll, peakBytes: 0 };
+    if (samples.length === 0) throw new Error('fake: empty batch');
+    const { F } = this.f(theta, opts.skip ?? []);
+    const { w, tokens, per } = this.weights(samples, opts.tokenMean ?? false);
+    return { loss: w * F, responseTokens: tokens, sampleNll: Float64Array.from(per, (c) => c * F), peakBytes: 0 };
   }
 
   async layerStats(): Promise<LayerStats> {
@@ -138,7 +140,10 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const base: SelectOptions = { batchSize: 8, seed: 3 };
+// One epoch per probe (20 samples in batches of 8: 3 steps) and one epoch per rescale on
+// all the data: the loop's mechanics with a small, exactly countable budget. The defaults
+// (longer probes, converging rescales on a held-out slice) are tested further down.
+const base: SelectOptions = { batchSize: 8, seed: 3, probeSteps: 3, rescaleEpochs: 1 };
 
 describe('selectBlocks: iterative-greedy', () => {
   it('skips the cheapest layer each step and records candidates x steps probes', async () => {
@@ -322,7 +327,7 @@ describe('selectBlocks: other strategies', () => {
 describe('selectBlocks: probe subset and shortlist', () => {
   it('probeSubset probes on n samples and still rescales on all', async () => {
     const model = fake({ a: A });
-    const sel = await selectBlocks(model, data, { ...base, count: 1, probeSubset: 8 });
+    const sel = await selectBlocks(model, data, { ...base, count: 1, probeSubset: 8, probeSteps: 1 });
     expect(sel.skipped).toEqual([3]);
     expect(model.calls).toBe(6 * 1 + 3); // 6 probes x 1 batch of 8, rescale 3 batches
   });
@@ -447,5 +452,119 @@ describe('selectBlocks: checkpoints', () => {
     const sel = await selectBlocks(fake({ a: A }), data, { ...base, count: 2 });
     const back = selectionFromJSON(JSON.parse(JSON.stringify(selectionToJSON(sel))));
     expectSameSelection(back, sel);
+  });
+});
+
+describe('selectBlocks: the method\'s defaults', () => {
+  /** Records which samples each engine call saw: training (lossAndGrad) and held-out (loss). */
+  function recorded(spec: FakeSpec) {
+    const model = fake(spec);
+    const trained = new Set<Sample>();
+    const validated = new Set<Sample>();
+    const lossAndGrad = model.lossAndGrad.bind(model);
+    const loss = model.loss.bind(model);
+    model.lossAndGrad = async (samples, theta, opts) => {
+      samples.forEach((x) => trained.add(x));
+      return lossAndGrad(samples, theta, opts);
+    };
+    model.loss = async (samples, theta, opts) => {
+      samples.forEach((x) => validated.add(x));
+      return loss(samples, theta, opts);
+    };
+    return { model, trained, validated };
+  }
+
+  it('probes train for DEFAULT_PROBE_STEPS steps on small data, cycling reshuffled epochs', async () => {
+    const events: ProgressEvent[] = [];
+    const sel = await selectBlocks(fake({ a: A }), data, { batchSize: 8, count: 1, rescaleEpochs: 1, onProgress: (e) => events.push(e) });
+    const probe0 = events.filter((e) => e.type === 'batch' && e.phase === 'probe' && e.candidate === 0) as Extract<ProgressEvent, { type: 'batch' }>[];
+    expect(sel.probeSteps).toBe(64);
+    expect(probe0).toHaveLength(64);
+    // 3 batches an epoch: epochs 1..22, each a fresh shuffle.
+    expect(probe0.at(-1)!.epoch).toBe(22);
+    expect(sel.probeOptimizerSteps).toBe(6 * 64);
+    const tokens = data.reduce((t, x) => t + x.prompt.length + x.response.length, 0);
+    expect(sel.probeTokens).toBeGreaterThan(6 * 21 * tokens);
+    // A longer probe ranks closer to min over theta: the scores fall with the budget.
+    const short = await selectBlocks(fake({ a: A }), data, { batchSize: 8, count: 1, rescaleEpochs: 1, probeSteps: 3 });
+    for (const e of sel.trace) expect(e.score).toBeLessThan(short.trace.find((x) => x.candidate === e.candidate)!.score);
+  });
+
+  it('holds out a fixed validation slice that no probe or rescale ever trains on', async () => {
+    const { model, trained, validated } = recorded({ a: A });
+    const sel = await selectBlocks(model, data, { batchSize: 8, count: 2, probeSteps: 5 });
+    expect(sel.validationSamples).toBe(4); // round(0.2 * 20)
+    expect(sel.trainSamples).toBe(16);
+    expect(validated.size).toBe(4);
+    expect(trained.size).toBe(16);
+    for (const x of validated) expect(trained.has(x)).toBe(false);
+    // Each probe records its held-out loss; each rescale its curve, epochs and stop reason.
+    expect(sel.trace.every((e) => typeof e.validation === 'number' && e.train === e.score)).toBe(true);
+    for (const l of sel.losses) {
+      expect(l.validationCurve!.length).toBe(l.epochs! + 1);
+      expect(['patience', 'maxEpochs']).toContain(l.stoppedBy);
+      expect(l.validationLoss).toBe(Math.min(...l.validationCurve!));
+    }
+  });
+
+  it('a converging rescale stops after `patience` epochs without improvement and keeps the best theta', async () => {
+    const sel = await selectBlocks(fake({ a: A }), data, { batchSize: 8, count: 1, probeSteps: 3, rescaleLr: 0.2, rescalePatience: 2, rescaleMaxEpochs: 40 });
+    const r = sel.losses[0];
+    const curve = r.validationCurve!;
+    const best = curve.indexOf(Math.min(...curve));
+    if (r.stoppedBy === 'patience') expect(curve.length - 1 - best).toBe(2);
+    else expect(r.epochs).toBe(40);
+    expect(r.validationLoss).toBe(curve[best]);
+    const fixed = await selectBlocks(fake({ a: A }), data, { batchSize: 8, count: 1, probeSteps: 3, rescaleLr: 0.2, rescaleEpochs: 7 });
+    expect(fixed.losses[0].epochs).toBe(7);
+    expect(fixed.losses[0].stoppedBy).toBe('epochs');
+    expect(fixed.validationSamples).toBe(0); // a fixed epoch count needs no held-out slice
+  });
+
+  it('probeScore "validation" ranks by the held-out loss of each probe, maxLossOn "validation" stops on it', async () => {
+    const sel = await selectBlocks(fake({ a: A }), data, { batchSize: 8, count: 1, probeSteps: 4, probeScore: 'validation' });
+    for (const e of sel.trace) expect(e.score).toBe(e.validation);
+    expect(sel.skipped).toEqual([3]);
+    const first = sel.trace.find((e) => e.candidate === 3)!;
+    const stopped = await selectBlocks(fake({ a: A }), data, { batchSize: 8, maxLoss: first.validation! - 1e-3, maxLossOn: 'validation', probeSteps: 4 });
+    expect(stopped.stoppedBy).toBe('maxLoss');
+    expect(stopped.skipped).toEqual([]);
+  });
+
+  it('exclude keeps layers out of the candidates; counts beyond what is left fail before any engine call', async () => {
+    const model = fake({ a: A });
+    const sel = await selectBlocks(model, data, { ...base, count: 2, exclude: [3] });
+    expect(sel.skipped).not.toContain(3);
+    expect(sel.trace.some((e) => e.candidate === 3)).toBe(false);
+    const idle = fake({ a: A });
+    await expect(selectBlocks(idle, data, { ...base, count: 5, exclude: [0, 1] })).rejects.toMatchObject({
+      code: 'HOPSCOTCH_ERR_ARGUMENT',
+      message: expect.stringMatching(/count must be an integer in \[1, 4\]/),
+    });
+    await expect(selectBlocks(idle, data, { ...base, count: 1, exclude: [6] })).rejects.toMatchObject({ code: 'HOPSCOTCH_ERR_SKIP' });
+    expect(idle.calls).toBe(0);
+  });
+
+  it('a kill during the rescale step resumes at batch granularity, bit-identical to an uninterrupted run', async () => {
+    const opts: SelectOptions = { batchSize: 4, count: 2, probeSteps: 3, rescaleMaxEpochs: 6, rescalePatience: 3, seed: 5 };
+    const ref = await selectBlocks(fake({ a: A }), data, opts);
+    const file = join(dir, 'ckpt.json');
+    // Step 1: 6 probes x 3 steps = 18 calls; its rescale follows (16 training samples: 4 batches an epoch).
+    for (const n of [20, 23, 26]) {
+      await rm(file, { force: true });
+      const model = fake({ a: A });
+      const controller = new AbortController();
+      model.onCall = (c) => c === n && controller.abort(new Error('killed'));
+      await expect(selectBlocks(model, data, { ...opts, checkpoint: file, signal: controller.signal })).rejects.toThrow('killed');
+      const ckpt = JSON.parse(await readFile(file, 'utf8'));
+      expect(ckpt.state.rescale).toMatchObject({ step: 1 });
+      expect(ckpt.state.rescale.state.losses).toHaveLength(n - 18);
+      const resumed = fake({ a: A });
+      expectSameSelection(await selectBlocks(resumed, data, { ...opts, checkpoint: file }), ref);
+      // No optimizer step is taken twice.
+      const refCalls = fake({ a: A });
+      await selectBlocks(refCalls, data, opts);
+      expect(resumed.calls + n).toBe(refCalls.calls);
+    }
   });
 });
