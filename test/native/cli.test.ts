@@ -1,7 +1,7 @@
 // The `hopscotch` command line, run as a user runs it: `node dist/cli/main.js ...`
 // (`npm test` builds dist/ first). Selection on the llama-inert fixture, crash and
 // Ctrl-C safety of checkpoints, argument errors, the demo, and the generated reference.
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -38,7 +38,8 @@ async function fixtureData(): Promise<Sample[]> {
   }
 }
 
-const selectArgs = ['select', '--model', inert, '--data', dataFile, '--count', '3', '--batch-size', '8', '--device', 'cpu', '--json'];
+// Short probes and one-epoch rescales on all the data: the CLI's mechanics, quickly.
+const selectArgs = ['select', '--model', inert, '--data', dataFile, '--count', '3', '--batch-size', '8', '--probe-steps', '6', '--rescale-epochs', '1', '--device', 'cpu', '--json'];
 
 /** Completed units of work recorded in a checkpoint file: probes and rankings done, plus rescales. */
 function checkpointProgress(file: string): number {
@@ -185,9 +186,65 @@ describe('hopscotch rescale', () => {
     expect(fit.epochLosses[2]).toBeLessThan(fit.epochLosses[0]);
     expect(fit.theta.bAtt[0]).toBe(0);
     expect(fit.theta.bAtt[2]).toBe(0);
-    const from = await cli(['rescale', '--model', inert, '--data', dataFile, '--skip', '2', '--theta', sel, '--epochs', '1', '--device', 'cpu', '--json']);
+    // --theta brings its skip list; a --skip that would revive a skipped layer is refused.
+    const from = await cli(['rescale', '--model', inert, '--data', dataFile, '--theta', sel, '--epochs', '1', '--device', 'cpu', '--json']);
     expect(from.code, from.stderr).toBe(0);
-    expect((lastJson(from).settings as { thetaFrom: string }).thetaFrom).toBe(sel);
+    const fromFit = lastJson(from) as { skipped: number[]; fingerprint: string; settings: { thetaFrom: string } };
+    expect(fromFit.settings.thetaFrom).toBe(sel);
+    expect(fromFit.skipped).toEqual(JSON.parse(readFileSync(sel, 'utf8')).skipped);
+    expect(fromFit.fingerprint).toBe(inspect(inert).fingerprint);
+    const contradicts = await cli(['rescale', '--model', inert, '--data', dataFile, '--skip', '2', '--theta', sel, '--epochs', '1', '--device', 'cpu']);
+    expect(contradicts.code).toBe(1);
+    expect(contradicts.stderr).toMatch(/^hopscotch: HOPSCOTCH_ERR_SKIP: --skip 2 contradicts .*sel\.json: it skipped layers/);
+  });
+
+  it('converges by default on a held-out slice and reports the curve and why it stopped', async () => {
+    const r = await cli(['rescale', '--model', inert, '--data', dataFile, '--skip', '2', '--batch-size', '8', '--max-epochs', '6', '--patience', '2', '--device', 'cpu', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const fit = lastJson(r) as { validationCurve: number[]; validationLoss: number; stoppedBy: string; trainSamples: number; validationSamples: number; epochLosses: number[] };
+    expect(fit.trainSamples + fit.validationSamples).toBe(48);
+    expect(fit.validationSamples).toBe(10); // round(0.2 * 48)
+    expect(fit.validationCurve).toHaveLength(fit.epochLosses.length + 1);
+    expect(['patience', 'maxEpochs']).toContain(fit.stoppedBy);
+    expect(fit.validationLoss).toBe(Math.min(...fit.validationCurve));
+  });
+});
+
+describe('mistakes are caught before the expensive work', () => {
+  const fixturePrompts = join(root, 'data', 'prompts', 'story-openings.jsonl');
+  it('run --out EXISTING fails before loading the model or generating anything', async () => {
+    const out = join(work, 'exists');
+    mkdirSync(out, { recursive: true });
+    const r = await cli(['run', '--model', demoModel, '--prompts', fixturePrompts, '--skip', '1', '--out', out, '--device', 'cpu']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^hopscotch: HOPSCOTCH_ERR_EXISTS: /);
+    expect(r.stderr).not.toMatch(/generat|data {7}/i);
+  });
+
+  it('--force never deletes a regular file', async () => {
+    const file = join(work, 'a-file');
+    writeFileSync(file, 'keep me');
+    const r = await cli(['run', '--model', demoModel, '--prompts', fixturePrompts, '--skip', '1', '--out', file, '--force', '--device', 'cpu']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/HOPSCOTCH_ERR_EXISTS: .* is not a folder/);
+    expect(readFileSync(file, 'utf8')).toBe('keep me');
+  });
+
+  it('a count larger than the layers left is refused before the recovery set is generated', async () => {
+    const r = await cli(['select', '--model', demoModel, '--prompts', fixturePrompts, '--count', '9', '--device', 'cpu']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/HOPSCOTCH_ERR_ARGUMENT: count must be an integer in \[1, 5\]/);
+    expect(r.stderr).not.toMatch(/generat/i);
+  });
+
+  it('export refuses a fit made for another model', async () => {
+    const sel = join(work, 'sel-for-export.json');
+    const r1 = await cli(['select', '--model', inert, '--data', dataFile, '--count', '1', '--probe-steps', '2', '--rescale-epochs', '1', '--device', 'cpu', '--save', sel]);
+    expect(r1.code, r1.stderr).toBe(0);
+    const r = await cli(['export', '--model', fixtureDir('llama-gqa'), '--fit', sel, '--format', 'scales', '--out', join(work, 'wrong-model')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^hopscotch: HOPSCOTCH_ERR_FINGERPRINT: /);
+    expect(existsSync(join(work, 'wrong-model'))).toBe(false);
   });
 });
 
@@ -204,7 +261,8 @@ describe('hopscotch run', () => {
     const fitFile = join(work, 'run-fit.json');
     const r = await cli([
       'run', '--model', demoModel, '--prompts', prompts, '--max-new-tokens', '24', '--stop', '1,2',
-      '--skip', '1', '--batch-size', '4', '--out', out, '--format', 'hf', '--save-fit', fitFile, '--device', 'cpu', '--json',
+      '--skip', '1', '--batch-size', '4', '--probe-steps', '4', '--rescale-epochs', '1', '--max-epochs', '4',
+      '--out', out, '--format', 'hf', '--save-fit', fitFile, '--device', 'cpu', '--json',
     ]);
     expect(r.code, r.stderr).toBe(0);
     const result = lastJson(r) as { skipped?: number[]; export?: { out: string; maxAbsLogitDiff?: number } };

@@ -76,7 +76,7 @@ describe('entry points', () => {
     expectTypeOf(rescale).toEqualTypeOf<(model: Model, data: Dataset, opts: RescaleOptions) => Promise<Fit>>();
 
     expectTypeOf(hopscotch.export).toEqualTypeOf(exportModel);
-    expectTypeOf(exportModel).parameters.toEqualTypeOf<[Model, { skipped: number[]; theta: Theta }, ExportOptions]>();
+    expectTypeOf(exportModel).parameters.toEqualTypeOf<[Model, { skipped: number[]; theta: Theta; fingerprint?: string }, ExportOptions]>();
     expectTypeOf(exportModel).returns.toEqualTypeOf<Promise<ExportResult>>();
     // A Selection and a Fit are both accepted as the thing to export.
     expectTypeOf<Selection>().toMatchTypeOf<Parameters<typeof exportModel>[1]>();
@@ -103,10 +103,18 @@ describe('entry points', () => {
     expectTypeOf<SelectOptions>().toEqualTypeOf<{
       count?: number;
       maxLoss?: number;
+      maxLossOn?: 'score' | 'validation';
       strategy?: StrategyName | SelectionStrategy;
+      exclude?: readonly number[];
       probeLr?: number;
+      probeSteps?: number;
+      probeScore?: 'train' | 'validation';
       rescaleLr?: number;
       rescaleEpochs?: number;
+      rescaleMaxEpochs?: number;
+      rescalePatience?: number;
+      holdout?: number;
+      validation?: Dataset;
       batchSize?: number;
       tokenCap?: number;
       seed?: number;
@@ -122,12 +130,15 @@ describe('entry points', () => {
       skip: readonly number[];
       theta?: Theta;
       epochs?: number;
+      maxEpochs?: number;
+      patience?: number;
+      holdout?: number;
+      validation?: Dataset;
       lr?: number;
       batchSize?: number;
       tokenCap?: number;
       seed?: number;
       tokenMean?: boolean;
-      validation?: Dataset;
       checkpoint?: string;
       checkpointEvery?: number;
       onProgress?: ProgressCallback;
@@ -173,24 +184,36 @@ describe('data types', () => {
   it('Sample, Dataset, Selection and Fit', () => {
     expectTypeOf<Sample>().toEqualTypeOf<{ prompt: number[]; response: number[] }>();
     expectTypeOf<Dataset>().toEqualTypeOf<Sample[]>();
-    expectTypeOf<TraceEntry>().toEqualTypeOf<{ step: number; candidate: number; score: number }>();
+    expectTypeOf<TraceEntry>().toEqualTypeOf<{ step: number; candidate: number; score: number; train?: number; validation?: number }>();
     expectTypeOf<Selection>().toEqualTypeOf<{
+      fingerprint?: string;
       strategy: string;
       skipped: number[];
       theta: Theta;
       trace: TraceEntry[];
-      losses: { step: number; loss: number }[];
+      losses: { step: number; loss: number; validationLoss?: number; epochs?: number; stoppedBy?: string; validationCurve?: number[] }[];
       timings: { step: number; probeMs: number; rescaleMs: number }[];
       stoppedBy: 'count' | 'maxLoss' | 'exhausted';
       firstOrder?: TraceEntry[];
+      probeSteps?: number;
+      probeOptimizerSteps?: number;
+      probeTokens?: number;
+      trainSamples?: number;
+      validationSamples?: number;
     }>();
     expectTypeOf<SelectionJson['theta']>().toEqualTypeOf<theta.ThetaJson>();
     expectTypeOf<Fit>().toEqualTypeOf<{
+      fingerprint?: string;
       skipped: number[];
       theta: Theta;
       losses: number[];
       epochLosses: number[];
       validationLoss?: number;
+      validationCurve?: number[];
+      bestEpoch?: number;
+      stoppedBy?: 'steps' | 'epochs' | 'patience' | 'maxEpochs';
+      trainSamples?: number;
+      validationSamples?: number;
       steps: number;
     }>();
   });
@@ -265,7 +288,7 @@ describe('progress events', () => {
           expectTypeOf(e).toEqualTypeOf<{ type: 'rescale-epoch'; step: number; epoch: number; epochs: number; loss: number }>();
           return e.loss;
         case 'validation':
-          expectTypeOf(e).toEqualTypeOf<{ type: 'validation'; loss: number }>();
+          expectTypeOf(e).toEqualTypeOf<{ type: 'validation'; loss: number; epoch?: number; step?: number; phase?: 'probe' | 'rescale'; candidate?: number }>();
           return e.loss;
         case 'eta':
           expectTypeOf(e).toEqualTypeOf<{ type: 'eta'; seconds: number }>();
