@@ -176,8 +176,14 @@ export function printReport(report: EvaluationReport): void {
     lines.push('', `loss per block removed (elbow${sel.elbowOn ? `, ${sel.elbowOn}` : ''}: k = ${sel.elbowK ?? 'n/a'})`);
     lines.push(
       mdTable(
-        ['k', 'layer', 'probe loss', 'held-out NoScale'],
-        sel.curve.map((c) => [String(c.k), c.layer === null ? '-' : String(c.layer), c.probeLoss?.toFixed(4) ?? '-', c.heldOutNoScale?.toFixed(4) ?? '-']),
+        ['k', 'layer', 'probe loss', 'probe validation', 'held-out NoScale'],
+        sel.curve.map((c) => [
+          String(c.k),
+          c.layer === null ? '-' : String(c.layer),
+          c.probeLoss?.toFixed(4) ?? '-',
+          c.probeValidation?.toFixed(4) ?? '-',
+          c.heldOutNoScale?.toFixed(4) ?? '-',
+        ]),
       ),
     );
   }
