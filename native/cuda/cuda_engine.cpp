@@ -749,9 +749,11 @@ LossResult CudaEngine::loss(const std::vector<Sample>& samples, const Theta& the
   // Kept layers: L - K .. L - 1 keep their internals in acts[0 .. K-1]; the others
   // run in acts[0] and are recomputed before their backward (acts[0] is free again by
   // then: the kept layers' backward comes first).
+  // A forward-only call uses acts[0] and leaves the slots of the last plan alone (no
+  // allocation churn between training and evaluation calls); a lossAndGrad frees the
+  // slots its plan does not use.
   const int K = want_grad ? kept_layers(T, R, opts) : 1;
-  if (static_cast<int>(w_.acts.size()) > K) w_.acts.resize(K);  // frees slots a smaller plan does not use
-  w_.acts.resize(K);
+  if (want_grad) w_.acts.resize(K);
   auto acts_of = [&](int l) -> Acts& { return w_.acts[l >= L - K ? l - (L - K) : 0]; };
 
   size_t peak = reserve_forward(T) + reserve_ce(R, want_grad);
