@@ -109,7 +109,30 @@ struct AttnCase {
   std::vector<int> lq, lk;
 };
 
-void attention_case(const AttnCase& c, AttentionImpl impl, std::vector<KernelCheck>& out) {
+// The fp64 reference of one case, shared by both implementations.
+struct AttnRef {
+  std::vector<float> q, k, v, dout, o_ref, lse_ref, o_in, dq_ref, dk_ref, dv_ref;
+};
+
+AttnRef attention_ref(const AttnCase& c) {
+  const int nH = 8, nKV = 2, D = c.D;
+  const std::vector<int32_t> cu_q = offsets(c.lq), cu_k = offsets(c.lk);
+  const int64_t Tq = cu_q.back(), Tk = cu_k.back();
+  const twin::AttnShape shape{nH, nKV, D, float(1.0 / std::sqrt(double(D)))};
+  AttnRef r;
+  r.q = uniform(size_t(Tq) * nH * D, -2.f, 2.f, 11, true);
+  r.k = uniform(size_t(Tk) * nKV * D, -1.f, 1.f, 12, true);
+  r.v = uniform(size_t(Tk) * nKV * D, -1.f, 1.f, 13, true);
+  r.dout = uniform(size_t(Tq) * nH * D, -1.f, 1.f, 14, true);
+  twin::attention_fwd_ref<double>(r.q, r.k, r.v, cu_q, cu_k, shape, {}, false, r.o_ref, r.lse_ref);
+  // The backward's inputs for all: O rounded to bf16 (what the kernel reads), exact lse.
+  r.o_in = twin::bf16_round(r.o_ref);
+  twin::attention_bwd_ref<double>(r.q, r.k, r.v, r.o_in, r.dout, r.lse_ref, cu_q, cu_k, shape, {}, r.dq_ref, r.dk_ref,
+                                  r.dv_ref);
+  return r;
+}
+
+void attention_case(const AttnCase& c, const AttnRef& ref, AttentionImpl impl, std::vector<KernelCheck>& out) {
   const std::string tag = std::string("attention_") + attention_impl_name(impl) + "_" + c.name;
   if (impl == AttentionImpl::Mma && !attention_mma_supported(c.D)) {
     out.push_back({tag, true, "\"skipped\":\"tensor-core kernels need sm_80+\""});
@@ -119,15 +142,13 @@ void attention_case(const AttnCase& c, AttentionImpl impl, std::vector<KernelChe
   const std::vector<int32_t> cu_q = offsets(c.lq), cu_k = offsets(c.lk);
   const int64_t Tq = cu_q.back(), Tk = cu_k.back();
   twin::AttnShape shape{nH, nKV, D, float(1.0 / std::sqrt(double(D)))};
-  const std::vector<float> q = uniform(size_t(Tq) * nH * D, -2.f, 2.f, 11, true);
-  const std::vector<float> k = uniform(size_t(Tk) * nKV * D, -1.f, 1.f, 12, true);
-  const std::vector<float> v = uniform(size_t(Tk) * nKV * D, -1.f, 1.f, 13, true);
-  const std::vector<float> dout = uniform(size_t(Tq) * nH * D, -1.f, 1.f, 14, true);
+  const std::vector<float>&q = ref.q, &k = ref.k, &v = ref.v, &dout = ref.dout;
+  const std::vector<float>&o_ref = ref.o_ref, &lse_ref = ref.lse_ref, &o_in = ref.o_in;
+  const std::vector<float>&dq_ref = ref.dq_ref, &dk_ref = ref.dk_ref, &dv_ref = ref.dv_ref;
   const twin::AttnRounding rounding{impl == AttentionImpl::Mma, impl == AttentionImpl::Mma};
 
-  // Forward: exact (fp64, unrounded O) and twin (fp32, kernel rounding, bf16 O).
-  std::vector<float> o_ref, lse_ref, o_twin, lse_twin;
-  twin::attention_fwd_ref<double>(q, k, v, cu_q, cu_k, shape, {}, false, o_ref, lse_ref);
+  // Forward twin: fp32, the kernel's rounding, bf16 O.
+  std::vector<float> o_twin, lse_twin;
   twin::attention_fwd_ref<float>(q, k, v, cu_q, cu_k, shape, rounding, true, o_twin, lse_twin);
 
   const AttentionTiles tiles = make_attention_tiles(cu_q, cu_k);
@@ -160,11 +181,8 @@ void attention_case(const AttnCase& c, AttentionImpl impl, std::vector<KernelChe
   check(cudaDeviceSynchronize(), tag.c_str());
   const bool fwd_same = from_dev_bf16(dO) == o_gpu && dlse.host() == lse_gpu;
 
-  // Backward from the same inputs for all three: O rounded to bf16 (what the kernel
-  // reads) and the exact lse.
-  const std::vector<float> o_in = twin::bf16_round(o_ref);
-  std::vector<float> dq_ref, dk_ref, dv_ref, dq_twin, dk_twin, dv_twin;
-  twin::attention_bwd_ref<double>(q, k, v, o_in, dout, lse_ref, cu_q, cu_k, shape, {}, dq_ref, dk_ref, dv_ref);
+  // Backward from the same inputs as the reference's.
+  std::vector<float> dq_twin, dk_twin, dv_twin;
   twin::attention_bwd_ref<float>(q, k, v, o_in, dout, lse_ref, cu_q, cu_k, shape, rounding, dq_twin, dk_twin,
                                  dv_twin);
   Dev<bf16> do_in = to_dev_bf16(o_in);
@@ -263,10 +281,12 @@ std::vector<KernelCheck> run_kernel_checks() {
       {"d64_gqa4_decode", 64, {1, 3, 1}, {300, 77, 64}},
       {"d128_gqa4_decode", 128, {1, 3, 1}, {300, 77, 64}},
   };
-  for (AttentionImpl impl : {AttentionImpl::Fma, AttentionImpl::Mma})
-    for (const AttnCase& c : cases)
+  for (const AttnCase& c : cases) {
+    const AttnRef ref = attention_ref(c);
+    for (AttentionImpl impl : {AttentionImpl::Fma, AttentionImpl::Mma})
       guarded(std::string("attention_") + attention_impl_name(impl) + "_" + c.name, out,
-              [&] { attention_case(c, impl, out); });
+              [&] { attention_case(c, ref, impl, out); });
+  }
 
   guarded("cast_fwd", out, [&] {
     const std::vector<float> x = uniform(10007, -3.f, 3.f, 21, false);
