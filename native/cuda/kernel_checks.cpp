@@ -274,6 +274,14 @@ void guarded(const std::string& name, std::vector<KernelCheck>& out, F&& fn) {
 
 std::vector<KernelCheck> run_kernel_checks() {
   std::vector<KernelCheck> out;
+  int devices = 0;
+  const cudaError_t st = cudaGetDeviceCount(&devices);
+  if (st != cudaSuccess || devices <= 0) {
+    (void)cudaGetLastError();
+    out.push_back({"device", false, std::string("\"error\":\"no usable CUDA device: ") +
+                                        (st != cudaSuccess ? cudaGetErrorName(st) : "0 devices") + "\""});
+    return out;
+  }
   const std::vector<int> packed = {301, 1, 17, 64, 65, 129, 297, 313, 255};
   const std::vector<AttnCase> cases = {
       {"d64_gqa4_packed", 64, packed, packed},
