@@ -6,9 +6,14 @@
 // gradients and theta reductions are fp32; the operands fed to the next GEMM (normed
 // activations, attention output, SwiGLU output, gradients entering a GEMM) are bf16.
 //
-// Memory: a backward keeps only each layer's input h_l and recomputes the layer's
-// internals right before its backward (layer-wise recomputation), so one layer's worth
-// of activations exists at a time. A skipped layer's attention is never computed, and
+// Memory: a backward keeps each layer's input h_l and, per a plan made from the free
+// GPU memory (or BatchOptions.max_memory), the internals of as many of the top layers as
+// fit (only what the backward reads: not the GEMM operands xn1, xn2, act, nor the raw
+// q/k/v projections unless qk-norm needs them); the other layers are recomputed right
+// before their backward (layer-wise recomputation), so with the smallest plan one
+// layer's worth of activations exists at a time. A recomputed layer repeats its forward
+// with the same kernels on the same input, so every plan should give bit-identical
+// results (hopscotch_cuda_selftest --bench compares two plans). A skipped layer's attention is never computed, and
 // generation keeps no KV cache for it.
 //
 // Per layer l (theta = b_att, s_att, b_mlp, s_mlp; rm = residual_multiplier):
@@ -89,6 +94,24 @@ void upload(DeviceBuffer& dst, const std::vector<T>& src, cudaStream_t stream, c
 
 }  // namespace
 
+// Each buffer's size as a function of the token count; reserve_* allocate exactly
+// these, *_bytes only count them (the memory plan of kept_layers).
+namespace {
+struct Sized {
+  DeviceBuffer* buf;
+  size_t bytes;
+  const char* what;
+};
+size_t reserve_all(const std::vector<Sized>& list) {
+  size_t total = 0;
+  for (const Sized& s : list) {
+    if (s.buf != nullptr) s.buf->reserve(s.bytes, s.what);
+    total += s.bytes;
+  }
+  return total;
+}
+}  // namespace
+
 // The forward internals of one layer that its backward reads.
 struct Acts {
   DeviceBuffer xn1, rstd1, qkv, q, k, v, attn_o, lse, A, x1, xn2, rstd2, gu, act, M;
@@ -140,8 +163,11 @@ class CudaEngine final : public Engine {
   const float* upload_f32(const float* src, size_t n, const char* what);
   void* alloc(size_t bytes, const char* what);
   void compute_inv_freq();
-  size_t acts_bytes(int64_t T) const;
-  size_t reserve_acts(Acts& a, int64_t T);
+  // The buffers of one Acts slot: the working set (kept = false) or a kept layer's slot,
+  // which holds only what the backward reads.
+  std::vector<Sized> acts_list(Acts* a, int64_t T, bool kept) const;
+  size_t acts_bytes(int64_t T, bool kept) const;
+  size_t reserve_acts(Acts& a, int64_t T, bool kept);
   size_t reserve_forward(int64_t T);
   size_t reserve_backward(int64_t T);
   size_t backward_bytes(int64_t T) const;
@@ -367,59 +393,43 @@ void CudaEngine::compute_inv_freq() {
 // ---------------------------------------------------------------------------------------
 // Workspace
 
-// Each buffer's size as a function of the token count; reserve_* allocate exactly
-// these, *_bytes only count them (the memory plan of kept_layers).
-namespace {
-struct Sized {
-  DeviceBuffer* buf;
-  size_t bytes;
-  const char* what;
-};
-size_t reserve_all(const std::vector<Sized>& list) {
-  size_t total = 0;
-  for (const Sized& s : list) {
-    if (s.buf != nullptr) s.buf->reserve(s.bytes, s.what);
-    total += s.bytes;
+std::vector<Sized> CudaEngine::acts_list(Acts* a, int64_t T, bool kept) const {
+  const size_t t = static_cast<size_t>(T), H = cfg_.hidden, I = cfg_.intermediate, nH = cfg_.num_heads;
+  auto at = [&](DeviceBuffer Acts::*m) { return a != nullptr ? &(a->*m) : nullptr; };
+  std::vector<Sized> list = {
+      {at(&Acts::rstd1), t * sizeof(float), "rstd"},
+      {at(&Acts::q), t * QD_ * sizeof(bf16), "queries"},
+      {at(&Acts::k), t * KVD_ * sizeof(bf16), "keys"},
+      {at(&Acts::v), t * KVD_ * sizeof(bf16), "values"},
+      {at(&Acts::attn_o), t * QD_ * sizeof(bf16), "attention output"},
+      {at(&Acts::lse), t * nH * sizeof(float), "attention logsumexp"},
+      {at(&Acts::A), t * H * sizeof(float), "attention block output"},
+      {at(&Acts::x1), t * H * sizeof(float), "x1"},
+      {at(&Acts::rstd2), t * sizeof(float), "rstd"},
+      {at(&Acts::gu), t * 2 * I * sizeof(float), "gate/up projections"},
+      {at(&Acts::M), t * H * sizeof(float), "MLP output"}};
+  // Only the working set holds the GEMM operands (and the raw projections unless the
+  // qk-norm backward needs them).
+  if (!kept || cfg_.qk_norm) list.push_back({at(&Acts::qkv), t * QKV_ * sizeof(float), "q/k/v projections"});
+  if (!kept) {
+    list.push_back({at(&Acts::xn1), t * H * sizeof(bf16), "normed input"});
+    list.push_back({at(&Acts::xn2), t * H * sizeof(bf16), "normed x1"});
+    list.push_back({at(&Acts::act), t * I * sizeof(bf16), "SwiGLU output"});
   }
-  return total;
+  return list;
 }
-}  // namespace
 
-size_t CudaEngine::acts_bytes(int64_t T) const {
-  const size_t t = static_cast<size_t>(T), H = cfg_.hidden, I = cfg_.intermediate, nH = cfg_.num_heads;
-  const size_t list[] = {t * H * sizeof(bf16), t * sizeof(float), t * QKV_ * sizeof(float), t * QD_ * sizeof(bf16),
-                         t * KVD_ * sizeof(bf16), t * KVD_ * sizeof(bf16), t * QD_ * sizeof(bf16),
-                         t * nH * sizeof(float), t * H * sizeof(float), t * H * sizeof(float), t * H * sizeof(bf16),
-                         t * sizeof(float), t * 2 * I * sizeof(float), t * I * sizeof(bf16), t * H * sizeof(float)};
+size_t CudaEngine::acts_bytes(int64_t T, bool kept) const {
   size_t total = 0;
-  for (size_t b : list) total += b;
+  for (const Sized& s : acts_list(nullptr, T, kept)) total += s.bytes;
   return total;
 }
 
-size_t CudaEngine::reserve_acts(Acts& a, int64_t T) {
-  const size_t t = static_cast<size_t>(T), H = cfg_.hidden, I = cfg_.intermediate, nH = cfg_.num_heads;
-  const std::vector<Sized> list = {
-      {&a.xn1, t * H * sizeof(bf16), "normed input"},
-      {&a.rstd1, t * sizeof(float), "rstd"},
-      {&a.qkv, t * QKV_ * sizeof(float), "q/k/v projections"},
-      {&a.q, t * QD_ * sizeof(bf16), "queries"},
-      {&a.k, t * KVD_ * sizeof(bf16), "keys"},
-      {&a.v, t * KVD_ * sizeof(bf16), "values"},
-      {&a.attn_o, t * QD_ * sizeof(bf16), "attention output"},
-      {&a.lse, t * nH * sizeof(float), "attention logsumexp"},
-      {&a.A, t * H * sizeof(float), "attention block output"},
-      {&a.x1, t * H * sizeof(float), "x1"},
-      {&a.xn2, t * H * sizeof(bf16), "normed x1"},
-      {&a.rstd2, t * sizeof(float), "rstd"},
-      {&a.gu, t * 2 * I * sizeof(float), "gate/up projections"},
-      {&a.act, t * I * sizeof(bf16), "SwiGLU output"},
-      {&a.M, t * H * sizeof(float), "MLP output"}};
-  return reserve_all(list);
-}
+size_t CudaEngine::reserve_acts(Acts& a, int64_t T, bool kept) { return reserve_all(acts_list(&a, T, kept)); }
 
 size_t CudaEngine::reserve_forward(int64_t T) {
   const size_t t = static_cast<size_t>(T);
-  size_t total = reserve_acts(act0(), T);
+  size_t total = reserve_acts(act0(), T, false);
   total += reserve_all({{&w_.tokens, t * sizeof(int32_t), "tokens"}, {&w_.pos, t * sizeof(int32_t), "positions"}});
   return total;
 }
@@ -509,10 +519,10 @@ int CudaEngine::kept_layers(int64_t T, int64_t R, const BatchOptions& opts) {
   budget = budget > margin ? budget - margin : 0;
   const size_t t = static_cast<size_t>(T);
   const size_t base = size_t(L + 1) * t * cfg_.hidden * sizeof(float) + backward_bytes(T) + ce_bytes(R, true) +
-                      2 * t * sizeof(int32_t);
-  const size_t per = acts_bytes(T);
-  if (base + per >= budget) return 1;
-  return static_cast<int>(std::min<size_t>(size_t(L), (budget - base) / per));
+                      2 * t * sizeof(int32_t);  // slot 0 (the working set) is `first` below
+  const size_t first = acts_bytes(T, false), per = acts_bytes(T, true);
+  if (base + first >= budget) return 1;
+  return static_cast<int>(std::min<size_t>(size_t(L), 1 + (budget - base - first) / per));
 }
 
 void CudaEngine::upload_seqs(DeviceSeqs& s, const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_k) {
@@ -573,11 +583,16 @@ void CudaEngine::layer_forward(int l, Acts& a, const float* h, float* out, int64
   const DeviceLayer& d = layers_[l];
   const int H = cfg_.hidden, I = cfg_.intermediate;
   Gemm& g = *gemm_;
+  // GEMM operands the backward never reads live in the working set acts[0] (a kept
+  // layer's slot does not hold them); the raw q/k/v projections are kept only for the
+  // qk-norm backward.
+  Acts& w0 = act0();
+  DeviceBuffer& qkvb = cfg_.qk_norm ? a.qkv : w0.qkv;
   if (!skipped) {
-    launch_rmsnorm_fwd({h, d.in_norm, a.xn1.as<bf16>(), a.rstd1.as<float>(), T, H, eps_}, stream_);
-    g.nt(stream_, T, QKV_, H, a.xn1.as<bf16>(), H, d.w_qkv, H, a.qkv.get(), GemmOut::F32, QKV_);
+    launch_rmsnorm_fwd({h, d.in_norm, w0.xn1.as<bf16>(), a.rstd1.as<float>(), T, H, eps_}, stream_);
+    g.nt(stream_, T, QKV_, H, w0.xn1.as<bf16>(), H, d.w_qkv, H, qkvb.get(), GemmOut::F32, QKV_);
     RopeFwdParams rp{};
-    rp.qkv = a.qkv.as<float>();
+    rp.qkv = qkvb.as<float>();
     rp.bias = d.qkv_bias;
     rp.q_norm = d.q_norm;
     rp.k_norm = d.k_norm;
@@ -616,11 +631,11 @@ void CudaEngine::layer_forward(int l, Acts& a, const float* h, float* out, int64
   } else {
     launch_residual_fwd({nullptr, nullptr, h, a.x1.as<float>(), 0.f, theta.s_att[l], T, H}, stream_);
   }
-  launch_rmsnorm_fwd({a.x1.as<float>(), d.post_norm, a.xn2.as<bf16>(), a.rstd2.as<float>(), T, H, eps_},
+  launch_rmsnorm_fwd({a.x1.as<float>(), d.post_norm, w0.xn2.as<bf16>(), a.rstd2.as<float>(), T, H, eps_},
                      stream_);
-  g.nt(stream_, T, 2 * I, H, a.xn2.as<bf16>(), H, d.w_gu, H, a.gu.get(), GemmOut::F32, 2 * I);
-  launch_swiglu_fwd({a.gu.as<float>(), d.gu_bias, a.act.as<bf16>(), T, I}, stream_);
-  g.nt(stream_, T, H, I, a.act.as<bf16>(), I, d.w_down, I, a.M.get(), GemmOut::F32, H);
+  g.nt(stream_, T, 2 * I, H, w0.xn2.as<bf16>(), H, d.w_gu, H, a.gu.get(), GemmOut::F32, 2 * I);
+  launch_swiglu_fwd({a.gu.as<float>(), d.gu_bias, w0.act.as<bf16>(), T, I}, stream_);
+  g.nt(stream_, T, H, I, w0.act.as<bf16>(), I, d.w_down, I, a.M.get(), GemmOut::F32, H);
   launch_residual_fwd({a.M.as<float>(), d.down_bias, a.x1.as<float>(), out,
                        theta.b_mlp[l] * rm_, theta.s_mlp[l], T, H},
                       stream_);
@@ -757,7 +772,7 @@ LossResult CudaEngine::loss(const std::vector<Sample>& samples, const Theta& the
   auto acts_of = [&](int l) -> Acts& { return w_.acts[l >= L - K ? l - (L - K) : 0]; };
 
   size_t peak = reserve_forward(T) + reserve_ce(R, want_grad);
-  for (int i = 1; i < K; ++i) peak += reserve_acts(w_.acts[i], T);
+  for (int i = 1; i < K; ++i) peak += reserve_acts(w_.acts[i], T, true);
   // Layer inputs: all L+1 for a backward, else two slots.
   const int slots = want_grad ? L + 1 : 2;
   w_.hs.reserve(size_t(slots) * T * H * sizeof(float), "layer inputs");
