@@ -46,7 +46,8 @@ struct LossResult {
   std::vector<double> sample_nll;    // per-sample sum of response-token NLL
   size_t peak_bytes = 0;             // peak activation/workspace bytes of this call
   size_t weight_bytes = 0;           // device bytes of the weights (CUDA; 0 on the CPU)
-  int recomputed_layers = 0;         // layers whose internals the backward recomputed (CUDA)
+  int recomputed_layers = 0;         // layer forwards the backward repeated (CUDA memory plan)
+  bool thin_checkpoints = false;     // only even layers' inputs were stored (CUDA, smallest plan)
 };
 
 struct GenerateOptions {

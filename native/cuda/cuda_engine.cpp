@@ -95,7 +95,7 @@ void upload(DeviceBuffer& dst, const std::vector<T>& src, cudaStream_t stream, c
 }  // namespace
 
 // Each buffer's size as a function of the token count; reserve_* allocate exactly
-// these, *_bytes only count them (the memory plan of kept_layers).
+// these, *_bytes only count them (the memory plan).
 namespace {
 struct Sized {
   DeviceBuffer* buf;
@@ -174,7 +174,12 @@ class CudaEngine final : public Engine {
   size_t reserve_ce(int64_t R, bool want_grad);
   size_t ce_bytes(int64_t R, bool want_grad) const;
   int64_t ce_chunk(int64_t R) const;
-  int kept_layers(int64_t T, int64_t R, const BatchOptions& opts);
+  // The memory plan of one lossAndGrad (see kept_layers in the .cpp).
+  struct Plan {
+    int kept = 1;       // top layers whose internals stay from the forward
+    bool thin = false;  // layer inputs stored for even layers only
+  };
+  Plan plan(int64_t T, int64_t R, const BatchOptions& opts);
   void upload_seqs(DeviceSeqs& s, const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_k);
   std::vector<bool> skip_mask(const std::vector<int>& skip) const;
   HostBatch pack(const std::vector<Sample>& samples, bool token_mean) const;
@@ -495,9 +500,14 @@ size_t CudaEngine::reserve_ce(int64_t R, bool want_grad) {
 // Budget: opts.max_memory (bytes for the whole engine, weights included) or, when 0,
 // the device's free memory plus what this engine's workspace already holds, less a
 // margin of 5% + 256 MiB for cuBLASLt and the allocator.
-int CudaEngine::kept_layers(int64_t T, int64_t R, const BatchOptions& opts) {
+// Thin checkpoints, the smallest plan: when even full recomputation does not fit, only
+// the even layers' inputs are stored and an odd layer's input is rebuilt from the layer
+// below before its backward (half a forward more). HOPSCOTCH_CUDA_PLAN=thin forces it.
+CudaEngine::Plan CudaEngine::plan(int64_t T, int64_t R, const BatchOptions& opts) {
   const int L = cfg_.num_layers;
-  if (opts.recompute) return 1;
+  const char* env = std::getenv("HOPSCOTCH_CUDA_PLAN");
+  if (env != nullptr && std::strcmp(env, "thin") == 0) return {1, true};
+  if (opts.recompute || (env != nullptr && std::strcmp(env, "recompute") == 0)) return {1, false};
   size_t held = 0;
   for (const Acts& a : w_.acts)
     for (const DeviceBuffer* b : {&a.xn1, &a.rstd1, &a.qkv, &a.q, &a.k, &a.v, &a.attn_o, &a.lse, &a.A, &a.x1, &a.xn2,
@@ -521,8 +531,8 @@ int CudaEngine::kept_layers(int64_t T, int64_t R, const BatchOptions& opts) {
   const size_t base = size_t(L + 1) * t * cfg_.hidden * sizeof(float) + backward_bytes(T) + ce_bytes(R, true) +
                       2 * t * sizeof(int32_t);  // slot 0 (the working set) is `first` below
   const size_t first = acts_bytes(T, false), per = acts_bytes(T, true);
-  if (base + first >= budget) return 1;
-  return static_cast<int>(std::min<size_t>(size_t(L), 1 + (budget - base - first) / per));
+  if (base + first >= budget) return {1, true};
+  return {static_cast<int>(std::min<size_t>(size_t(L), 1 + (budget - base - first) / per)), false};
 }
 
 void CudaEngine::upload_seqs(DeviceSeqs& s, const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_k) {
@@ -767,18 +777,28 @@ LossResult CudaEngine::loss(const std::vector<Sample>& samples, const Theta& the
   // A forward-only call uses acts[0] and leaves the slots of the last plan alone (no
   // allocation churn between training and evaluation calls); a lossAndGrad frees the
   // slots its plan does not use.
-  const int K = want_grad ? kept_layers(T, R, opts) : 1;
+  const Plan pl = want_grad ? plan(T, R, opts) : Plan{};
+  const int K = pl.kept;
+  const bool thin = pl.thin;
   if (want_grad) w_.acts.resize(K);
   auto acts_of = [&](int l) -> Acts& { return w_.acts[l >= L - K ? l - (L - K) : 0]; };
 
   size_t peak = reserve_forward(T) + reserve_ce(R, want_grad);
   for (int i = 1; i < K; ++i) peak += reserve_acts(w_.acts[i], T, true);
-  // Layer inputs: all L+1 for a backward, else two slots.
-  const int slots = want_grad ? L + 1 : 2;
+  // Layer inputs: all L+1 for a backward (thin: the even ones, h_L and one slot for the
+  // odd input at hand), else two slots.
+  const int slots = !want_grad ? 2 : !thin ? L + 1 : (L + 1) / 2 + 2;
   w_.hs.reserve(size_t(slots) * T * H * sizeof(float), "layer inputs");
   peak += size_t(slots) * T * H * sizeof(float);
   if (want_grad) peak += reserve_backward(T);
-  auto slot = [&](int l) { return w_.hs.as<float>() + size_t(want_grad ? l : l % 2) * T * H; };
+  auto slot = [&](int l) {
+    int i = l;
+    if (!want_grad)
+      i = l % 2;
+    else if (thin)
+      i = l == L ? (L + 1) / 2 : l % 2 == 0 ? l / 2 : (L + 1) / 2 + 1;
+    return w_.hs.as<float>() + size_t(i) * T * H;
+  };
 
   upload(w_.tokens, b.tokens, stream_, "tokens");
   upload(w_.pos, b.pos, stream_, "positions");
@@ -831,13 +851,20 @@ LossResult CudaEngine::loss(const std::vector<Sample>& samples, const Theta& the
     float* g_a = w_.g0.as<float>();
     float* g_b = w_.g1.as<float>();
     // g_out lives in g_a, g1 in g_b; g_in overwrites g_a once g_out is dead.
+    int repeated = 0;
+    auto refwd = [&](int j, Acts& a) {
+      layer_forward(j, a, slot(j), slot(j + 1), T, theta, skipped[j], w_.pos.as<int32_t>(), seqs, a.k.as<bf16>(),
+                    a.v.as<bf16>(), a.k.as<bf16>(), a.v.as<bf16>());
+      ++repeated;
+    };
     for (int l = L - 1; l >= 0; --l) {
       Acts& a = acts_of(l);
       // Recompute a layer whose internals were not kept (the last layer's always are).
-      // The recomputed output is bit-identical to h_{l+1}, so it may overwrite it.
-      if (l < L - K && l != L - 1)
-        layer_forward(l, a, slot(l), slot(l + 1), T, theta, skipped[l], w_.pos.as<int32_t>(), seqs, a.k.as<bf16>(),
-                      a.v.as<bf16>(), a.k.as<bf16>(), a.v.as<bf16>());
+      // A recomputed output is bit-identical to the stored h_{l+1}, so it may overwrite it.
+      if (l < L - K && l != L - 1) {
+        if (thin && l % 2 == 1) refwd(l - 1, a);  // rebuilds h_l in the odd slot
+        refwd(l, a);
+      }
       layer_backward(l, a, slot(l), g_a, g_b, g_a, T, theta, skipped[l], w_.pos.as<int32_t>(), seqs);
     }
     std::vector<float> dt(4 * size_t(L));
@@ -851,7 +878,8 @@ LossResult CudaEngine::loss(const std::vector<Sample>& samples, const Theta& the
       res.grad.b_mlp[l] = dt[4 * l + 2];
       res.grad.s_mlp[l] = dt[4 * l + 3];
     }
-    res.recomputed_layers = std::max(0, L - K - (K == 0 ? 1 : 0));
+    res.recomputed_layers = repeated;
+    res.thin_checkpoints = thin;
   } else {
     check(cudaStreamSynchronize(stream_), "loss");
   }

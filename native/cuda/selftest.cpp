@@ -12,7 +12,8 @@
 //   grad            per theta vector: cosine >= 0.999 and |g - g_ref| / |g_ref| <= 2e-2,
 //                   with a skipped layer (its b_att gradient must be exactly 0)
 //   deterministic   two identical lossAndGrad calls are bit-identical, and so are the
-//                   default memory plan and full recomputation (recompute_bit_identical)
+//                   default memory plan, full recomputation and thin checkpoints
+//                   (memory_plans_bit_identical)
 //   grad_long       loss and gradients on ~300-token samples (models with context >= 320)
 //   logits          |cuda - cpu|_2 / |cpu|_2 <= 2e-2
 //   generate        the first 32 greedy tokens equal the CPU's (with and without a skip);
@@ -299,9 +300,18 @@ void run_model(const std::string& dir, hopscotch_cuda_create_fn create, Report& 
     hs::BatchOptions rc = skipping;
     rc.recompute = true;
     const hs::LossResult c = gpu->loss(samples, theta, rc, true);
-    rep.add(name, "recompute_bit_identical", same_result(a, c),
-            "\"recomputed_layers\":[" + std::to_string(a.recomputed_layers) + "," +
-                std::to_string(c.recomputed_layers) + "]");
+    setenv("HOPSCOTCH_CUDA_PLAN", "thin", 1);  // the smallest plan: even layers' inputs only
+    hs::LossResult d;
+    try {
+      d = gpu->loss(samples, theta, skipping, true);
+    } catch (...) {
+      unsetenv("HOPSCOTCH_CUDA_PLAN");
+      throw;
+    }
+    unsetenv("HOPSCOTCH_CUDA_PLAN");
+    rep.add(name, "memory_plans_bit_identical", same_result(a, c) && same_result(a, d) && d.thin_checkpoints,
+            "\"recomputed_layer_forwards\":[" + std::to_string(a.recomputed_layers) + "," +
+                std::to_string(c.recomputed_layers) + "," + std::to_string(d.recomputed_layers) + "]");
   });
 
   guarded("logits", [&] {
@@ -556,6 +566,7 @@ int run_bench(const std::string& which, hopscotch_cuda_create_random_fn create_r
     (void)cudaMemGetInfo(&free_b, &total_b);
     const double used24 = double(total_b - free_b) - double(r24.weight_bytes) + real_weight_bytes;
     emit("fit_24gb", "\"step_s\":" + num(s24) + ",\"recomputed_layers\":" + std::to_string(r24.recomputed_layers) +
+                         ",\"thin_checkpoints\":" + (r24.thin_checkpoints ? "true" : "false") +
                          ",\"workspace_bytes\":" + std::to_string(r24.peak_bytes) +
                          ",\"used_with_real_weights_bytes\":" + num(used24) +
                          ",\"fits\":" + (used24 <= gib24 ? "true" : "false") +
