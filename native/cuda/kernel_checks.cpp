@@ -5,8 +5,10 @@
 // plus short ones, and a decode-shaped batch (fewer queries than keys). Rule, as in
 // flash-attention's tests: error against an fp64 reference <= 2 x the error of the
 // same-precision CPU twin (+1e-6), per output (O, lse, dQ, dK, dV); and two runs are
-// bit-identical. Elementwise and row kernels: equal to the twin (exact for casts,
-// gathers and argmax; within one bf16 rounding for bf16 outputs).
+// bit-identical. Elementwise and row kernels (cast, random fill, embedding, RMSNorm,
+// SwiGLU, scaled residual, RoPE with bias and qk-norm, cross-entropy, argmax, cosine),
+// forward and backward: equal to the twin (exact for casts, gathers and argmax; within
+// one bf16 rounding for bf16 outputs; 1e-5 relative for fp32 outputs and reductions).
 #include "kernel_checks.h"
 
 #include <algorithm>
@@ -18,9 +20,11 @@
 #include "attention.cuh"
 #include "cast.cuh"
 #include "cosine.cuh"
+#include "cross_entropy.cuh"
 #include "embedding.cuh"
 #include "residual.cuh"
 #include "rmsnorm.cuh"
+#include "rope.cuh"
 #include "swiglu.cuh"
 #include "twins.h"
 
@@ -399,6 +403,164 @@ std::vector<KernelCheck> run_kernel_checks() {
     double worst = 0;
     for (int64_t t = 0; t < T; ++t) worst = std::max(worst, std::fabs(double(got[t]) - ref[t]));
     out.push_back({"cosine_fwd", worst <= 1e-5, "\"max_abs\":" + num(worst)});
+  });
+  guarded("rmsnorm_bwd", out, [&] {
+    const int64_t T = 21;
+    const int C = 777;
+    const std::vector<float> x = uniform(size_t(T) * C, -2.f, 2.f, 91, false), w = uniform(C, 0.5f, 1.5f, 92, false),
+                             dy = uniform(size_t(T) * C, -1.f, 1.f, 93, false),
+                             dres = uniform(size_t(T) * C, -1.f, 1.f, 94, false);
+    std::vector<float> y, rstd, ref;
+    twin::rmsnorm_fwd_ref(x, w, T, C, 1e-5f, y, rstd);
+    twin::rmsnorm_bwd_ref(dy, x, w, rstd, &dres, 0.5f, T, C, ref);
+    Dev<float> ddy(dy), dx_in(x), dw(w), dr(rstd), ddres(dres), ddx(size_t(T) * C);
+    launch_rmsnorm_bwd({ddy.get(), dx_in.get(), dw.get(), dr.get(), ddres.get(), 0.5f, ddx.get(), T, C}, nullptr);
+    check(cudaDeviceSynchronize(), "rmsnorm_bwd");
+    const double e = rel_err(ddx.host(), ref);
+    out.push_back({"rmsnorm_bwd", e <= 1e-5, "\"rel\":" + num(e)});
+  });
+  guarded("swiglu_bwd", out, [&] {
+    const int64_t T = 11;
+    const int I = 999;
+    const std::vector<float> gu = uniform(size_t(T) * 2 * I, -4.f, 4.f, 101, false),
+                             da = uniform(size_t(T) * I, -1.f, 1.f, 102, false), b = uniform(2 * I, -1.f, 1.f, 103, false);
+    std::vector<float> ref;
+    twin::swiglu_bwd_ref(da, gu, &b, T, I, ref);
+    Dev<float> dda(da), dgu(gu), db(b);
+    Dev<bf16> dout(size_t(T) * 2 * I);
+    launch_swiglu_bwd({dda.get(), dgu.get(), db.get(), dout.get(), T, I}, nullptr);
+    check(cudaDeviceSynchronize(), "swiglu_bwd");
+    double worst = 0;
+    const bool ok = within_bf16(from_dev_bf16(dout), ref, &worst);
+    out.push_back({"swiglu_bwd", ok, "\"worst_in_bf16_steps\":" + num(worst)});
+  });
+  guarded("residual_bwd", out, [&] {
+    const int64_t T = 301;
+    const int C = 515;
+    const std::vector<float> g = uniform(size_t(T) * C, -1.f, 1.f, 111, false),
+                             a = uniform(size_t(T) * C, -1.f, 1.f, 112, false),
+                             h = uniform(size_t(T) * C, -1.f, 1.f, 113, false);
+    std::vector<float> ga, gh;
+    double gb = 0, gs = 0;
+    twin::residual_bwd_ref(g, a, h, 0.75f, 1.25f, 0.5f, ga, gh, gb, gs);
+    Dev<float> dg(g), da(a), dh(h), dgh(size_t(T) * C), dpart(size_t(residual_bwd_partials(T, C))), dgb(1), dgs(1);
+    Dev<bf16> dga(size_t(T) * C);
+    ResidualBwdParams p{};
+    p.g = dg.get();
+    p.a = da.get();
+    p.h = dh.get();
+    p.ga = dga.get();
+    p.gh = dgh.get();
+    p.partials = dpart.get();
+    p.grad_b = dgb.get();
+    p.grad_s = dgs.get();
+    p.coef_a = 0.75f;
+    p.coef_h = 1.25f;
+    p.a_scale = 0.5f;
+    p.T = T;
+    p.C = C;
+    launch_residual_bwd(p, nullptr);
+    check(cudaDeviceSynchronize(), "residual_bwd");
+    const float b_gpu = dgb.host()[0], s_gpu = dgs.host()[0];
+    const double eb = std::fabs(b_gpu - gb) / std::max(1e-12, std::fabs(gb)),
+                 es = std::fabs(s_gpu - gs) / std::max(1e-12, std::fabs(gs));
+    const bool ok = from_dev_bf16(dga) == ga && dgh.host() == gh && eb <= 1e-5 && es <= 1e-5;
+    out.push_back({"residual_bwd", ok, "\"grad_b_rel\":" + num(eb) + ",\"grad_s_rel\":" + num(es)});
+  });
+  for (const bool qk : {false, true}) {
+    const std::string tag = qk ? "rope_qknorm_bias" : "rope";
+    guarded(tag, out, [&] {
+      twin::RopeShape rs{4, 2, 128, 1e-6f};
+      const int nT = rs.n_heads + 2 * rs.n_kv_heads, D = rs.head_dim;
+      std::vector<int32_t> pos;
+      for (int i = 0; i < 37; ++i) pos.push_back(i * 7 % 301);
+      const int64_t T = static_cast<int64_t>(pos.size());
+      const std::vector<float> qkv = uniform(size_t(T) * nT * D, -2.f, 2.f, 121, false),
+                               bias = uniform(size_t(nT) * D, -0.5f, 0.5f, 122, false),
+                               qn = uniform(D, 0.5f, 1.5f, 123, false), kn = uniform(D, 0.5f, 1.5f, 124, false);
+      std::vector<float> inv(D / 2);
+      for (int i = 0; i < D / 2; ++i) inv[i] = float(std::pow(10000.0, -2.0 * i / D));
+      const std::vector<float>* b = qk ? &bias : nullptr;
+      const std::vector<float>* qnp = qk ? &qn : nullptr;
+      const std::vector<float>* knp = qk ? &kn : nullptr;
+      std::vector<float> q, k, v;
+      twin::rope_fwd_ref(qkv, b, qnp, knp, pos, inv, rs, q, k, v);
+      Dev<float> dqkv(qkv), dbias(bias), dqn(qn), dkn(kn), dinv(inv);
+      Dev<int32_t> dpos(pos);
+      Dev<bf16> dq(q.size()), dk(k.size()), dv(v.size());
+      RopeFwdParams fp{};
+      fp.qkv = dqkv.get();
+      fp.bias = qk ? dbias.get() : nullptr;
+      fp.q_norm = qk ? dqn.get() : nullptr;
+      fp.k_norm = qk ? dkn.get() : nullptr;
+      fp.pos = dpos.get();
+      fp.inv_freq = dinv.get();
+      fp.q = dq.get();
+      fp.k = dk.get();
+      fp.v = dv.get();
+      fp.T = T;
+      fp.n_heads = rs.n_heads;
+      fp.n_kv_heads = rs.n_kv_heads;
+      fp.head_dim = D;
+      fp.eps = rs.eps;
+      launch_rope_fwd(fp, nullptr);
+      check(cudaDeviceSynchronize(), "rope_fwd");
+      double w1 = 0, w2 = 0, w3 = 0;
+      const bool fwd_ok = within_bf16(from_dev_bf16(dq), q, &w1) && within_bf16(from_dev_bf16(dk), k, &w2) &&
+                          within_bf16(from_dev_bf16(dv), v, &w3);
+      out.push_back({tag + "_fwd", fwd_ok, "\"worst_in_bf16_steps\":" + num(std::max({w1, w2, w3}))});
+
+      const std::vector<float> gq = uniform(q.size(), -1.f, 1.f, 125, false), gk = uniform(k.size(), -1.f, 1.f, 126, false),
+                               gv = uniform(v.size(), -1.f, 1.f, 127, false);
+      std::vector<float> ref;
+      twin::rope_bwd_ref(gq, gk, gv, qkv, b, qnp, knp, pos, inv, rs, ref);
+      Dev<float> dgq(gq), dgk(gk), dgv(gv);
+      Dev<bf16> dout(ref.size());
+      RopeBwdParams bp{};
+      bp.dq = dgq.get();
+      bp.dk = dgk.get();
+      bp.dv = dgv.get();
+      bp.qkv = dqkv.get();
+      bp.bias = fp.bias;
+      bp.q_norm = fp.q_norm;
+      bp.k_norm = fp.k_norm;
+      bp.pos = dpos.get();
+      bp.inv_freq = dinv.get();
+      bp.dqkv = dout.get();
+      bp.T = T;
+      bp.n_heads = rs.n_heads;
+      bp.n_kv_heads = rs.n_kv_heads;
+      bp.head_dim = D;
+      bp.eps = rs.eps;
+      launch_rope_bwd(bp, nullptr);
+      check(cudaDeviceSynchronize(), "rope_bwd");
+      double wb = 0;
+      const bool bwd_ok = within_bf16(from_dev_bf16(dout), ref, &wb);
+      out.push_back({tag + "_bwd", bwd_ok, "\"worst_in_bf16_steps\":" + num(wb)});
+    });
+  }
+  guarded("cross_entropy_fwd", out, [&] {
+    const int64_t R = 5;
+    const int V = 32003;
+    const std::vector<float> z = uniform(size_t(R) * V, -8.f, 8.f, 131, false);
+    const std::vector<int32_t> tg = {0, 17, 32002, 5, 12345};
+    const std::vector<float> wts = {0.25f, 0.25f, 0.5f, 1.f, 0.125f};
+    std::vector<float> nll, dz;
+    twin::cross_entropy_fwd_ref(z, tg, wts, R, V, 0.5f, nll, dz);
+    Dev<float> dlog(z), dw(wts), dnll(R);
+    Dev<int32_t> dt(tg);
+    launch_cross_entropy_fwd({dlog.get(), dt.get(), dw.get(), dnll.get(), R, V, 0.5f, true}, nullptr);
+    check(cudaDeviceSynchronize(), "cross_entropy_fwd");
+    // dlogits: bf16 over the first 2V bytes of each fp32 row (bf16 row stride 2V).
+    std::vector<uint16_t> raw(size_t(R) * 2 * V);
+    check(cudaMemcpy(raw.data(), dlog.get(), raw.size() * 2, cudaMemcpyDeviceToHost), "download dlogits");
+    std::vector<float> got(size_t(R) * V);
+    for (int64_t r = 0; r < R; ++r)
+      for (int j = 0; j < V; ++j) got[size_t(r) * V + j] = bits_f32(raw[size_t(r) * 2 * V + j]);
+    double worst = 0;
+    const double en = rel_err(dnll.host(), nll);
+    const bool ok = en <= 1e-5 && within_bf16(got, dz, &worst);
+    out.push_back({"cross_entropy_fwd", ok, "\"nll_rel\":" + num(en) + ",\"worst_in_bf16_steps\":" + num(worst)});
   });
   return out;
 }

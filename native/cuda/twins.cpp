@@ -180,6 +180,157 @@ void residual_fwd_ref(const std::vector<float>& a, const std::vector<float>* bia
     }
 }
 
+void rmsnorm_bwd_ref(const std::vector<float>& dy, const std::vector<float>& x, const std::vector<float>& w,
+                     const std::vector<float>& rstd, const std::vector<float>* dres, float res_scale, int64_t T, int C,
+                     std::vector<float>& dx) {
+  dx.resize(size_t(T) * C);
+  for (int64_t t = 0; t < T; ++t) {
+    const double r = rstd[t];
+    double dot = 0;
+    for (int c = 0; c < C; ++c) dot += double(w[c]) * dy[t * C + c] * x[t * C + c];
+    const double k = dot * r * r * r / C;
+    for (int c = 0; c < C; ++c)
+      dx[t * C + c] = float(r * w[c] * dy[t * C + c] - x[t * C + c] * k +
+                            (dres != nullptr ? double(res_scale) * (*dres)[t * C + c] : 0.0));
+  }
+}
+
+void swiglu_bwd_ref(const std::vector<float>& dact, const std::vector<float>& gu, const std::vector<float>* bias,
+                    int64_t T, int I, std::vector<float>& dgu) {
+  dgu.resize(size_t(T) * 2 * I);
+  for (int64_t t = 0; t < T; ++t)
+    for (int i = 0; i < I; ++i) {
+      float g = gu[t * 2 * I + i], u = gu[t * 2 * I + I + i];
+      if (bias != nullptr) {
+        g += (*bias)[i];
+        u += (*bias)[I + i];
+      }
+      const float s = 1.f / (1.f + std::exp(-g)), d = dact[t * I + i];
+      dgu[t * 2 * I + i] = bf16_round(d * u * s * (1.f + g * (1.f - s)));
+      dgu[t * 2 * I + I + i] = bf16_round(d * g * s);
+    }
+}
+
+void residual_bwd_ref(const std::vector<float>& g, const std::vector<float>& a, const std::vector<float>& h,
+                      float coef_a, float coef_h, float a_scale, std::vector<float>& ga, std::vector<float>& gh,
+                      double& grad_b, double& grad_s) {
+  ga.resize(g.size());
+  gh.resize(g.size());
+  grad_b = grad_s = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    ga[i] = bf16_round(coef_a * g[i]);
+    gh[i] = coef_h * g[i];
+    grad_b += double(g[i]) * a[i];
+    grad_s += double(g[i]) * h[i];
+  }
+  grad_b *= a_scale;
+}
+
+namespace {
+// q/k head x (D values) after bias and the optional norm, as rope_fwd_kernel computes it.
+void rope_prepare(const float* raw, const float* b, const float* nw, int D, float eps, float* x, double* r_out) {
+  double ss = 0;
+  for (int d = 0; d < D; ++d) {
+    x[d] = raw[d] + (b ? b[d] : 0.f);
+    ss += double(x[d]) * x[d];
+  }
+  const double r = 1.0 / std::sqrt(ss / D + eps);
+  if (r_out) *r_out = r;
+  if (nw != nullptr)
+    for (int d = 0; d < D; ++d) x[d] = float(nw[d] * (x[d] * r));
+}
+}  // namespace
+
+void rope_fwd_ref(const std::vector<float>& qkv, const std::vector<float>* bias, const std::vector<float>* q_norm,
+                  const std::vector<float>* k_norm, const std::vector<int32_t>& pos, const std::vector<float>& inv_freq,
+                  const RopeShape& s, std::vector<float>& q, std::vector<float>& k, std::vector<float>& v) {
+  const int D = s.head_dim, h = D / 2, nT = s.n_heads + 2 * s.n_kv_heads;
+  const int64_t T = static_cast<int64_t>(pos.size());
+  q.resize(size_t(T) * s.n_heads * D);
+  k.resize(size_t(T) * s.n_kv_heads * D);
+  v.resize(size_t(T) * s.n_kv_heads * D);
+  std::vector<float> x(D);
+  for (int64_t t = 0; t < T; ++t)
+    for (int hh = 0; hh < nT; ++hh) {
+      const float* raw = qkv.data() + (size_t(t) * nT + hh) * D;
+      const float* b = bias ? bias->data() + size_t(hh) * D : nullptr;
+      if (hh >= s.n_heads + s.n_kv_heads) {
+        float* dst = v.data() + (size_t(t) * s.n_kv_heads + (hh - s.n_heads - s.n_kv_heads)) * D;
+        for (int d = 0; d < D; ++d) dst[d] = bf16_round(raw[d] + (b ? b[d] : 0.f));
+        continue;
+      }
+      const bool is_q = hh < s.n_heads;
+      const std::vector<float>* nw = is_q ? q_norm : k_norm;
+      rope_prepare(raw, b, nw ? nw->data() : nullptr, D, s.eps, x.data(), nullptr);
+      float* dst = is_q ? q.data() + (size_t(t) * s.n_heads + hh) * D
+                        : k.data() + (size_t(t) * s.n_kv_heads + (hh - s.n_heads)) * D;
+      for (int i = 0; i < h; ++i) {
+        const double a = double(float(pos[t]) * inv_freq[i]), c = std::cos(a), sn = std::sin(a);
+        dst[i] = bf16_round(float(x[i] * c - x[i + h] * sn));
+        dst[i + h] = bf16_round(float(x[i + h] * c + x[i] * sn));
+      }
+    }
+}
+
+void rope_bwd_ref(const std::vector<float>& dq, const std::vector<float>& dk, const std::vector<float>& dv,
+                  const std::vector<float>& qkv, const std::vector<float>* bias, const std::vector<float>* q_norm,
+                  const std::vector<float>* k_norm, const std::vector<int32_t>& pos,
+                  const std::vector<float>& inv_freq, const RopeShape& s, std::vector<float>& dqkv) {
+  const int D = s.head_dim, h = D / 2, nT = s.n_heads + 2 * s.n_kv_heads;
+  const int64_t T = static_cast<int64_t>(pos.size());
+  dqkv.resize(size_t(T) * nT * D);
+  std::vector<float> x(D);
+  std::vector<double> g(D);
+  for (int64_t t = 0; t < T; ++t)
+    for (int hh = 0; hh < nT; ++hh) {
+      float* dst = dqkv.data() + (size_t(t) * nT + hh) * D;
+      if (hh >= s.n_heads + s.n_kv_heads) {
+        const float* src = dv.data() + (size_t(t) * s.n_kv_heads + (hh - s.n_heads - s.n_kv_heads)) * D;
+        for (int d = 0; d < D; ++d) dst[d] = bf16_round(src[d]);
+        continue;
+      }
+      const bool is_q = hh < s.n_heads;
+      const float* dy = is_q ? dq.data() + (size_t(t) * s.n_heads + hh) * D
+                             : dk.data() + (size_t(t) * s.n_kv_heads + (hh - s.n_heads)) * D;
+      for (int i = 0; i < h; ++i) {
+        const double a = double(float(pos[t]) * inv_freq[i]), c = std::cos(a), sn = std::sin(a);
+        g[i] = dy[i] * c + dy[i + h] * sn;
+        g[i + h] = dy[i + h] * c - dy[i] * sn;
+      }
+      const std::vector<float>* nw = is_q ? q_norm : k_norm;
+      if (nw != nullptr) {
+        const float* raw = qkv.data() + (size_t(t) * nT + hh) * D;
+        const float* b = bias ? bias->data() + size_t(hh) * D : nullptr;
+        double r = 0;
+        rope_prepare(raw, b, nullptr, D, s.eps, x.data(), &r);  // x before the norm
+        double dot = 0;
+        for (int d = 0; d < D; ++d) dot += (*nw)[d] * g[d] * x[d];
+        const double kx = dot * r * r * r / D;
+        for (int d = 0; d < D; ++d) g[d] = r * (*nw)[d] * g[d] - x[d] * kx;
+      }
+      for (int d = 0; d < D; ++d) dst[d] = bf16_round(float(g[d]));
+    }
+}
+
+void cross_entropy_fwd_ref(const std::vector<float>& logits, const std::vector<int32_t>& targets,
+                           const std::vector<float>& weights, int64_t R, int V, float grad_scale,
+                           std::vector<float>& nll, std::vector<float>& dlogits) {
+  nll.resize(size_t(R));
+  dlogits.resize(size_t(R) * V);
+  for (int64_t r = 0; r < R; ++r) {
+    const float* z = logits.data() + size_t(r) * V;
+    double m = z[0];
+    for (int j = 1; j < V; ++j) m = std::max(m, double(z[j]));
+    double sum = 0;
+    for (int j = 0; j < V; ++j) sum += std::exp(double(z[j]) - m);
+    const double lse = m + std::log(sum);
+    nll[r] = float(lse - z[targets[r]]);
+    for (int j = 0; j < V; ++j)
+      dlogits[size_t(r) * V + j] =
+          bf16_round(float(weights[r] * grad_scale * (std::exp(double(z[j]) - lse) - (j == targets[r] ? 1.0 : 0.0))));
+  }
+}
+
 void embedding_fwd_ref(const std::vector<int32_t>& tokens, const std::vector<float>& table, int C, float scale,
                        std::vector<float>& out) {
   out.resize(tokens.size() * size_t(C));

@@ -52,6 +52,36 @@ void swiglu_fwd_ref(const std::vector<float>& gu, const std::vector<float>* bias
 // residual_fwd_kernel: out = coef_a * (a + bias) + coef_h * h
 void residual_fwd_ref(const std::vector<float>& a, const std::vector<float>* bias, const std::vector<float>& h,
                       float coef_a, float coef_h, int64_t T, int C, std::vector<float>& out);
+// rmsnorm_bwd_kernel: dx = r w dy - x r^3 / C sum(w dy x) + res_scale * dres
+void rmsnorm_bwd_ref(const std::vector<float>& dy, const std::vector<float>& x, const std::vector<float>& w,
+                     const std::vector<float>& rstd, const std::vector<float>* dres, float res_scale, int64_t T, int C,
+                     std::vector<float>& dx);
+// swiglu_bwd_kernel: d gate = bf16(d u s (1 + g (1 - s))), d up = bf16(d silu(g))
+void swiglu_bwd_ref(const std::vector<float>& dact, const std::vector<float>& gu, const std::vector<float>* bias,
+                    int64_t T, int I, std::vector<float>& dgu);
+// residual_bwd_kernel: ga = bf16(coef_a g), gh = coef_h g, grad_b = a_scale <g, A>, grad_s = <g, h>
+// (sums in double here: the kernel's fixed-order fp32 sums must come within 1e-5)
+void residual_bwd_ref(const std::vector<float>& g, const std::vector<float>& a, const std::vector<float>& h,
+                      float coef_a, float coef_h, float a_scale, std::vector<float>& ga, std::vector<float>& gh,
+                      double& grad_b, double& grad_s);
+// rope_fwd_kernel: q/k: (raw + bias), per-head RMSNorm when norm weights are given, then
+// the rotate_half rotation at the token's position; v: raw + bias. All bf16 out.
+struct RopeShape {
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  float eps = 1e-6f;
+};
+void rope_fwd_ref(const std::vector<float>& qkv, const std::vector<float>* bias, const std::vector<float>* q_norm,
+                  const std::vector<float>* k_norm, const std::vector<int32_t>& pos, const std::vector<float>& inv_freq,
+                  const RopeShape& s, std::vector<float>& q, std::vector<float>& k, std::vector<float>& v);
+// rope_bwd_kernel: the transpose of rope_fwd_ref (bf16 out, (T, QKV) [dq | dk | dv]).
+void rope_bwd_ref(const std::vector<float>& dq, const std::vector<float>& dk, const std::vector<float>& dv,
+                  const std::vector<float>& qkv, const std::vector<float>* bias, const std::vector<float>* q_norm,
+                  const std::vector<float>* k_norm, const std::vector<int32_t>& pos,
+                  const std::vector<float>& inv_freq, const RopeShape& s, std::vector<float>& dqkv);
+// cross_entropy_fwd_kernel: nll = logsumexp(z) - z[t]; dz = w * grad_scale * (softmax - onehot)
+void cross_entropy_fwd_ref(const std::vector<float>& logits, const std::vector<int32_t>& targets,
+                           const std::vector<float>& weights, int64_t R, int V, float grad_scale,
+                           std::vector<float>& nll, std::vector<float>& dlogits);
 // embedding_fwd_kernel: out[t] = scale * table[tokens[t]]
 void embedding_fwd_ref(const std::vector<int32_t>& tokens, const std::vector<float>& table, int C, float scale,
                        std::vector<float>& out);

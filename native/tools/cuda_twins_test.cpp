@@ -105,6 +105,71 @@ void attention_twins(int D) {
   check(rel(o_dec, want) < 1e-5, tag + "_decode_alignment", std::to_string(rel(o_dec, want)));
 }
 
+// |a - ref| within one bf16 rounding step of ref (the twins round to bf16, the CPU
+// engine does not), plus an absolute floor for values near zero.
+bool near_bf16(const std::vector<float>& a, const std::vector<float>& ref, double floor_abs) {
+  if (a.size() != ref.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::fabs(double(a[i]) - ref[i]) > std::ldexp(std::fabs(double(ref[i])), -8) + floor_abs) return false;
+  return true;
+}
+
+void row_twins() {
+  const int64_t T = 13;
+  const int C = 96, I = 40, nH = 2, nKV = 1, D = 32;
+  // RMSNorm forward and backward against the CPU engine's kernels.
+  const auto x = uniform(size_t(T) * C, -2, 2, 21), w = uniform(C, 0.5f, 1.5f, 22), dy = uniform(size_t(T) * C, -1, 1, 23);
+  std::vector<float> y_t, r_t, dx_t, y_c(size_t(T) * C), r_c(T), dx_c(size_t(T) * C);
+  tw::rmsnorm_fwd_ref(x, w, T, C, 1e-5f, y_t, r_t);
+  cpu::rmsnorm_fwd(x.data(), w.data(), y_c.data(), r_c.data(), T, C, 1e-5f, nullptr);
+  tw::rmsnorm_bwd_ref(dy, x, w, r_t, nullptr, 0.f, T, C, dx_t);
+  cpu::rmsnorm_bwd(dy.data(), x.data(), w.data(), r_c.data(), dx_c.data(), T, C, false, nullptr);
+  check(near_bf16(y_t, y_c, 1e-6) && rel(r_t, r_c) < 1e-6 && rel(dx_t, dx_c) < 1e-5, "rmsnorm_twins_vs_cpu_engine");
+  // SwiGLU forward and backward.
+  const auto gu = uniform(size_t(T) * 2 * I, -4, 4, 24), da = uniform(size_t(T) * I, -1, 1, 25);
+  std::vector<float> g(size_t(T) * I), u(size_t(T) * I);
+  for (int64_t t = 0; t < T; ++t)
+    for (int i = 0; i < I; ++i) {
+      g[t * I + i] = gu[t * 2 * I + i];
+      u[t * I + i] = gu[t * 2 * I + I + i];
+    }
+  std::vector<float> a_t, a_c(g.size()), dgu_t, dg_c(g.size()), du_c(g.size());
+  tw::swiglu_fwd_ref(gu, nullptr, T, I, a_t);
+  cpu::swiglu_fwd(g.data(), u.data(), a_c.data(), int64_t(g.size()), nullptr);
+  tw::swiglu_bwd_ref(da, gu, nullptr, T, I, dgu_t);
+  cpu::swiglu_bwd(da.data(), g.data(), u.data(), dg_c.data(), du_c.data(), int64_t(g.size()), nullptr);
+  std::vector<float> dgu_c(dgu_t.size());
+  for (int64_t t = 0; t < T; ++t)
+    for (int i = 0; i < I; ++i) {
+      dgu_c[t * 2 * I + i] = dg_c[t * I + i];
+      dgu_c[t * 2 * I + I + i] = du_c[t * I + i];
+    }
+  check(near_bf16(a_t, a_c, 1e-6) && near_bf16(dgu_t, dgu_c, 1e-6), "swiglu_twins_vs_cpu_engine");
+  // RoPE (no bias, no qk-norm) against the CPU engine's table-driven rotation.
+  RopeConfig rc;
+  const std::vector<float> inv = cpu::rope_inv_freq(rc, D);
+  std::vector<int32_t> pos;
+  for (int64_t t = 0; t < T; ++t) pos.push_back(int32_t(t * 23 % 300));
+  const int nT = nH + 2 * nKV;
+  const auto qkv = uniform(size_t(T) * nT * D, -2, 2, 26);
+  std::vector<float> q_t, k_t, v_t;
+  tw::rope_fwd_ref(qkv, nullptr, nullptr, nullptr, pos, inv, {nH, nKV, D, 1e-6f}, q_t, k_t, v_t);
+  std::vector<float> cos_t(size_t(T) * D / 2), sin_t(size_t(T) * D / 2), q_c(size_t(T) * nH * D);
+  cpu::rope_tables(inv, pos.data(), T, cos_t.data(), sin_t.data(), nullptr);
+  for (int64_t t = 0; t < T; ++t)
+    std::memcpy(q_c.data() + size_t(t) * nH * D, qkv.data() + size_t(t) * nT * D, sizeof(float) * nH * D);
+  std::vector<float> dq_in = q_c;
+  cpu::rope_fwd(q_c.data(), T, nH, D, cos_t.data(), sin_t.data(), nullptr);
+  std::vector<float> dqkv_t;
+  const std::vector<float> zk(size_t(T) * nKV * D, 0.f);
+  tw::rope_bwd_ref(dq_in, zk, zk, qkv, nullptr, nullptr, nullptr, pos, inv, {nH, nKV, D, 1e-6f}, dqkv_t);
+  cpu::rope_bwd(dq_in.data(), T, nH, D, cos_t.data(), sin_t.data(), nullptr);
+  std::vector<float> dq_t(size_t(T) * nH * D);
+  for (int64_t t = 0; t < T; ++t)
+    std::memcpy(dq_t.data() + size_t(t) * nH * D, dqkv_t.data() + size_t(t) * nT * D, sizeof(float) * nH * D);
+  check(near_bf16(q_t, q_c, 1e-5) && near_bf16(dq_t, dq_in, 1e-5), "rope_twins_vs_cpu_engine");
+}
+
 void random_weights() {
   // Values from the Python formula (bench/torch_baseline.py random_values / random_tokens).
   const struct {
@@ -268,6 +333,7 @@ void mma_layout() {
 int main() {
   attention_twins(64);
   attention_twins(128);
+  row_twins();
   random_weights();
   mma_layout();
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
