@@ -8,9 +8,10 @@
 #   3. kernel-level checks (each kernel against its CPU twin), then the parity
 #      self-test, one process per model (60 s each); a model that fails with a CUDA
 #      error or a crash is rerun under compute-sanitizer --tool memcheck
-#   4. the synthetic 8B benchmark of our engine (llama8b, qwen7b), then llama8b again with
-#      the FMA attention fallback (HOPSCOTCH_ATTENTION=fma) when time allows
-#   5. the fair PyTorch baseline (same model, same batch, loss checked against ours)
+#   4. per model (llama8b, then qwen7b): the synthetic 8B benchmark of our engine, then
+#      the fair PyTorch baseline on the same model and batch (its loss checked against
+#      ours); then llama8b again with the FMA attention fallback (HOPSCOTCH_ATTENTION=fma)
+#      when time allows
 # Writes at most 8 flat files to $OUT (default bench/out):
 #   env.txt build.log selftest.log selftest.json cuda_bench.json torch_baseline.log
 #   torch_baseline.json summary.txt
@@ -168,16 +169,11 @@ for p in sorted(glob.glob(os.path.join(work, "selftest-*.json")) + glob.glob(os.
 json.dump(doc, open(out, "w"), indent=1)
 PY
 
-  step "8B benchmark (ours)"
-  for m in llama8b qwen7b; do
-    room 100 "bench $m" || break
-    timeout 150 "$SELFTEST" --bench "$m" --json "$WORK/bench-$m.json" >> "$OUT/selftest.log" 2>&1 ||
-      { say "bench $m: FAILED (see selftest.log)"; status=1; }
-  done
-  if [ -z "${SKIP_FMA_BENCH:-}" ] && room 240 "bench llama8b with the FMA attention"; then
-    HOPSCOTCH_ATTENTION=fma timeout 150 "$SELFTEST" --bench llama8b --json "$WORK/bench-llama8b-fma.json" \
-      >> "$OUT/selftest.log" 2>&1 || say "bench llama8b (fma): FAILED"
-  fi
+fi
+
+# ---------------------------------------------------------------------------------------
+# Per model: our engine, then PyTorch on the same model and batch (it reads our loss).
+merge_ours() {
   python3 - "$WORK" "$OUT/cuda_bench.json" <<'PY'
 import glob, json, os, sys
 work, out = sys.argv[1], sys.argv[2]
@@ -189,19 +185,50 @@ for p in sorted(glob.glob(os.path.join(work, "bench-*.json"))):
         runs.append({"file": os.path.basename(p), "error": str(e)})
 json.dump({"runs": runs}, open(out, "w"), indent=1)
 PY
-fi
-
-# ---------------------------------------------------------------------------------------
-if [ -z "${SKIP_BASELINE:-}" ]; then
-  step "torch baseline"
-  if room 90 "torch baseline"; then
-    tmo=$(( $(left) - 15 ))
-    [ $tmo -gt 300 ] && tmo=300
-    PYTHONUNBUFFERED=1 timeout "$tmo" python3 "$ROOT/bench/torch_baseline.py" --out "$OUT/torch_baseline.json" \
-      --ours "$OUT/cuda_bench.json" --deadline $(( tmo - 10 )) ${BASELINE_ARGS:-} > "$OUT/torch_baseline.log" 2>&1 ||
-      { say "torch baseline: rc $? (see torch_baseline.log)"; status=1; }
-    tail -20 "$OUT/torch_baseline.log"
+}
+merge_torch() {
+  python3 - "$WORK" "$OUT/torch_baseline.json" <<'PY'
+import glob, json, os, sys
+work, out = sys.argv[1], sys.argv[2]
+doc = {"info": None, "results": []}
+for p in sorted(glob.glob(os.path.join(work, "torch-*.json"))):
+    try:
+        d = json.load(open(p))
+    except Exception as e:
+        doc["results"].append({"file": os.path.basename(p), "error": str(e)})
+        continue
+    doc["info"] = doc["info"] or d.get("info")
+    doc["results"] += d.get("results", [])
+json.dump(doc, open(out, "w"), indent=1)
+PY
+}
+for m in llama8b qwen7b; do
+  if [ -n "$SELFTEST" ]; then
+    step "8B benchmark (ours): $m"
+    if room 100 "bench $m"; then
+      timeout 150 "$SELFTEST" --bench "$m" --json "$WORK/bench-$m.json" >> "$OUT/selftest.log" 2>&1 ||
+        { say "bench $m: FAILED (see selftest.log)"; status=1; }
+      merge_ours
+    fi
   fi
+  if [ -z "${SKIP_BASELINE:-}" ]; then
+    step "torch baseline: $m"
+    if room 70 "torch baseline $m"; then
+      tmo=$(( $(left) - 15 ))
+      [ $tmo -gt 170 ] && tmo=170
+      PYTHONUNBUFFERED=1 timeout "$tmo" python3 "$ROOT/bench/torch_baseline.py" --models "$m" \
+        --out "$WORK/torch-$m.json" --ours "$OUT/cuda_bench.json" --deadline $(( tmo - 10 )) ${BASELINE_ARGS:-} \
+        >> "$OUT/torch_baseline.log" 2>&1 || { say "torch baseline $m: rc $? (see torch_baseline.log)"; status=1; }
+      merge_torch
+      tail -8 "$OUT/torch_baseline.log"
+    fi
+  fi
+done
+if [ -n "$SELFTEST" ] && [ -z "${SKIP_FMA_BENCH:-}" ] && room 120 "bench llama8b with the FMA attention"; then
+  step "8B benchmark (ours), FMA attention fallback"
+  HOPSCOTCH_ATTENTION=fma timeout 150 "$SELFTEST" --bench llama8b --json "$WORK/bench-llama8b-fma.json" \
+    >> "$OUT/selftest.log" 2>&1 || say "bench llama8b (fma): FAILED"
+  merge_ours
 fi
 
 # ---------------------------------------------------------------------------------------

@@ -143,8 +143,9 @@ def build(cfg):
     return model
 
 
-def install_theta(model, recompute):
-    """Wraps every decoder layer; returns the theta parameter (4, L)."""
+def install_theta(model, switch):
+    """Wraps every decoder layer; returns the theta parameter (4, L). switch["recompute"]
+    switches per-layer checkpointing on and off between steps."""
     layers = model.model.layers
     theta = torch.ones(4, len(layers), device="cuda", dtype=torch.float32, requires_grad=True)
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
@@ -161,7 +162,7 @@ def install_theta(model, recompute):
             if args:
                 raise RuntimeError("decoder layer called with positional arguments; update the wrapper")
             kwargs = {k: v for k, v in kwargs.items() if k not in ("use_cache", "output_attentions")}
-            if recompute and torch.is_grad_enabled():
+            if switch["recompute"] and torch.is_grad_enabled():
                 out = torch.utils.checkpoint.checkpoint(lambda h: body(h, kwargs=kwargs), hidden_states,
                                                         use_reentrant=False)
             else:
@@ -268,17 +269,14 @@ def flops_4n(cfg, samples):
     return 4.0 * layer * T + 4.0 * V * H * R + 12.0 * D * nH * pairs * L
 
 
-def bench(name, mode, steps, ours_loss, deadline):
-    cfg = MODELS[name]()
-    t0 = time.perf_counter()
-    model = build(cfg)
-    build_s = time.perf_counter() - t0
-    theta = install_theta(model, mode == "padded_recompute")
+def bench(model, theta, switch, cfg, name, mode, steps, ours_loss, deadline):
+    switch["recompute"] = mode == "padded_recompute"
     samples = make_batch(cfg.vocab_size)
     T = sum(len(p) + len(r) for p, r in samples)
     inputs, rows, targets = (packed_inputs if mode == "packed" else padded_inputs)(samples)
     kernels = attention_kernels(model, inputs)
     torch.cuda.synchronize()
+    torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     weights_bytes = torch.cuda.memory_allocated()
     times, loss_v, grads = [], None, []
@@ -299,18 +297,15 @@ def bench(name, mode, steps, ours_loss, deadline):
     dev = torch.cuda.get_device_name(0)
     peak = peak_flops(dev)
     f4 = flops_4n(cfg, samples)
-    res = {
+    return {
         "model": name, "mode": mode, "tokens": T, "padded_tokens": int(inputs["input_ids"].numel()),
         "samples": len(samples), "step_s_median": med, "step_s_all": times, "tokens_per_s": T / med,
         "mfu_4n": f4 / med / peak if peak else None,
         "peak_bytes": torch.cuda.max_memory_allocated(), "weights_bytes": weights_bytes,
         "loss": loss_v, "loss_rel_vs_ours": abs(loss_v - ours_loss) / abs(ours_loss) if ours_loss else None,
         "bit_identical_repeats": all(torch.equal(g, grads[0]) for g in grads),
-        "grad_finite": bool(torch.isfinite(grads[-1]).all().item()), "sdpa_kernels": kernels, "build_s": build_s,
+        "grad_finite": bool(torch.isfinite(grads[-1]).all().item()), "sdpa_kernels": kernels,
     }
-    del model, theta, loss, grads
-    torch.cuda.empty_cache()
-    return res
 
 
 def main():
@@ -339,23 +334,35 @@ def main():
             print("cannot read --ours:", e, flush=True)
     results = []
     for name in args.models.split(","):
+        if time.time() > end - 60:
+            results.append({"model": name, "skipped": "deadline"})
+            continue
+        cfg = MODELS[name]()
+        t0 = time.perf_counter()
+        model = build(cfg)
+        switch = {"recompute": False}
+        theta = install_theta(model, switch)
+        build_s = time.perf_counter() - t0
         for mode in args.modes.split(","):
             if mode == "packed" and not ok:
                 r = {"model": name, "mode": mode, "skipped": f"packing without a mask is not per-sample here "
                                                            f"(max diff {worst:.3g})"}
-            elif time.time() > end - 45:
+            elif time.time() > end - 30:
                 r = {"model": name, "mode": mode, "skipped": "deadline"}
             else:
                 try:
-                    r = bench(name, mode, args.steps, ours.get(name), end)
+                    r = bench(model, theta, switch, cfg, name, mode, args.steps, ours.get(name), end)
+                    r["build_s"] = build_s
                 except torch.cuda.OutOfMemoryError as e:
-                    torch.cuda.empty_cache()
                     r = {"model": name, "mode": mode, "error": "out of memory: " + str(e).splitlines()[0]}
                 except Exception as e:
-                    torch.cuda.empty_cache()
                     r = {"model": name, "mode": mode, "error": f"{type(e).__name__}: {e}"[:400]}
+                theta.grad = None
+                torch.cuda.empty_cache()
             print(json.dumps(r), flush=True)
             results.append(r)
+        del model, theta
+        torch.cuda.empty_cache()
     doc = {"info": info, "results": results}
     if args.out:
         with open(args.out, "w") as f:

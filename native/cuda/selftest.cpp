@@ -661,7 +661,9 @@ int main(int argc, char** argv) {
     }
     if (!json_out.empty()) {
       std::ofstream f(json_out);
-      f << "{\"passed\":" << rep.passed << ",\"failed\":" << rep.failed << "}\n";
+      f << "{\"passed\":" << rep.passed << ",\"failed\":" << rep.failed << ",\"checks\":[";
+      for (size_t i = 0; i < rep.lines.size(); ++i) f << (i ? "," : "") << rep.lines[i];
+      f << "]}\n";
     }
     std::printf("%d passed, %d failed\n", rep.passed, rep.failed);
     return rep.failed == 0 ? 0 : 1;
