@@ -41,6 +41,8 @@ room() {
   return 1
 }
 say() { echo "$*" | tee -a "$OUT/summary.txt"; }
+# cap N: N seconds, or less so that a step never runs past the budget.
+cap() { local l=$(( $(left) - 10 )); [ "$l" -lt "$1" ] && echo $(( l > 5 ? l : 5 )) || echo "$1"; }
 step() { echo; echo "== [$(( $(date +%s) - START ))s] $*"; }
 
 # ---------------------------------------------------------------------------------------
@@ -96,7 +98,7 @@ step build
 CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
 ARCHS=${CUDA_ARCHS:-${CC:-90}}
 SELFTEST=""
-if timeout "${BUILD_TIMEOUT:-240}" bash -c "cmake -S '$ROOT' -B '$BUILD' -DCMAKE_BUILD_TYPE=Release -DHOPSCOTCH_CUDA=ON \
+if timeout "$(cap "${BUILD_TIMEOUT:-240}")" bash -c "cmake -S '$ROOT' -B '$BUILD' -DCMAKE_BUILD_TYPE=Release -DHOPSCOTCH_CUDA=ON \
       -DHOPSCOTCH_NATIVE_TOOLS=ON -DCMAKE_CUDA_ARCHITECTURES='$ARCHS' &&
     cmake --build '$BUILD' -j '$JOBS' --target hopscotch_cuda_selftest" > "$OUT/build.log" 2>&1; then
   SELFTEST="$BUILD/native/cuda/hopscotch_cuda_selftest"
@@ -115,7 +117,7 @@ fi
 run_selftest() {
   local label=$1 tmo=$2; shift 2
   local log="$WORK/$label.log" rc
-  timeout "$tmo" "$SELFTEST" "$@" > "$log" 2>&1
+  timeout "$(cap "$tmo")" "$SELFTEST" "$@" > "$log" 2>&1
   rc=$?
   cat "$log" >> "$OUT/selftest.log"
   local last; last=$(grep -E "^[0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
@@ -123,7 +125,7 @@ run_selftest() {
   if [ $rc -ne 0 ] && { [ $rc -ge 124 ] || grep -qE "HOPSCOTCH_ERR_CUDA|illegal|misaligned|cudaError|CUDA error" "$log"; }; then
     if command -v compute-sanitizer >/dev/null && room 150 "memcheck rerun of $label"; then
       echo "== memcheck rerun: $label" >> "$OUT/selftest.log"
-      timeout 120 compute-sanitizer --tool memcheck --print-limit 20 "$SELFTEST" "$@" 2>&1 | tail -80 >> "$OUT/selftest.log"
+      timeout "$(cap 120)" compute-sanitizer --tool memcheck --print-limit 20 "$SELFTEST" "$@" 2>&1 | tail -80 >> "$OUT/selftest.log"
       say "selftest $label: memcheck rerun done (see selftest.log)"
     fi
   fi
@@ -206,7 +208,7 @@ for m in llama8b qwen7b; do
   if [ -n "$SELFTEST" ]; then
     step "8B benchmark (ours): $m"
     if room 100 "bench $m"; then
-      timeout 150 "$SELFTEST" --bench "$m" --json "$WORK/bench-$m.json" >> "$OUT/selftest.log" 2>&1 ||
+      timeout "$(cap 150)" "$SELFTEST" --bench "$m" --json "$WORK/bench-$m.json" >> "$OUT/selftest.log" 2>&1 ||
         { say "bench $m: FAILED (see selftest.log)"; status=1; }
       merge_ours
     fi
@@ -226,7 +228,7 @@ for m in llama8b qwen7b; do
 done
 if [ -n "$SELFTEST" ] && [ -z "${SKIP_FMA_BENCH:-}" ] && room 120 "bench llama8b with the FMA attention"; then
   step "8B benchmark (ours), FMA attention fallback"
-  HOPSCOTCH_ATTENTION=fma timeout 150 "$SELFTEST" --bench llama8b --json "$WORK/bench-llama8b-fma.json" \
+  HOPSCOTCH_ATTENTION=fma timeout "$(cap 150)" "$SELFTEST" --bench llama8b --json "$WORK/bench-llama8b-fma.json" \
     >> "$OUT/selftest.log" 2>&1 || say "bench llama8b (fma): FAILED"
   merge_ours
 fi
