@@ -8,9 +8,13 @@
 //     ldmatrix and the mma.m16n8k16 fragments are emulated from the PTX ISA's
 //     definitions, written here independently, and every fragment the kernels load
 //     must hold the elements the PTX definition requires; the swizzle must be a
-//     bijection and free of shared-memory bank conflicts for each ldmatrix phase.
+//     bijection and free of shared-memory bank conflicts for each ldmatrix phase;
+//  4. the tensor-core kernels' algorithm (tile loops, causal tile bounds, online softmax
+//     in the log2 domain, bf16 P and dS), re-written here per row from the kernels, against
+//     the fp64 reference with the kernels' 2x rule;
+//  5. the row kernels' twins (RMSNorm, SwiGLU, RoPE) against the CPU engine's kernels.
 // What it cannot check: the kernels themselves (hopscotch_cuda_selftest --kernels does,
-// on a GPU).
+// on a GPU); item 4 is a hand-made mirror of the kernels, not their code.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -168,6 +172,163 @@ void row_twins() {
   for (int64_t t = 0; t < T; ++t)
     std::memcpy(dq_t.data() + size_t(t) * nH * D, dqkv_t.data() + size_t(t) * nT * D, sizeof(float) * nH * D);
   check(near_bf16(q_t, q_c, 1e-5) && near_bf16(dq_t, dq_in, 1e-5), "rope_twins_vs_cpu_engine");
+}
+
+// The tensor-core kernels' algorithm, emulated per row on the CPU with their tile
+// loops: 64-row query tiles and 64-key tiles, the causal bound of the last visible key
+// tile (kend), the first query tile that sees a key tile (q_first), the mask, the online
+// softmax in the log2 domain with bf16 P, lse converted back to natural log, and the
+// backward's dK/dV and dQ passes with bf16 P and dS. It checks the algorithm's
+// decisions (not the fragment math, checked below, nor the PTX itself).
+struct EmuOut {
+  std::vector<float> o, lse, dq, dk, dv;
+};
+EmuOut mma_algorithm(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                     const std::vector<float>& o_in, const std::vector<float>& dout, const std::vector<float>& lse_in,
+                     const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_k, int nH, int nKV, int D,
+                     float scale) {
+  constexpr int TQ = mm::kRows, TK = mm::kKeys;
+  const float l2e = 1.4426950408889634f, ln2 = 0.6931471805599453f, sl2 = scale * l2e;
+  const int G = nH / nKV;
+  EmuOut e;
+  e.o.assign(size_t(cu_q.back()) * nH * D, 0.f);
+  e.lse.assign(size_t(cu_q.back()) * nH, 0.f);
+  e.dq.assign(e.o.size(), 0.f);
+  e.dk.assign(size_t(cu_k.back()) * nKV * D, 0.f);
+  e.dv.assign(e.dk.size(), 0.f);
+  auto dot = [&](const float* a, const float* b) {
+    float s = 0;
+    for (int d = 0; d < D; ++d) s += a[d] * b[d];
+    return s;
+  };
+  std::vector<float> acc(D), pj(TK);
+  for (size_t sq = 0; sq + 1 < cu_q.size(); ++sq) {
+    const int qb = cu_q[sq], Lq = cu_q[sq + 1] - qb, kb = cu_k[sq], Lk = cu_k[sq + 1] - kb, off = Lk - Lq;
+    for (int h = 0; h < nH; ++h) {
+      const int kvh = h / G;
+      const float* Q = q.data() + size_t(h) * D;
+      const float* K = k.data() + size_t(kvh) * D;
+      const float* V = v.data() + size_t(kvh) * D;
+      for (int q0 = 0; q0 < Lq; q0 += TQ) {
+        const int last_row = std::min(Lq - 1, q0 + TQ - 1), kend = std::min(Lk, last_row + off + 1);
+        for (int qi = q0; qi < q0 + TQ && qi < Lq; ++qi) {
+          const float* qr = Q + size_t(qb + qi) * nH * D;
+          float m = -INFINITY, l = 0;
+          std::fill(acc.begin(), acc.end(), 0.f);
+          float dl = 0, lse2 = lse_in[size_t(qb + qi) * nH + h] * l2e;
+          for (int d = 0; d < D; ++d) dl += dout[size_t(qb + qi) * nH * D + h * D + d] * o_in[size_t(qb + qi) * nH * D + h * D + d];
+          std::vector<float> dqa(D, 0.f);
+          for (int k0 = 0; k0 < kend; k0 += TK) {
+            float mx = m;
+            for (int j = 0; j < TK; ++j) {
+              const int kj = k0 + j;
+              const bool ok = kj < Lk && kj <= qi + off;
+              pj[j] = ok ? dot(qr, K + size_t(kb + kj) * nKV * D) * sl2 : -INFINITY;
+              mx = std::max(mx, pj[j]);
+            }
+            const float alpha = mx == -INFINITY ? 1.f : std::exp2(m - mx);
+            m = mx;
+            l *= alpha;
+            for (float& a : acc) a *= alpha;
+            for (int j = 0; j < TK; ++j) {
+              const float p = m == -INFINITY ? 0.f : std::exp2(pj[j] - m);
+              l += p;
+              if (p == 0.f) continue;
+              const float pb = tw::bf16_round(p);
+              for (int d = 0; d < D; ++d) acc[d] += pb * V[size_t(kb + k0 + j) * nKV * D + d];
+            }
+            // dQ pass over the same key tiles.
+            for (int j = 0; j < TK; ++j) {
+              const int kj = k0 + j;
+              if (!(kj < Lk && kj <= qi + off)) continue;
+              const float* kr = K + size_t(kb + kj) * nKV * D;
+              const float p = std::exp2(dot(qr, kr) * sl2 - lse2);
+              const float dp = dot(dout.data() + size_t(qb + qi) * nH * D + h * D, V + size_t(kb + kj) * nKV * D);
+              const float ds = tw::bf16_round(p * (dp - dl));
+              for (int d = 0; d < D; ++d) dqa[d] += ds * kr[d];
+            }
+          }
+          for (int d = 0; d < D; ++d) {
+            e.o[size_t(qb + qi) * nH * D + h * D + d] = tw::bf16_round(l > 0 ? acc[d] / l : 0.f);
+            e.dq[size_t(qb + qi) * nH * D + h * D + d] = scale * dqa[d];
+          }
+          e.lse[size_t(qb + qi) * nH + h] = l > 0 ? (m + std::log2(l)) * ln2 : 0.f;
+        }
+      }
+    }
+    // dK/dV: per 64-key tile and kv head, over the group's heads and the query tiles
+    // from q_first on.
+    for (int kvh = 0; kvh < nKV; ++kvh)
+      for (int k0 = 0; k0 < Lk; k0 += TQ) {
+        const int q_first = (std::max(0, k0 - off) / TK) * TK;
+        for (int kj = k0; kj < k0 + TQ && kj < Lk; ++kj) {
+          const float* kr = k.data() + size_t(kb + kj) * nKV * D + size_t(kvh) * D;
+          const float* vr = v.data() + size_t(kb + kj) * nKV * D + size_t(kvh) * D;
+          std::vector<float> dka(D, 0.f), dva(D, 0.f);
+          for (int g = 0; g < G; ++g) {
+            const int h = kvh * G + g;
+            for (int q0 = q_first; q0 < Lq; q0 += TK)
+              for (int qi = q0; qi < q0 + TK && qi < Lq; ++qi) {
+                if (!(kj <= qi + off)) continue;
+                const float* qr = q.data() + size_t(qb + qi) * nH * D + size_t(h) * D;
+                const float* dor = dout.data() + size_t(qb + qi) * nH * D + size_t(h) * D;
+                float dl = 0;
+                for (int d = 0; d < D; ++d) dl += dor[d] * o_in[size_t(qb + qi) * nH * D + h * D + d];
+                const float p = std::exp2(dot(qr, kr) * sl2 - lse_in[size_t(qb + qi) * nH + h] * l2e);
+                const float ds = p * (dot(dor, vr) - dl);
+                const float pb = tw::bf16_round(p), dsb = tw::bf16_round(ds);
+                for (int d = 0; d < D; ++d) {
+                  dva[d] += pb * dor[d];
+                  dka[d] += dsb * qr[d];
+                }
+              }
+          }
+          for (int d = 0; d < D; ++d) {
+            e.dk[size_t(kb + kj) * nKV * D + size_t(kvh) * D + d] = scale * dka[d];
+            e.dv[size_t(kb + kj) * nKV * D + size_t(kvh) * D + d] = dva[d];
+          }
+        }
+      }
+  }
+  return e;
+}
+
+void mma_algorithm_checks() {
+  struct Case {
+    const char* name;
+    int D;
+    std::vector<int> lq, lk;
+  };
+  const std::vector<Case> cases = {{"packed_d64", 64, {301, 1, 65, 130}, {301, 1, 65, 130}},
+                                   {"decode_d128", 128, {1, 3, 70}, {300, 77, 200}}};
+  for (const Case& c : cases) {
+    const int nH = 8, nKV = 2, D = c.D;
+    std::vector<int32_t> cu_q = {0}, cu_k = {0};
+    for (size_t i = 0; i < c.lq.size(); ++i) {
+      cu_q.push_back(cu_q.back() + c.lq[i]);
+      cu_k.push_back(cu_k.back() + c.lk[i]);
+    }
+    const tw::AttnShape s{nH, nKV, D, float(1.0 / std::sqrt(double(D)))};
+    const auto q = uniform(size_t(cu_q.back()) * nH * D, -2, 2, 31), k = uniform(size_t(cu_k.back()) * nKV * D, -1, 1, 32),
+               v = uniform(size_t(cu_k.back()) * nKV * D, -1, 1, 33), dout = uniform(size_t(cu_q.back()) * nH * D, -1, 1, 34);
+    std::vector<float> o_ref, lse_ref, o_tw, lse_tw, dq_ref, dk_ref, dv_ref, dq_tw, dk_tw, dv_tw;
+    tw::attention_fwd_ref<double>(q, k, v, cu_q, cu_k, s, {}, false, o_ref, lse_ref);
+    tw::attention_fwd_ref<float>(q, k, v, cu_q, cu_k, s, {true, true}, true, o_tw, lse_tw);
+    const std::vector<float> o_in = tw::bf16_round(o_ref);
+    tw::attention_bwd_ref<double>(q, k, v, o_in, dout, lse_ref, cu_q, cu_k, s, {}, dq_ref, dk_ref, dv_ref);
+    tw::attention_bwd_ref<float>(q, k, v, o_in, dout, lse_ref, cu_q, cu_k, s, {true, true}, dq_tw, dk_tw, dv_tw);
+    const EmuOut e = mma_algorithm(q, k, v, o_in, dout, lse_ref, cu_q, cu_k, nH, nKV, D, s.scale);
+    const struct {
+      const char* n;
+      const std::vector<float>*em, *tw, *ref;
+    } parts[] = {{"o", &e.o, &o_tw, &o_ref},    {"lse", &e.lse, &lse_tw, &lse_ref}, {"dq", &e.dq, &dq_tw, &dq_ref},
+                 {"dk", &e.dk, &dk_tw, &dk_ref}, {"dv", &e.dv, &dv_tw, &dv_ref}};
+    for (const auto& pt : parts) {
+      const double ee = rel(*pt.em, *pt.ref), et = rel(*pt.tw, *pt.ref);
+      check(ee <= 2 * et + 1e-6, std::string("mma_algorithm_") + c.name + "_" + pt.n,
+            "err " + std::to_string(ee) + " twin " + std::to_string(et));
+    }
+  }
 }
 
 void random_weights() {
@@ -334,6 +495,7 @@ int main() {
   attention_twins(64);
   attention_twins(128);
   row_twins();
+  mma_algorithm_checks();
   random_weights();
   mma_layout();
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
