@@ -47,7 +47,36 @@ MODELS = {
         num_key_value_heads=4, vocab_size=152064, rms_norm_eps=1e-6, max_position_embeddings=32768,
         rope_theta=1000000.0, tie_word_embeddings=False),
 }
+ROPE = {"llama8b": (500000.0, {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                "original_max_position_embeddings": 8192}),
+        "qwen7b": (1000000.0, None)}
 WEIGHT_SEED, TOKEN_SEED, SPAN = 1, 1234, 65536
+
+
+def make_config(name):
+    """The config, with RoPE set through whichever API the installed transformers has
+    (rope_theta/rope_scaling, or rope_parameters in newer releases)."""
+    cfg = MODELS[name]()
+    theta, scaling = ROPE[name]
+    rp = getattr(cfg, "rope_parameters", None)
+    if isinstance(rp, dict):
+        rp = dict(rp)
+        rp["rope_theta"] = theta
+        if scaling:
+            rp.update(scaling)
+        else:
+            rp["rope_type"] = rp.get("rope_type", "default")
+        cfg.rope_parameters = rp
+    return cfg
+
+
+def rope_facts(model):
+    inv = getattr(getattr(model.model, "rotary_emb", None), "inv_freq", None)
+    if inv is None:
+        return None
+    inv = inv.float().cpu()
+    return {"rope_type": getattr(model.model.rotary_emb, "rope_type", None), "inv_freq_first": inv[0].item(),
+            "inv_freq_last": inv[-1].item(), "inv_freq_mid": inv[len(inv) // 2].item()}
 M32 = 0xFFFFFFFF
 
 
@@ -337,9 +366,10 @@ def main():
         if time.time() > end - 60:
             results.append({"model": name, "skipped": "deadline"})
             continue
-        cfg = MODELS[name]()
+        cfg = make_config(name)
         t0 = time.perf_counter()
         model = build(cfg)
+        info.setdefault("rope", {})[name] = rope_facts(model)
         switch = {"recompute": False}
         theta = install_theta(model, switch)
         build_s = time.perf_counter() - t0

@@ -41,6 +41,7 @@
 #include <cuda_runtime.h>
 
 #include "config.h"
+#include "cpu_kernels.h"
 #include "engine.h"
 #include "errors.h"
 #include "hopscotch_cuda.h"
@@ -480,7 +481,9 @@ int run_bench(const std::string& which, hopscotch_cuda_create_random_fn create_r
                 jstr(err).c_str());
     return 1;
   }
-  emit("create", "\"seconds\":" + num(seconds_since(t0)));
+  const std::vector<float> inv = hs::cpu::rope_inv_freq(cfg.rope, D);  // compare with torch_baseline's rope facts
+  emit("create", "\"seconds\":" + num(seconds_since(t0)) + ",\"inv_freq_first\":" + num(inv.front()) +
+                     ",\"inv_freq_mid\":" + num(inv[inv.size() / 2]) + ",\"inv_freq_last\":" + num(inv.back()));
 
   const std::vector<hs::Sample> batch = bench_batch(V);
   int64_t T = 0, R = 0;
