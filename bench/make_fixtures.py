@@ -33,6 +33,10 @@ SPECS = [
                       logits_scaling=8.0)),
     dict(name="mistral", arch="MistralForCausalLM", model_type="mistral", hidden=64, layers=3, heads=4, kv=1,
          head_dim=16, inter=128, vocab=256, tied=False),
+    # head_dim 128 runs the tensor-core attention; 4 query heads per kv head; context
+    # 1024 for the self-test's ~300-token samples.
+    dict(name="llama-hd128-gqa4", arch="LlamaForCausalLM", model_type="llama", hidden=128, layers=2, heads=4,
+         kv=1, head_dim=128, inter=128, vocab=300, tied=False, max_position=1024),
 ]
 
 
@@ -89,7 +93,7 @@ def make(spec, out):
         "architectures": [spec["arch"]], "model_type": spec["model_type"], "hidden_size": H,
         "intermediate_size": I, "num_hidden_layers": L, "num_attention_heads": nH, "num_key_value_heads": nKV,
         "head_dim": D, "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
-        "rope_scaling": spec.get("rope_scaling"), "vocab_size": V, "max_position_embeddings": 512,
+        "rope_scaling": spec.get("rope_scaling"), "vocab_size": V, "max_position_embeddings": spec.get("max_position", 512),
         "tie_word_embeddings": spec["tied"], "attention_bias": bool(spec.get("qkv_bias", False)),
         "mlp_bias": False, "torch_dtype": "float32", "bos_token_id": 1, "eos_token_id": 2,
     }

@@ -209,6 +209,13 @@ const FIXTURES = [
     arch: 'LlamaForCausalLM', modelType: 'llama', seed: 8,
     hidden: 32, layers: 2, heads: 4, kvHeads: 2, headDim: 8, intermediate: 64, tied: false, dtype: 'F16',
   },
+  {
+    name: 'llama-hd128-gqa4',
+    description: 'Llama with head_dim 128 (the CUDA tensor-core attention) and 4 query heads per kv head; context 1024 for ~300-token samples',
+    arch: 'LlamaForCausalLM', modelType: 'llama', seed: 9,
+    hidden: 128, layers: 2, heads: 4, kvHeads: 1, headDim: 128, intermediate: 128, tied: false, dtype: 'F32',
+    maxPosition: 1024,
+  },
 ];
 
 const MAX_POSITION = 256;
@@ -277,7 +284,7 @@ function config(spec) {
     rope_theta: spec.ropeTheta ?? 10000.0,
     rope_scaling: spec.ropeScaling ?? null,
     vocab_size: VOCAB,
-    max_position_embeddings: MAX_POSITION,
+    max_position_embeddings: spec.maxPosition ?? MAX_POSITION,
     tie_word_embeddings: spec.tied,
     attention_bias: false,
     attention_dropout: 0.0,
@@ -353,7 +360,7 @@ function writeFixture(outDir, spec) {
     numKvHeads: spec.kvHeads,
     headDim: spec.headDim,
     vocabSize: VOCAB,
-    maxPositionEmbeddings: MAX_POSITION,
+    maxPositionEmbeddings: spec.maxPosition ?? MAX_POSITION,
     dtype: spec.dtype,
     tieWordEmbeddings: spec.tied,
     qkvBias: spec.qkvBias ?? false,

@@ -106,6 +106,12 @@ class LoadedModel implements Model {
    * The skip list the engine runs: the caller's, plus every layer whose attention weights
    * the checkpoint does not have (a DeciLM export's no_op layers can only run skipped).
    */
+  #maxMemory(opts: BatchOptions): void {
+    const m = opts.maxMemory;
+    if (m !== undefined && (typeof m !== 'number' || !Number.isSafeInteger(m) || m < 0))
+      throw new HopscotchError(ErrorCodes.ARGUMENT, `maxMemory must be a non-negative whole number of bytes, got ${m}`);
+  }
+
   #skip(skip: number[] | undefined): number[] {
     const s = checkSkip(skip, this.config.numLayers);
     const absent = this.config.attentionAbsent;
@@ -131,6 +137,7 @@ class LoadedModel implements Model {
     const t = this.#theta(theta);
     const skip = this.#skip(opts.skip);
     const engine = this.#engine;
+    this.#maxMemory(opts);
     const r = await this.#call(() => engine.loss(samples, t, { ...opts, skip }, false));
     return { loss: r.loss, responseTokens: r.responseTokens, sampleNll: r.sampleNll, peakBytes: r.peakBytes };
   }
@@ -140,6 +147,7 @@ class LoadedModel implements Model {
     const t = this.#theta(theta);
     const skip = this.#skip(opts.skip);
     const engine = this.#engine;
+    this.#maxMemory(opts);
     const r = await this.#call(() => engine.loss(samples, t, { ...opts, skip }, true));
     return { loss: r.loss, responseTokens: r.responseTokens, sampleNll: r.sampleNll, peakBytes: r.peakBytes, grad: r.grad! };
   }

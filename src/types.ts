@@ -52,6 +52,12 @@ export interface BatchOptions {
   tokenMean?: boolean;
   /** Recompute each layer's internals in the backward pass instead of keeping them. */
   recompute?: boolean;
+  /**
+   * CUDA: bytes the engine may hold on the GPU, weights included (default: the free GPU
+   * memory). lossAndGrad keeps each layer's internals while they fit and recomputes
+   * the layers that do not.
+   */
+  maxMemory?: number;
 }
 
 export interface LossResult {

@@ -39,6 +39,8 @@ hs::BatchOptions get_batch_options(const Napi::Value& v) {
   o.token_mean = tm.IsBoolean() && tm.As<Napi::Boolean>().Value();
   o.recompute = rc.IsBoolean() && rc.As<Napi::Boolean>().Value();
   if (cap.IsNumber()) o.token_cap = cap.As<Napi::Number>().Int64Value();
+  Napi::Value mm = obj.Get("maxMemory");
+  if (mm.IsNumber()) o.max_memory = mm.As<Napi::Number>().Int64Value();
   return o;
 }
 

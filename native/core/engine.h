@@ -33,6 +33,10 @@ struct BatchOptions {
   bool token_mean = false;
   bool recompute = false;       // keep only each layer's input; recompute internals in backward
   int64_t token_cap = 0;        // 0 = no cap; else a batch above it is an error
+  // CUDA: bytes the engine may hold on the device, weights included (0 = as much as is
+  // free). lossAndGrad keeps every layer's internals when they fit, else recomputes
+  // the layers that do not (recompute = true forces recomputation of all but the last).
+  int64_t max_memory = 0;
 };
 
 struct LossResult {
@@ -41,6 +45,9 @@ struct LossResult {
   Theta grad;                        // empty when no gradient was asked for
   std::vector<double> sample_nll;    // per-sample sum of response-token NLL
   size_t peak_bytes = 0;             // peak activation/workspace bytes of this call
+  size_t weight_bytes = 0;           // device bytes of the weights (CUDA; 0 on the CPU)
+  int recomputed_layers = 0;         // layer forwards the backward repeated (CUDA memory plan)
+  bool thin_checkpoints = false;     // only even layers' inputs were stored (CUDA, smallest plan)
 };
 
 struct GenerateOptions {

@@ -18,6 +18,9 @@
 #include "attention.cuh"
 #include "kernel_common.cuh"
 
+#include <cstdlib>
+#include <string>
+
 namespace hs::cuda {
 
 namespace {
@@ -29,17 +32,55 @@ constexpr int kPs = B + 1;       // padded stride of the 16x16 smem tiles
 AttentionTiles make_attention_tiles(const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_k) {
   AttentionTiles t;
   const size_t S = cu_q.size() - 1;
+  auto add = [](std::vector<int32_t>& v, size_t s, int32_t n, int32_t step) {
+    for (int32_t r = 0; r < n; r += step) {
+      v.push_back(static_cast<int32_t>(s));
+      v.push_back(r);
+    }
+  };
   for (size_t s = 0; s < S; ++s) {
-    for (int32_t r = 0; r < cu_q[s + 1] - cu_q[s]; r += B) {
-      t.q_tiles.push_back(static_cast<int32_t>(s));
-      t.q_tiles.push_back(r);
-    }
-    for (int32_t r = 0; r < cu_k[s + 1] - cu_k[s]; r += B) {
-      t.k_tiles.push_back(static_cast<int32_t>(s));
-      t.k_tiles.push_back(r);
-    }
+    add(t.q_tiles, s, cu_q[s + 1] - cu_q[s], B);
+    add(t.k_tiles, s, cu_k[s + 1] - cu_k[s], B);
+    add(t.q_tiles64, s, cu_q[s + 1] - cu_q[s], kAttnMmaTile);
+    add(t.k_tiles64, s, cu_k[s + 1] - cu_k[s], kAttnMmaTile);
   }
   return t;
+}
+
+const char* attention_impl_name(AttentionImpl impl) {
+  return impl == AttentionImpl::Mma ? "mma" : impl == AttentionImpl::Fma ? "fma" : "auto";
+}
+
+AttentionImpl attention_impl(int head_dim) {
+  static const int forced = [] {
+    const char* env = std::getenv("HOPSCOTCH_ATTENTION");
+    if (env == nullptr) return 0;
+    const std::string v = env;
+    return v == "fma" ? 1 : v == "mma" ? 2 : 0;
+  }();
+  static const int major = [] {
+    int dev = 0, m = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return 0;
+    }
+    return m;
+  }();
+  const bool mma_ok = (head_dim == 64 || head_dim == 128) && major >= 8;
+  if (forced == 1 || !mma_ok) return AttentionImpl::Fma;
+  return AttentionImpl::Mma;
+}
+
+bool attention_mma_supported(int head_dim) {
+  if (head_dim != 64 && head_dim != 128) return false;
+  int dev = 0, m = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return m >= 8;
 }
 
 // Loads rows [row0, row0 + 16) of one head (columns col0 .. col0 + D) of a bf16 matrix
@@ -336,9 +377,21 @@ void bwd(const AttentionBwdParams& p, cudaStream_t stream) {
 
 }  // namespace
 
+namespace {
+bool use_mma(AttentionImpl requested, int head_dim, const int32_t* tiles64) {
+  if (requested == AttentionImpl::Fma || tiles64 == nullptr) return false;
+  if (requested == AttentionImpl::Mma) return attention_mma_supported(head_dim);
+  return attention_impl(head_dim) == AttentionImpl::Mma;
+}
+}  // namespace
+
 void launch_attention_fwd(const AttentionFwdParams& p, cudaStream_t stream) {
   check_shapes(p.n_heads, p.n_kv_heads, p.head_dim);
   if (p.num_q_tiles <= 0) return;
+  if (use_mma(p.impl, p.head_dim, p.q_tiles64)) {
+    launch_attention_mma_fwd(p, stream);
+    return;
+  }
   if (p.head_dim <= 64)
     fwd<64>(p, stream);
   else if (p.head_dim <= 128)
@@ -354,6 +407,10 @@ void launch_attention_bwd(const AttentionBwdParams& p, cudaStream_t stream) {
   attention_bwd_delta_kernel<<<static_cast<unsigned>(ceil_div(rows * 32, 256)), 256, 0, stream>>>(
       p.o, p.dout, p.delta, rows, p.head_dim);
   check_launch("attention_bwd_delta_kernel");
+  if (use_mma(p.impl, p.head_dim, p.q_tiles64) && p.k_tiles64 != nullptr) {
+    launch_attention_mma_bwd(p, stream);
+    return;
+  }
   if (p.head_dim <= 64)
     bwd<64>(p, stream);
   else if (p.head_dim <= 128)

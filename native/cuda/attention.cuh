@@ -1,5 +1,8 @@
 // Causal grouped-query attention over packed variable-length sequences (cu_seqlens,
-// as flash_attn_varlen_func). Query i of a sequence with Lq queries and Lk keys sees
+// as flash_attn_varlen_func). Two implementations behind one launcher: the tensor-core
+// kernels of attention_mma.cu (head dims 64 and 128, sm_80+) and the fp32 FMA kernels of
+// attention.cu (any head dim up to 256: the fallback). HOPSCOTCH_ATTENTION=fma|mma in
+// the environment overrides the choice (mma still falls back where it cannot run). Query i of a sequence with Lq queries and Lk keys sees
 // keys j <= i + (Lk - Lq) (bottom-right aligned, so a decode step with one query sees
 // the whole cache). Requires Lk >= Lq for every sequence.
 #pragma once
@@ -12,10 +15,22 @@ namespace hs::cuda {
 inline constexpr int kAttnTile = 16;           // queries and keys per tile
 inline constexpr int kAttnMaxHeadDim = 256;
 
+inline constexpr int kAttnMmaTile = 64;       // query rows / keys per tile of the tensor-core kernels
+
+enum class AttentionImpl { Auto, Fma, Mma };
+// What Auto resolves to for this head dim on the current device (reads
+// HOPSCOTCH_ATTENTION once per process).
+AttentionImpl attention_impl(int head_dim);
+const char* attention_impl_name(AttentionImpl impl);
+// Whether the tensor-core kernels can run this head dim on the current device.
+bool attention_mma_supported(int head_dim);
+
 // Host-side tile lists: each entry is (sequence, first row of the tile).
 struct AttentionTiles {
-  std::vector<int32_t> q_tiles;  // pairs, size 2 * num_q_tiles
-  std::vector<int32_t> k_tiles;  // pairs, size 2 * num_k_tiles
+  std::vector<int32_t> q_tiles;    // pairs, size 2 * num_q_tiles (16-row tiles, FMA kernels)
+  std::vector<int32_t> k_tiles;    // pairs, size 2 * num_k_tiles
+  std::vector<int32_t> q_tiles64;  // pairs, 64-row tiles (tensor-core kernels)
+  std::vector<int32_t> k_tiles64;
 };
 AttentionTiles make_attention_tiles(const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_k);
 
@@ -29,10 +44,13 @@ struct AttentionFwdParams {
   const int32_t* cu_k;    // (S+1)
   const int32_t* q_tiles; // (num_q_tiles, 2)
   int num_q_tiles;
+  const int32_t* q_tiles64;  // (num_q_tiles64, 2)
+  int num_q_tiles64;
   int n_heads;
   int n_kv_heads;
   int head_dim;
   float scale;
+  AttentionImpl impl;     // Auto unless a check forces one
 };
 void launch_attention_fwd(const AttentionFwdParams& p, cudaStream_t stream);
 
@@ -53,12 +71,21 @@ struct AttentionBwdParams {
   int num_q_tiles;
   const int32_t* k_tiles;
   int num_k_tiles;
+  const int32_t* q_tiles64;
+  int num_q_tiles64;
+  const int32_t* k_tiles64;
+  int num_k_tiles64;
   int64_t Tq;
   int n_heads;
   int n_kv_heads;
   int head_dim;
   float scale;
+  AttentionImpl impl;
 };
 void launch_attention_bwd(const AttentionBwdParams& p, cudaStream_t stream);
+
+// The tensor-core kernels (attention_mma.cu); called by the launchers above.
+void launch_attention_mma_fwd(const AttentionFwdParams& p, cudaStream_t stream);
+void launch_attention_mma_bwd(const AttentionBwdParams& p, cudaStream_t stream);  // after delta
 
 }  // namespace hs::cuda

@@ -96,4 +96,19 @@ __attribute__((visibility("default"))) hs::Engine* hopscotch_cuda_create(const h
   return nullptr;
 }
 
+__attribute__((visibility("default"))) hs::Engine* hopscotch_cuda_create_random(const hs::ModelConfig* cfg,
+                                                                                uint32_t seed, char* err, size_t n) {
+  try {
+    if (cfg == nullptr) hs::fail(hs::code::kArgument, "hopscotch_cuda_create_random: cfg is null");
+    return hs::cuda::make_cuda_engine_random(*cfg, seed).release();
+  } catch (const hs::Error& e) {
+    write_out(err, n, std::string(e.code()) + ": " + e.what());
+  } catch (const std::exception& e) {
+    write_out(err, n, std::string(hs::code::kInternal) + ": " + e.what());
+  } catch (...) {
+    write_out(err, n, std::string(hs::code::kInternal) + ": unknown error while creating the CUDA engine");
+  }
+  return nullptr;
+}
+
 }  // extern "C"

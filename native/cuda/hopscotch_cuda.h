@@ -6,9 +6,12 @@
 #pragma once
 #include <cstddef>
 
+#include <cstdint>
+
 namespace hs {
 class Engine;
 struct LoadedModel;
+struct ModelConfig;
 }  // namespace hs
 
 extern "C" {
@@ -29,5 +32,11 @@ typedef int (*hopscotch_cuda_probe_fn)(char*, size_t);
 // destructor); `model` must outlive nothing: the engine keeps no pointer into it.
 hs::Engine* hopscotch_cuda_create(const hs::LoadedModel* model, char* err, size_t n);
 typedef hs::Engine* (*hopscotch_cuda_create_fn)(const hs::LoadedModel*, char*, size_t);
+
+// Builds the synthetic benchmark model of `cfg` (no weights files): every bf16 matrix
+// points into one random device buffer, norms are 1, biases 0 (random_weights.h says
+// how PyTorch rebuilds the same model). Errors as hopscotch_cuda_create.
+hs::Engine* hopscotch_cuda_create_random(const hs::ModelConfig* cfg, uint32_t seed, char* err, size_t n);
+typedef hs::Engine* (*hopscotch_cuda_create_random_fn)(const hs::ModelConfig*, uint32_t, char*, size_t);
 
 }  // extern "C"

@@ -25,6 +25,7 @@ export interface NativeBatchOptions {
   tokenMean?: boolean;
   recompute?: boolean;
   tokenCap?: number;
+  maxMemory?: number;
 }
 
 export interface NativeLossResult {

@@ -82,6 +82,26 @@ describe.skipIf(noGpu)('CUDA backend parity with the CPU engine', () => {
     cpu.dispose();
     gpu.dispose();
   });
+
+  it('llama-hd128-gqa4: ~300-token samples (tensor-core attention), loss and gradients as the CPU engine', async () => {
+    const dir = fixtureDir('llama-hd128-gqa4');
+    const cpu = await load(dir, { device: 'cpu' });
+    const gpu = await load(dir, { device: 'cuda' });
+    const lens = [[150, 151], [97, 203], [13, 4]];
+    let x = 17;
+    const next = () => (x = (x * 1103515245 + 12345) % 2147483648) % 500 + 3;
+    const long = lens.map(([p, r]) => ({ prompt: Array.from({ length: p }, next), response: Array.from({ length: r }, next) }));
+    const t = theta(cpu.config.numLayers);
+    const a = await cpu.lossAndGrad(long, t);
+    const b = await gpu.lossAndGrad(long, t);
+    expect(Math.abs(b.loss - a.loss) / Math.abs(a.loss)).toBeLessThanOrEqual(1e-2);
+    for (const k of ['bAtt', 'sAtt', 'bMlp', 'sMlp'] as const) {
+      expect(cosine(b.grad[k], a.grad[k]), k).toBeGreaterThanOrEqual(0.999);
+      expect(relNorm(b.grad[k], a.grad[k]), k).toBeLessThanOrEqual(2e-2);
+    }
+    cpu.dispose();
+    gpu.dispose();
+  });
 });
 
 describe('CUDA probe', () => {

@@ -235,7 +235,7 @@ describe('Model', () => {
     expectTypeOf<Model['device']>().toEqualTypeOf<'cpu' | 'cuda'>();
     expectTypeOf<Model['fingerprint']>().toEqualTypeOf<string>();
 
-    expectTypeOf<BatchOptions>().toEqualTypeOf<{ skip?: number[]; tokenMean?: boolean; recompute?: boolean }>();
+    expectTypeOf<BatchOptions>().toEqualTypeOf<{ skip?: number[]; tokenMean?: boolean; recompute?: boolean; maxMemory?: number }>();
     expectTypeOf<LossResult>().toEqualTypeOf<{ loss: number; responseTokens: number; sampleNll: Float64Array; peakBytes: number }>();
     expectTypeOf<LossAndGradResult>().toEqualTypeOf<{
       loss: number;
