@@ -24,9 +24,14 @@ interface ExportCliOptions {
   maxShardBytes?: string;
 }
 
-/** Reads a fit JSON file: { skipped: number[], theta: { bAtt, sAtt, bMlp, sMlp }, settings? }. */
-export function readFitFile(path: string): { skipped: number[]; theta: ReturnType<typeof fromJSON>; settings: Record<string, unknown> } {
-  let j: { skipped?: unknown; theta?: unknown; settings?: unknown };
+/** Reads a fit JSON file: { skipped: number[], theta: { bAtt, sAtt, bMlp, sMlp }, fingerprint?, settings? }. */
+export function readFitFile(path: string): {
+  skipped: number[];
+  theta: ReturnType<typeof fromJSON>;
+  fingerprint?: string;
+  settings: Record<string, unknown>;
+} {
+  let j: { skipped?: unknown; theta?: unknown; settings?: unknown; fingerprint?: unknown };
   try {
     j = JSON.parse(readFileSync(path, 'utf8')) as typeof j;
   } catch (err) {
@@ -37,7 +42,9 @@ export function readFitFile(path: string): { skipped: number[]; theta: ReturnTyp
     throw new HopscotchError(ErrorCodes.ARGUMENT, `${path}: "skipped" must be an array of layer indices`);
   const theta = fromJSON(j.theta as ThetaJson);
   const settings = j.settings && typeof j.settings === 'object' ? (j.settings as Record<string, unknown>) : {};
-  return { skipped: j.skipped as number[], theta, settings };
+  if (j.fingerprint !== undefined && typeof j.fingerprint !== 'string')
+    throw new HopscotchError(ErrorCodes.ARGUMENT, `${path}: "fingerprint" must be a string`);
+  return { skipped: j.skipped as number[], theta, settings, ...(j.fingerprint === undefined ? {} : { fingerprint: j.fingerprint as string }) };
 }
 
 export function registerExport(program: Command): void {
