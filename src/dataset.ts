@@ -10,6 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import { access, readFile } from 'node:fs/promises';
+import { mixSeed, shuffledIndices } from './batching.js';
 import { writeFileAtomic } from './checkpoint.js';
 import { ErrorCodes, HopscotchError, check } from './errors.js';
 import { type ProgressCallback, safeCallback, throwIfAborted } from './progress.js';
@@ -167,6 +168,53 @@ export async function readDataset(
 /** Reads a dataset file's samples (see {@link readDataset}). */
 export async function loadDataset(file: string, opts: LoadDatasetOptions = {}): Promise<Dataset> {
   return (await readDataset(file, opts)).samples;
+}
+
+export interface SplitOptions {
+  /** Share of the samples that go to validation, in (0, 1). The count is rounded, and kept in [1, n - 1]. */
+  fraction: number;
+  /** Seed of the split. Default 0. */
+  seed?: number;
+}
+
+export interface DatasetSplit<S extends Sample = Sample> {
+  /** The samples not in validation, in their original order. */
+  train: S[];
+  /** The held-out samples, in their original order. */
+  validation: S[];
+  /** Indices into the input of the validation samples, ascending. */
+  validationIndices: number[];
+}
+
+/**
+ * Splits `data` into disjoint training and validation sets, deterministically: the same
+ * data length, fraction and seed always hold out the same indices, on every platform.
+ * Each sample goes to exactly one side; both keep the input order. Needs at least 2
+ * samples (HOPSCOTCH_ERR_DATASET otherwise); a bad fraction or seed is HOPSCOTCH_ERR_ARGUMENT.
+ */
+export function splitDataset<S extends Sample>(data: readonly S[], opts: SplitOptions): DatasetSplit<S> {
+  check(Array.isArray(data), 'splitDataset: data must be an array of samples');
+  const fraction = opts?.fraction;
+  const seed = opts?.seed ?? 0;
+  check(
+    typeof fraction === 'number' && Number.isFinite(fraction) && fraction > 0 && fraction < 1,
+    `splitDataset: fraction must be a number in (0, 1), got ${fraction}`,
+  );
+  check(Number.isSafeInteger(seed), `splitDataset: seed must be an integer, got ${seed}`);
+  const n = data.length;
+  if (n < 2)
+    throw new HopscotchError(ErrorCodes.DATASET, `cannot hold out a validation set from ${n} sample${n === 1 ? '' : 's'} (need at least 2)`);
+  const count = Math.min(n - 1, Math.max(1, Math.round(n * fraction)));
+  // Its own stream (not the batching shuffle of the same seed).
+  const held = new Set(shuffledIndices(n, mixSeed(0x5b11d, seed)).slice(0, count));
+  const split: DatasetSplit<S> = { train: [], validation: [], validationIndices: [] };
+  for (let i = 0; i < n; i++) {
+    if (held.has(i)) {
+      split.validation.push(data[i]);
+      split.validationIndices.push(i);
+    } else split.train.push(data[i]);
+  }
+  return split;
 }
 
 export interface ChatMessage {

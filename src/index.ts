@@ -14,7 +14,7 @@
 import { exportModel } from './export.js';
 import { loadAdapter } from './adapter.js';
 import { inspect, load, resolveDevice } from './model.js';
-import { loadDataset, loadPrompts, recoverySet, saveDataset } from './dataset.js';
+import { loadDataset, loadPrompts, recoverySet, saveDataset, splitDataset } from './dataset.js';
 import { rescale } from './rescale.js';
 import { selectBlocks, selectionFromJSON, selectionToJSON } from './select.js';
 import { STRATEGIES } from './strategies.js';
@@ -35,6 +35,9 @@ export {
   readDataset,
   recoverySet,
   saveDataset,
+  splitDataset,
+  type DatasetSplit,
+  type SplitOptions,
   type SaveDatasetOptions,
   type LoadDatasetOptions,
   type ChatMessage,
@@ -74,6 +77,7 @@ export const hopscotch = {
   loadPrompts,
   saveDataset,
   loadDataset,
+  splitDataset,
   selectBlocks,
   selectionToJSON,
   selectionFromJSON,

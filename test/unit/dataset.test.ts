@@ -9,6 +9,7 @@ import {
   readDataset,
   recoverySet,
   saveDataset,
+  splitDataset,
 } from '../../src/dataset.js';
 import type { ProgressEvent } from '../../src/progress.js';
 import type { GenerateOptions, Model, Sample, Tokenizer } from '../../src/types.js';
@@ -207,5 +208,38 @@ describe('recoverySet', () => {
     });
     await expect(p).rejects.toBe(reason);
     expect(calls).toHaveLength(2);
+  });
+});
+
+describe('splitDataset', () => {
+  const data: Sample[] = Array.from({ length: 50 }, (_, i) => ({ prompt: [1, i], response: [i + 2] }));
+
+  it('is disjoint, covers the data, keeps order and is deterministic per seed', () => {
+    const a = splitDataset(data, { fraction: 0.2, seed: 7 });
+    expect(a.validation).toHaveLength(10);
+    expect(a.train).toHaveLength(40);
+    const key = (s: Sample) => s.prompt[1];
+    const tr = new Set(a.train.map(key));
+    expect(a.validation.some((s) => tr.has(key(s)))).toBe(false);
+    expect(new Set([...a.train, ...a.validation].map(key)).size).toBe(50);
+    expect(a.validationIndices).toEqual(a.validation.map(key));
+    expect([...a.validationIndices].sort((x, y) => x - y)).toEqual(a.validationIndices);
+    expect(a.train.map(key)).toEqual([...a.train.map(key)].sort((x, y) => x - y));
+    expect(splitDataset(data, { fraction: 0.2, seed: 7 })).toEqual(a);
+    expect(splitDataset(data, { fraction: 0.2, seed: 8 }).validationIndices).not.toEqual(a.validationIndices);
+    // not simply the last or first samples
+    expect(a.validationIndices).not.toEqual([40, 41, 42, 43, 44, 45, 46, 47, 48, 49]);
+    expect(a.validationIndices).not.toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    // the seed defaults to 0
+    expect(splitDataset(data, { fraction: 0.2 })).toEqual(splitDataset(data, { fraction: 0.2, seed: 0 }));
+  });
+
+  it('keeps at least one sample on each side and refuses what it cannot split', () => {
+    expect(splitDataset(data.slice(0, 3), { fraction: 0.01 }).validation).toHaveLength(1);
+    expect(splitDataset(data.slice(0, 3), { fraction: 0.99 }).train).toHaveLength(1);
+    expect(() => splitDataset(data.slice(0, 1), { fraction: 0.5 })).toThrow(expect.objectContaining({ code: 'HOPSCOTCH_ERR_DATASET' }));
+    for (const fraction of [0, 1, -0.1, Number.NaN, 2])
+      expect(() => splitDataset(data, { fraction })).toThrow(expect.objectContaining({ code: 'HOPSCOTCH_ERR_ARGUMENT' }));
+    expect(() => splitDataset(data, { fraction: 0.2, seed: 1.5 })).toThrow(expect.objectContaining({ code: 'HOPSCOTCH_ERR_ARGUMENT' }));
   });
 });
