@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import { ErrorCodes, HopscotchError, fromNative } from './errors.js';
 import { binding, type NativeModel, type NativeTheta } from './native/binding.js';
 import * as thetaLib from './theta.js';
-import { checkSamples, checkTokenIds as checkIds } from './samples.js';
+import { checkContext, checkSamples, checkTokenIds as checkIds } from './samples.js';
 import { loadTokenizer } from './tokenizer.js';
 import type {
   BatchOptions,
@@ -99,7 +99,7 @@ class LoadedModel implements Model {
   }
 
   #checkSamples(samples: Sample[], requireResponse: boolean): void {
-    checkSamples(samples, this.config.vocabSize, { requireResponse });
+    checkSamples(samples, this.config.vocabSize, { requireResponse, context: this.config.maxPositionEmbeddings });
   }
 
   /**
@@ -147,6 +147,7 @@ class LoadedModel implements Model {
   async logits(tokens: number[], opts: { theta?: Theta; skip?: number[] } = {}): Promise<Float32Array> {
     checkIds(tokens, 'tokens', this.config.vocabSize);
     if (tokens.length === 0) throw new HopscotchError(ErrorCodes.EMPTY_BATCH, 'tokens must not be empty');
+    checkContext(tokens.length, this.config.maxPositionEmbeddings, 'logits: tokens');
     const t = this.#theta(opts.theta);
     const skip = this.#skip(opts.skip);
     const engine = this.#engine;
@@ -163,12 +164,17 @@ class LoadedModel implements Model {
     const maxNewTokens = opts.maxNewTokens ?? 128;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0)
       throw new HopscotchError(ErrorCodes.ARGUMENT, `maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
-    const stop = opts.stop ?? this.tokenizer.eosTokenIds;
+    prompts.forEach((p, i) =>
+      checkContext(p.length + maxNewTokens, this.config.maxPositionEmbeddings, `generate: prompts[${i}]`, `prompt ${p.length} + maxNewTokens ${maxNewTokens}`),
+    );
+    const stop = opts.stop ?? this.tokenizer.stopTokenIds;
     checkIds(stop, 'stop', this.config.vocabSize);
+    const includeStop = opts.includeStop ?? false;
+    if (typeof includeStop !== 'boolean') throw new HopscotchError(ErrorCodes.ARGUMENT, `includeStop must be a boolean, got ${includeStop}`);
     const t = this.#theta(opts.theta);
     const skip = this.#skip(opts.skip);
     const engine = this.#engine;
-    return this.#call(() => engine.generate(prompts, t, { maxNewTokens, skip, stop }));
+    return this.#call(() => engine.generate(prompts, t, { maxNewTokens, skip, stop, includeStop }));
   }
 
   async layerStats(
