@@ -203,6 +203,12 @@ const FIXTURES = [
     inertAttention: [2],
   },
   {
+    name: 'llama-f16',
+    description: 'Llama with F16 weights, untied',
+    arch: 'LlamaForCausalLM', modelType: 'llama', seed: 8,
+    hidden: 32, layers: 2, heads: 4, kvHeads: 2, headDim: 8, intermediate: 64, tied: false, dtype: 'F16',
+  },
+  {
     name: 'llama-ctx128',
     description: 'Llama with a 128-token context (max_position_embeddings 128), 4 layers',
     arch: 'LlamaForCausalLM', modelType: 'llama', seed: 9,
@@ -215,12 +221,6 @@ const FIXTURES = [
     arch: 'LlamaForCausalLM', modelType: 'llama', seed: 10,
     hidden: 32, layers: 2, heads: 4, kvHeads: 2, headDim: 8, intermediate: 64, tied: false, dtype: 'F32',
     generationEos: [2, ...EOS_LIST_IDS],
-  },
-  {
-    name: 'llama-f16',
-    description: 'Llama with F16 weights, untied',
-    arch: 'LlamaForCausalLM', modelType: 'llama', seed: 8,
-    hidden: 32, layers: 2, heads: 4, kvHeads: 2, headDim: 8, intermediate: 64, tied: false, dtype: 'F16',
   },
 ];
 

@@ -189,6 +189,7 @@ describe('make-fixtures', () => {
     const names = manifest().fixtures.map((f) => f.name);
     expect(names).toEqual([
       'llama-gqa', 'llama-tied-bf16', 'llama3-rope', 'qwen2', 'qwen3', 'granite', 'mistral', 'llama-sharded', 'llama-inert', 'llama-f16',
+      'llama-ctx128', 'llama-eos-list',
     ]);
     for (const f of manifest().fixtures) {
       const dir = path.join(first, f.name);
