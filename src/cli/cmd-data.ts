@@ -7,7 +7,7 @@
  * second. Both files are written atomically; `--force` replaces a dataset file by
  * renaming the new one over it, and never removes anything else.
  */
-import { stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 
@@ -112,8 +112,16 @@ export async function runData(a: DataCommandArgs): Promise<void> {
       truncated: truncated(set),
       ...(a.holdout === undefined ? {} : { split: { role, fraction: a.holdout, seed: a.seed, of: data.length } }),
     });
+    // Validation first; if the training file then cannot be written, a validation file this
+    // run created is removed again, so a failed run leaves no half of a pair behind.
+    const valExisted = valOut !== undefined && (await statOrNull(valOut)) !== null;
     if (valOut !== undefined) await saveDataset(valOut, split.validation, { fingerprint: model.fingerprint, force: a.force, meta: meta('validation', split.validation) });
-    await saveDataset(a.out, split.train, { fingerprint: model.fingerprint, force: a.force, meta: meta('train', split.train) });
+    try {
+      await saveDataset(a.out, split.train, { fingerprint: model.fingerprint, force: a.force, meta: meta('train', split.train) });
+    } catch (err) {
+      if (valOut !== undefined && !valExisted) await rm(valOut, { force: true }).catch(() => {});
+      throw err;
+    }
 
     const result = {
       out: a.out,
