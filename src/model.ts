@@ -161,7 +161,9 @@ class LoadedModel implements Model {
       checkIds(p, `prompts[${i}]`, this.config.vocabSize);
       if (p.length === 0) throw new HopscotchError(ErrorCodes.EMPTY_BATCH, `prompts[${i}] is empty`);
     });
-    const maxNewTokens = opts.maxNewTokens ?? 128;
+    // Unset, the default of 128 is lowered so that the longest prompt still fits the context.
+    const longest = Math.max(...prompts.map((p) => p.length));
+    const maxNewTokens = opts.maxNewTokens ?? Math.max(1, Math.min(128, this.config.maxPositionEmbeddings - longest));
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0)
       throw new HopscotchError(ErrorCodes.ARGUMENT, `maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
     prompts.forEach((p, i) =>

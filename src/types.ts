@@ -78,6 +78,11 @@ export interface LossAndGradResult extends LossResult {
 }
 
 export interface GenerateOptions {
+  /**
+   * Most new tokens per prompt. Prompt + maxNewTokens must fit the model's context
+   * (HOPSCOTCH_ERR_CONTEXT otherwise: refused, not capped). Default 128, lowered when
+   * unset so that the longest prompt fits.
+   */
   maxNewTokens?: number;
   theta?: Theta;
   skip?: number[];

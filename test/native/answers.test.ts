@@ -77,6 +77,10 @@ describe('a 128-token model', () => {
     expect(e.message).toContain('prompts[1] has 129 tokens (prompt 10 + maxNewTokens 119)');
     const out = await model.generate([ids(10)], { maxNewTokens: ctx - 10, stop: [] });
     expect(out[0]).toHaveLength(ctx - 10);
+    // Unset, the default of 128 new tokens is lowered to fit the longest prompt.
+    const byDefault = await model.generate([ids(100), ids(20)], { stop: [] });
+    expect(byDefault.map((o) => o.length)).toEqual([28, 28]);
+    await expectCode(model.generate([ids(ctx)], { stop: [] }), 'HOPSCOTCH_ERR_CONTEXT');
   });
 
   it('refuses loss, lossAndGrad and layerStats on a sample longer than the context, naming it', async () => {
