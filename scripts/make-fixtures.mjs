@@ -134,6 +134,12 @@ function safetensorsBytes(tensors, dtype) {
  * N(0, 1/fan_in) so activations stay O(1); embeddings and lm_head N(0, 0.3^2); norm weights
  * 1 + N(0, 0.1^2); biases N(0, 0.1^2).
  */
+/**
+ * The extra eos ids of llama-eos-list: tokens its greedy answers to the story openings emit
+ * (60 of the 64 answers reach one of them within 64 new tokens).
+ */
+const EOS_LIST_IDS = [15, 255];
+
 const FIXTURES = [
   {
     name: 'llama-gqa',
@@ -215,6 +221,20 @@ const FIXTURES = [
     arch: 'LlamaForCausalLM', modelType: 'llama', seed: 9,
     hidden: 128, layers: 2, heads: 4, kvHeads: 1, headDim: 128, intermediate: 128, tied: false, dtype: 'F32',
     maxPosition: 1024,
+  },
+  {
+    name: 'llama-ctx128',
+    description: 'Llama with a 128-token context (max_position_embeddings 128), 4 layers',
+    arch: 'LlamaForCausalLM', modelType: 'llama', seed: 9,
+    hidden: 32, layers: 4, heads: 4, kvHeads: 2, headDim: 8, intermediate: 64, tied: false, dtype: 'F32',
+    maxPosition: 128,
+  },
+  {
+    name: 'llama-eos-list',
+    description: `Llama whose generation_config.json declares a list of eos ids, [2, ${EOS_LIST_IDS.join(', ')}] (config.json says 2): its greedy answers end with the later ones`,
+    arch: 'LlamaForCausalLM', modelType: 'llama', seed: 10,
+    hidden: 32, layers: 2, heads: 4, kvHeads: 2, headDim: 8, intermediate: 64, tied: false, dtype: 'F32',
+    generationEos: [2, ...EOS_LIST_IDS],
   },
 ];
 
@@ -321,7 +341,7 @@ function writeFixture(outDir, spec) {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   writeJson(path.join(dir, 'config.json'), config(spec));
-  writeJson(path.join(dir, 'generation_config.json'), { bos_token_id: 1, eos_token_id: 2 });
+  writeJson(path.join(dir, 'generation_config.json'), { bos_token_id: 1, eos_token_id: spec.generationEos ?? 2 });
   copyFileSync(path.join(TOKENIZER_DIR, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
   copyFileSync(path.join(TOKENIZER_DIR, 'tokenizer_config.json'), path.join(dir, 'tokenizer_config.json'));
 
@@ -361,6 +381,7 @@ function writeFixture(outDir, spec) {
     headDim: spec.headDim,
     vocabSize: VOCAB,
     maxPositionEmbeddings: spec.maxPosition ?? MAX_POSITION,
+    generationEos: spec.generationEos ?? [2],
     dtype: spec.dtype,
     tieWordEmbeddings: spec.tied,
     qkvBias: spec.qkvBias ?? false,

@@ -4,20 +4,25 @@
  * of their token ids.
  *
  * File format (UTF-8 JSONL): the first line is a header
- *   {"format":"hopscotch-dataset","version":1,"fingerprint":"<model>","samples":N,"digest":"<sha256>", ...meta}
- * then one {"prompt":[ids],"response":[ids]} per sample. `fingerprint` is the model
- * that generated the responses; `digest` is {@link datasetDigest} of the samples.
+ *   {"format":"hopscotch-dataset","version":2,"fingerprint":"<model>","samples":N,"digest":"<sha256>", ...meta}
+ * then one {"prompt":[ids],"response":[ids]} per sample, with "truncated":true on an
+ * answer cut by the token limit or the context. `fingerprint` is the model that
+ * generated the responses; `digest` is {@link datasetDigest} of the samples' token ids.
+ * Version 2 (this library): a finished answer ends with its stop token. Version 1 files
+ * (answers without their stop token, no truncation marks) are refused unless
+ * `allowVersion1` is set.
  */
 import { createHash } from 'node:crypto';
 import { access, readFile } from 'node:fs/promises';
-import { writeFileAtomic } from './checkpoint.js';
 import { mixSeed, shuffledIndices } from './batching.js';
+import { writeFileAtomic } from './checkpoint.js';
 import { ErrorCodes, HopscotchError, check } from './errors.js';
+import { checkContext } from './samples.js';
 import { type ProgressCallback, safeCallback, throwIfAborted } from './progress.js';
 import type { Dataset, Model, Sample } from './types.js';
 
 export const DATASET_FORMAT = 'hopscotch-dataset';
-export const DATASET_VERSION = 1;
+export const DATASET_VERSION = 2;
 
 export interface DatasetHeader {
   format: typeof DATASET_FORMAT;
@@ -58,7 +63,8 @@ function isIdArray(v: unknown): v is number[] {
 function checkSample(s: unknown, where: string): asserts s is Sample {
   const bad = (what: string) => new HopscotchError(ErrorCodes.DATASET, `${where}: ${what}`);
   if (!s || typeof s !== 'object' || Array.isArray(s)) throw bad('expected an object {"prompt":[ids],"response":[ids]}');
-  const { prompt, response } = s as Record<string, unknown>;
+  const { prompt, response, truncated } = s as Record<string, unknown>;
+  if (truncated !== undefined && typeof truncated !== 'boolean') throw bad('"truncated" must be a boolean');
   if (!isIdArray(prompt)) throw bad('"prompt" must be an array of integer token ids >= 0');
   if (!isIdArray(response)) throw bad('"response" must be an array of integer token ids >= 0');
   if (response.length === 0) throw bad('"response" is empty (a sample needs at least one response token)');
@@ -96,7 +102,8 @@ export async function saveDataset(file: string, data: readonly Sample[], opts: S
     ...opts.meta,
   };
   const lines = [JSON.stringify(header)];
-  for (const s of data) lines.push(JSON.stringify({ prompt: s.prompt, response: s.response }));
+  for (const s of data)
+    lines.push(JSON.stringify(s.truncated ? { prompt: s.prompt, response: s.response, truncated: true } : { prompt: s.prompt, response: s.response }));
   await writeFileAtomic(file, lines.join('\n') + '\n');
 }
 
@@ -105,6 +112,14 @@ export interface LoadDatasetOptions {
   fingerprint?: string;
   /** When given, every id must be below it (HOPSCOTCH_ERR_TOKEN_RANGE). */
   vocabSize?: number;
+  /** When given (the model's `maxPositionEmbeddings`), every prompt + response must fit it (HOPSCOTCH_ERR_CONTEXT). */
+  context?: number;
+  /**
+   * Read a version 1 file (written before answers kept their stop token) as it is: its
+   * answers carry no stop token and no truncation marks. Default false: such a file is
+   * HOPSCOTCH_ERR_DATASET, with the command that regenerates it.
+   */
+  allowVersion1?: boolean;
 }
 
 /** Reads a dataset file: its header and samples, validated. */
@@ -132,7 +147,14 @@ export async function readDataset(
   const header = parse(1) as DatasetHeader;
   if (!header || typeof header !== 'object' || header.format !== DATASET_FORMAT)
     throw new HopscotchError(ErrorCodes.DATASET, `${at(1)}: not a dataset header (format must be "${DATASET_FORMAT}")`);
-  if (header.version !== DATASET_VERSION)
+  if (header.version === 1 && !opts.allowVersion1)
+    throw new HopscotchError(
+      ErrorCodes.DATASET,
+      `${file} is a version 1 dataset, written before answers kept their stop token: training on it never learns to end an answer, ` +
+        `and answers cut by the token limit are not marked. Regenerate it (hopscotch data --model <dir> --prompts <file> --out ${file} --force, ` +
+        `or recoverySet + saveDataset), or read it as it is with loadDataset(file, { allowVersion1: true })`,
+    );
+  if (header.version !== DATASET_VERSION && !(header.version === 1 && opts.allowVersion1))
     throw new HopscotchError(
       ErrorCodes.DATASET,
       `${at(1)}: dataset version ${header.version} is not supported (this library reads version ${DATASET_VERSION})`,
@@ -158,7 +180,9 @@ export async function readDataset(
         if (id >= opts.vocabSize)
           throw new HopscotchError(ErrorCodes.TOKEN_RANGE, `${at(line)}: token id ${id} is not below vocabSize ${opts.vocabSize}`);
     }
-    samples.push({ prompt: s.prompt, response: s.response });
+    if (opts.context !== undefined)
+      checkContext(s.prompt.length + s.response.length, opts.context, `${at(line)} (sample ${line - 2})`, `prompt ${s.prompt.length} + response ${s.response.length}`);
+    samples.push(s.truncated ? { prompt: s.prompt, response: s.response, truncated: true } : { prompt: s.prompt, response: s.response });
   }
   if (typeof header.digest === 'string' && header.digest !== datasetDigest(samples))
     throw new HopscotchError(ErrorCodes.DATASET, `${file}: token ids do not match the header digest (file altered or corrupt)`);
@@ -168,6 +192,53 @@ export async function readDataset(
 /** Reads a dataset file's samples (see {@link readDataset}). */
 export async function loadDataset(file: string, opts: LoadDatasetOptions = {}): Promise<Dataset> {
   return (await readDataset(file, opts)).samples;
+}
+
+export interface SplitOptions {
+  /** Share of the samples that go to validation, in (0, 1). The count is rounded, and kept in [1, n - 1]. */
+  fraction: number;
+  /** Seed of the split. Default 0. */
+  seed?: number;
+}
+
+export interface DatasetSplit<S extends Sample = Sample> {
+  /** The samples not in validation, in their original order. */
+  train: S[];
+  /** The held-out samples, in their original order. */
+  validation: S[];
+  /** Indices into the input of the validation samples, ascending. */
+  validationIndices: number[];
+}
+
+/**
+ * Splits `data` into disjoint training and validation sets, deterministically: the same
+ * data length, fraction and seed always hold out the same indices, on every platform.
+ * Each sample goes to exactly one side; both keep the input order. Needs at least 2
+ * samples (HOPSCOTCH_ERR_DATASET otherwise); a bad fraction or seed is HOPSCOTCH_ERR_ARGUMENT.
+ */
+export function splitDataset<S extends Sample>(data: readonly S[], opts: SplitOptions): DatasetSplit<S> {
+  check(Array.isArray(data), 'splitDataset: data must be an array of samples');
+  const fraction = opts?.fraction;
+  const seed = opts?.seed ?? 0;
+  check(
+    typeof fraction === 'number' && Number.isFinite(fraction) && fraction > 0 && fraction < 1,
+    `splitDataset: fraction must be a number in (0, 1), got ${fraction}`,
+  );
+  check(Number.isSafeInteger(seed), `splitDataset: seed must be an integer, got ${seed}`);
+  const n = data.length;
+  if (n < 2)
+    throw new HopscotchError(ErrorCodes.DATASET, `cannot hold out a validation set from ${n} sample${n === 1 ? '' : 's'} (need at least 2)`);
+  const count = Math.min(n - 1, Math.max(1, Math.round(n * fraction)));
+  // Its own stream (not the batching shuffle of the same seed).
+  const held = new Set(shuffledIndices(n, mixSeed(0x5b11d, seed)).slice(0, count));
+  const split: DatasetSplit<S> = { train: [], validation: [], validationIndices: [] };
+  for (let i = 0; i < n; i++) {
+    if (held.has(i)) {
+      split.validation.push(data[i]);
+      split.validationIndices.push(i);
+    } else split.train.push(data[i]);
+  }
+  return split;
 }
 
 export interface ChatMessage {
@@ -231,15 +302,25 @@ export async function loadPrompts(file: string, opts: { limit?: number } = {}): 
 }
 
 export interface RecoverySetOptions {
-  /** Most generated tokens per response. Default 256. */
+  /**
+   * Most generated tokens per answer, the stop token included. Default 256. Each answer is
+   * also capped so that prompt + answer fits the model's context (`maxPositionEmbeddings`).
+   */
   maxNewTokens?: number;
   /** Prompts per `generate` call. Default 8. */
   batchSize?: number;
   /** Wrap prompts with the model's chat template. Default: whether the tokenizer has one. */
   chatTemplate?: boolean;
-  /** Token ids that end an answer. Default: the tokenizer's eos ids. */
+  /**
+   * Token ids that end an answer. Default: the tokenizer's `stopTokenIds` (every
+   * `eos_token_id` of config.json and generation_config.json, and the chat template's
+   * end-of-turn token).
+   */
   stop?: number[];
-  /** `generate` events; `dropped` counts prompts whose response came back empty. */
+  /**
+   * `generate` events after each batch, one `recovery-set` summary at the end, and a
+   * `truncated` warning when more than half the answers were cut by the token limit.
+   */
   onProgress?: ProgressCallback;
   signal?: AbortSignal;
 }
@@ -268,9 +349,16 @@ export function promptIds(model: Model, prompt: PromptInput, chatTemplate: boole
 
 /**
  * Builds a recovery set: each prompt with the model's own greedy answer (paper A.1).
- * Prompts whose answer is empty (the model stopped at once) are dropped; the
- * `generate` progress events count them. Rejects with `signal.reason` when aborted
- * (checked before every generation batch).
+ *
+ * A finished answer ends with the stop token that ended it, so the loss covers ending
+ * the answer. An answer cut by `maxNewTokens` or by the model's context is kept with
+ * `truncated: true`. Each answer is capped so that prompt + answer fits the context;
+ * prompts that leave no room for an answer are skipped (HOPSCOTCH_ERR_CONTEXT when all
+ * are). Answers with no token before the stop token are dropped. The `generate` events
+ * and the final `recovery-set` event count skipped, dropped and truncated prompts; a
+ * `truncated` event warns when more than half the answers were cut (the stop ids are
+ * probably not the ones the model ends its answers with, or `maxNewTokens` is too low).
+ * Rejects with `signal.reason` when aborted (checked before every generation batch).
  */
 export async function recoverySet(
   model: Model,
@@ -281,55 +369,65 @@ export async function recoverySet(
   const { maxNewTokens = 256, batchSize = 8 } = opts;
   check(Number.isInteger(maxNewTokens) && maxNewTokens > 0, `maxNewTokens must be a positive integer, got ${maxNewTokens}`);
   check(Number.isInteger(batchSize) && batchSize > 0, `batchSize must be a positive integer, got ${batchSize}`);
+  const stop = [...(opts.stop ?? model.tokenizer.stopTokenIds)];
+  check(
+    stop.every((id) => Number.isInteger(id) && id >= 0),
+    `stop must be an array of token ids, got ${JSON.stringify(opts.stop)}`,
+  );
   const chatTemplate = opts.chatTemplate ?? model.tokenizer.hasChatTemplate;
   if (chatTemplate && !model.tokenizer.hasChatTemplate)
     throw new HopscotchError(ErrorCodes.ARGUMENT, 'chatTemplate is on but the tokenizer has no chat template');
+  const context = model.config.maxPositionEmbeddings;
   const emit = safeCallback(opts.onProgress);
   const encoded = prompts.map((p, i) => promptIds(model, p, chatTemplate, i));
-  const batches = Math.ceil(encoded.length / batchSize);
+  // A prompt needs room for at least one answer token.
+  const kept = encoded.filter((p) => p.length < context);
+  const skipped = encoded.length - kept.length;
+  if (encoded.length > 0 && kept.length === 0)
+    throw new HopscotchError(
+      ErrorCodes.CONTEXT,
+      `none of the ${encoded.length} prompts leaves room for an answer in the model's context of ${context} tokens ` +
+        `(max_position_embeddings): the shortest has ${Math.min(...encoded.map((p) => p.length))} tokens`,
+    );
+  const isStop = new Set(stop);
+  const batches = Math.ceil(kept.length / batchSize);
   const out: Sample[] = [];
   let dropped = 0;
+  let truncated = 0;
   for (let b = 0; b < batches; b++) {
     throwIfAborted(opts.signal);
-    const batch = encoded.slice(b * batchSize, (b + 1) * batchSize);
-    const responses = await model.generate(batch, { maxNewTokens, stop: opts.stop ?? model.tokenizer.eosTokenIds });
-    if (!Array.isArray(responses) || responses.length !== batch.length)
-      throw new HopscotchError(ErrorCodes.INTERNAL, `generate returned ${responses?.length} responses for ${batch.length} prompts`);
-    for (let i = 0; i < batch.length; i++) {
-      if (responses[i].length === 0) dropped += 1;
-      else out.push({ prompt: batch[i], response: [...responses[i]] });
+    const batch = kept.slice(b * batchSize, (b + 1) * batchSize);
+    // One generate call per answer cap (one call unless some prompt is near the context).
+    const cap = batch.map((p) => Math.min(maxNewTokens, context - p.length));
+    const responses: number[][] = new Array(batch.length);
+    for (const limit of [...new Set(cap)]) {
+      const idx = batch.map((_, i) => i).filter((i) => cap[i] === limit);
+      const got = await model.generate(
+        idx.map((i) => batch[i]),
+        { maxNewTokens: limit, stop, includeStop: true },
+      );
+      if (!Array.isArray(got) || got.length !== idx.length)
+        throw new HopscotchError(ErrorCodes.INTERNAL, `generate returned ${got?.length} responses for ${idx.length} prompts`);
+      idx.forEach((i, k) => (responses[i] = got[k]));
     }
-    emit({ type: 'generate', batch: b + 1, batches, samples: out.length, dropped });
+    for (let i = 0; i < batch.length; i++) {
+      const response = [...responses[i]];
+      const finished = response.length > 0 && isStop.has(response[response.length - 1]);
+      if (response.length === 0 || (finished && response.length === 1)) {
+        dropped += 1;
+        continue;
+      }
+      if (finished) out.push({ prompt: batch[i], response });
+      else {
+        truncated += 1;
+        out.push({ prompt: batch[i], response, truncated: true });
+      }
+    }
+    emit({ type: 'generate', batch: b + 1, batches, samples: out.length, dropped, truncated, skipped });
   }
+  emit({ type: 'recovery-set', prompts: encoded.length, samples: out.length, dropped, skipped, truncated, maxNewTokens, stop });
+  if (truncated * 2 > out.length)
+    emit({ type: 'truncated', truncated, samples: out.length, maxNewTokens, stop });
   return out;
 }
 
-/** The two parts of {@link splitDataset}. */
-export interface DatasetSplit {
-  train: Dataset;
-  validation: Dataset;
-}
-
-/**
- * Splits `data` into disjoint training and validation parts: `round(fraction * n)`
- * samples (at least 1) drawn by a seeded shuffle go to validation, the rest to
- * training; both keep the order of `data`. The same data, fraction and seed always give
- * the same split. HOPSCOTCH_ERR_ARGUMENT when the fraction is not in (0, 1) or when
- * either part would be empty.
- */
-export function splitDataset(data: readonly Sample[], opts: { fraction: number; seed?: number }): DatasetSplit {
-  const { fraction, seed = 0 } = opts;
-  check(Number.isFinite(fraction) && fraction > 0 && fraction < 1, `the validation fraction must be in (0, 1), got ${fraction}`);
-  check(Number.isInteger(seed), `seed must be an integer, got ${seed}`);
-  const n = data.length;
-  const count = Math.max(1, Math.round(fraction * n));
-  check(
-    n - count >= 1,
-    `cannot hold out ${count} of ${n} samples for validation and keep any for training: give more samples, a validation set, or a fixed number of epochs`,
-  );
-  const held = new Uint8Array(n);
-  for (const i of shuffledIndices(n, mixSeed(seed, SPLIT_STREAM)).slice(0, count)) held[i] = 1;
-  return { train: data.filter((_, i) => !held[i]), validation: data.filter((_, i) => held[i] === 1) };
-}
-
-const SPLIT_STREAM = 0x53504c54;

@@ -14,7 +14,7 @@
 import { exportModel } from './export.js';
 import { loadAdapter } from './adapter.js';
 import { inspect, load, resolveDevice } from './model.js';
-import { loadDataset, loadPrompts, recoverySet, saveDataset } from './dataset.js';
+import { loadDataset, loadPrompts, recoverySet, saveDataset, splitDataset } from './dataset.js';
 import { rescale } from './rescale.js';
 import { selectBlocks, selectionFromJSON, selectionToJSON } from './select.js';
 import { STRATEGIES } from './strategies.js';
@@ -37,6 +37,7 @@ export {
   saveDataset,
   splitDataset,
   type DatasetSplit,
+  type SplitOptions,
   type SaveDatasetOptions,
   type LoadDatasetOptions,
   type ChatMessage,
@@ -85,6 +86,7 @@ export const hopscotch = {
   loadPrompts,
   saveDataset,
   loadDataset,
+  splitDataset,
   selectBlocks,
   selectionToJSON,
   selectionFromJSON,

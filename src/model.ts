@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import { ErrorCodes, HopscotchError, fromNative } from './errors.js';
 import { binding, type NativeModel, type NativeTheta } from './native/binding.js';
 import * as thetaLib from './theta.js';
-import { checkSamples, checkTokenIds as checkIds } from './samples.js';
+import { checkContext, checkSamples, checkTokenIds as checkIds } from './samples.js';
 import { loadTokenizer } from './tokenizer.js';
 import type {
   BatchOptions,
@@ -99,7 +99,7 @@ class LoadedModel implements Model {
   }
 
   #checkSamples(samples: Sample[], requireResponse: boolean): void {
-    checkSamples(samples, this.config.vocabSize, { requireResponse });
+    checkSamples(samples, this.config.vocabSize, { requireResponse, context: this.config.maxPositionEmbeddings });
   }
 
   /**
@@ -155,6 +155,7 @@ class LoadedModel implements Model {
   async logits(tokens: number[], opts: { theta?: Theta; skip?: number[] } = {}): Promise<Float32Array> {
     checkIds(tokens, 'tokens', this.config.vocabSize);
     if (tokens.length === 0) throw new HopscotchError(ErrorCodes.EMPTY_BATCH, 'tokens must not be empty');
+    checkContext(tokens.length, this.config.maxPositionEmbeddings, 'logits: tokens');
     const t = this.#theta(opts.theta);
     const skip = this.#skip(opts.skip);
     const engine = this.#engine;
@@ -168,15 +169,22 @@ class LoadedModel implements Model {
       checkIds(p, `prompts[${i}]`, this.config.vocabSize);
       if (p.length === 0) throw new HopscotchError(ErrorCodes.EMPTY_BATCH, `prompts[${i}] is empty`);
     });
-    const maxNewTokens = opts.maxNewTokens ?? 128;
+    // Unset, the default of 128 is lowered so that the longest prompt still fits the context.
+    const longest = Math.max(...prompts.map((p) => p.length));
+    const maxNewTokens = opts.maxNewTokens ?? Math.max(1, Math.min(128, this.config.maxPositionEmbeddings - longest));
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0)
       throw new HopscotchError(ErrorCodes.ARGUMENT, `maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
-    const stop = opts.stop ?? this.tokenizer.eosTokenIds;
+    prompts.forEach((p, i) =>
+      checkContext(p.length + maxNewTokens, this.config.maxPositionEmbeddings, `generate: prompts[${i}]`, `prompt ${p.length} + maxNewTokens ${maxNewTokens}`),
+    );
+    const stop = opts.stop ?? this.tokenizer.stopTokenIds;
     checkIds(stop, 'stop', this.config.vocabSize);
+    const includeStop = opts.includeStop ?? false;
+    if (typeof includeStop !== 'boolean') throw new HopscotchError(ErrorCodes.ARGUMENT, `includeStop must be a boolean, got ${includeStop}`);
     const t = this.#theta(opts.theta);
     const skip = this.#skip(opts.skip);
     const engine = this.#engine;
-    return this.#call(() => engine.generate(prompts, t, { maxNewTokens, skip, stop }));
+    return this.#call(() => engine.generate(prompts, t, { maxNewTokens, skip, stop, includeStop }));
   }
 
   async layerStats(

@@ -80,13 +80,48 @@ export interface EtaEvent {
   seconds: number;
 }
 
-/** `recoverySet` finished a generation batch; `dropped` counts empty responses so far. */
+/**
+ * `recoverySet` finished a generation batch. So far: `dropped` counts empty answers,
+ * `truncated` answers cut by the token limit or the context; `skipped` counts prompts
+ * too long for the model's context (all known before the first batch).
+ */
 export interface GenerateEvent {
   type: 'generate';
   batch: number;
   batches: number;
   samples: number;
   dropped: number;
+  truncated: number;
+  skipped: number;
+}
+
+/** `recoverySet` finished: what became of the prompts. */
+export interface RecoverySetEvent {
+  type: 'recovery-set';
+  prompts: number;
+  samples: number;
+  /** Prompts whose answer was empty. */
+  dropped: number;
+  /** Prompts that leave no room for an answer in the model's context. */
+  skipped: number;
+  /** Samples whose answer was cut by `maxNewTokens` or the context (no stop token). */
+  truncated: number;
+  maxNewTokens: number;
+  /** The stop ids used. */
+  stop: number[];
+}
+
+/**
+ * Warning from `recoverySet`: more than half the answers were cut by the token limit,
+ * not ended by a stop token. The stop ids are probably not the model's end-of-answer
+ * tokens (pass `stop`), or `maxNewTokens` is too low.
+ */
+export interface TruncatedEvent {
+  type: 'truncated';
+  truncated: number;
+  samples: number;
+  maxNewTokens: number;
+  stop: number[];
 }
 
 export type ProgressEvent =
@@ -97,7 +132,9 @@ export type ProgressEvent =
   | RescaleEpochEvent
   | ValidationEvent
   | EtaEvent
-  | GenerateEvent;
+  | GenerateEvent
+  | RecoverySetEvent
+  | TruncatedEvent;
 
 export type ProgressCallback = (event: ProgressEvent) => void;
 

@@ -125,7 +125,7 @@ export function validateSkip(skip: readonly number[], numLayers: number): void {
 }
 
 function checkData(model: Model, data: readonly Sample[], name: string): void {
-  checkSamples(data, model.config.vocabSize, { requireResponse: true, name });
+  checkSamples(data, model.config.vocabSize, { requireResponse: true, name, context: model.config.maxPositionEmbeddings });
 }
 
 /**

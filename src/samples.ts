@@ -20,7 +20,7 @@ export function checkTokenIds(ids: unknown, what: string, vocabSize: number): as
 export function checkSamples(
   samples: readonly Sample[],
   vocabSize: number,
-  opts: { requireResponse: boolean; name?: string },
+  opts: { requireResponse: boolean; name?: string; context?: number },
 ): void {
   const name = opts.name ?? 'samples';
   if (!Array.isArray(samples)) throw new HopscotchError(ErrorCodes.ARGUMENT, `${name} must be an array of samples`);
@@ -33,5 +33,19 @@ export function checkSamples(
       throw new HopscotchError(ErrorCodes.ARGUMENT, `${name}[${i}] has an empty prompt: its first response token has nothing to be predicted from`);
     if (opts.requireResponse && s.response.length === 0)
       throw new HopscotchError(ErrorCodes.EMPTY_RESPONSE, `${name}[${i}] has an empty response: it carries no loss`);
+    if (opts.context !== undefined)
+      checkContext(s.prompt.length + s.response.length, opts.context, `${name}[${i}]`, `prompt ${s.prompt.length} + response ${s.response.length}`);
   });
+}
+
+/**
+ * Throws HOPSCOTCH_ERR_CONTEXT when a sequence of `length` tokens does not fit the model's
+ * context (`maxPositionEmbeddings`); the message names the sequence and both lengths.
+ */
+export function checkContext(length: number, context: number, what: string, detail?: string): void {
+  if (length > context)
+    throw new HopscotchError(
+      ErrorCodes.CONTEXT,
+      `${what} has ${length} tokens${detail ? ` (${detail})` : ''}, more than the model's context of ${context} tokens (max_position_embeddings)`,
+    );
 }

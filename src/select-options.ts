@@ -179,8 +179,8 @@ export function resolveSelectOptions(model: Model, data: Dataset, opts: SelectOp
   const { count, maxLoss, maxLossOn = 'score', probeScore = 'train', seed = 0, tokenMean = false, rescaleAfter = true } = opts;
   const { probeLr = 1e-2, rescaleLr = 3e-3, batchSize = 32, tokenCap, probeSubset, shortlist } = opts;
   const exclude = [...(opts.exclude ?? [])];
-  checkSamples(data, model.config.vocabSize, { requireResponse: true, name: 'data' });
-  if (opts.validation !== undefined) checkSamples(opts.validation, model.config.vocabSize, { requireResponse: true, name: 'validation' });
+  checkSamples(data, model.config.vocabSize, { requireResponse: true, name: 'data', context: model.config.maxPositionEmbeddings });
+  if (opts.validation !== undefined) checkSamples(opts.validation, model.config.vocabSize, { requireResponse: true, name: 'validation', context: model.config.maxPositionEmbeddings });
 
   // Held-out data are needed by converging rescales, validation-scored probes and maxLossOn 'validation'.
   const needsValidation =

@@ -174,6 +174,51 @@ function vocabLookup(tokenizerJson: JsonObject): (token: string) => number | und
   };
 }
 
+/** Special added tokens of a tokenizer.json (`added_tokens` with `special: true`): id by content. */
+function specialAddedTokens(tokenizerJson: JsonObject): Map<string, number> {
+  const out = new Map<string, number>();
+  if (Array.isArray(tokenizerJson.added_tokens))
+    for (const t of tokenizerJson.added_tokens)
+      if (isObject(t) && t.special === true && typeof t.content === 'string' && typeof t.id === 'number') out.set(t.content, t.id);
+  return out;
+}
+
+/** End-of-turn tokens of well-known chat templates, tried when rendering a turn does not tell. */
+const KNOWN_END_OF_TURN = ['<|eot_id|>', '<|im_end|>', '<end_of_turn>', '<|end|>', '<|endoftext|>', '<|end_of_text|>'];
+
+/**
+ * The token a chat template ends an assistant turn with, or null. The template renders a
+ * user turn and an assistant turn whose content is a marker; the first special token after
+ * the marker (only whitespace between) is the end of turn. When rendering fails or shows
+ * none, a well-known end-of-turn token written literally in the template source counts.
+ */
+export function chatEndOfTurn(
+  render: (messages: ChatMessage[]) => string,
+  templateText: string,
+  special: ReadonlyMap<string, number>,
+): { token: string; id: number } | null {
+  const marker = 'HOPSCOTCHENDOFTURNMARKER';
+  try {
+    const text = render([
+      { role: 'user', content: 'hello' },
+      { role: 'assistant', content: marker },
+    ]);
+    const at = text.lastIndexOf(marker);
+    if (at >= 0) {
+      const rest = text.slice(at + marker.length).replace(/^\s+/, '');
+      const longestFirst = [...special].sort((a, b) => b[0].length - a[0].length);
+      for (const [token, id] of longestFirst) if (rest.startsWith(token)) return { token, id };
+    }
+  } catch {
+    // a template that refuses this conversation: fall back to the literal scan below
+  }
+  for (const token of KNOWN_END_OF_TURN) {
+    const id = special.get(token);
+    if (id !== undefined && templateText.includes(token)) return { token, id };
+  }
+  return null;
+}
+
 /**
  * Loads the tokenizer of the model folder `dir`. `opts` carries the BOS/EOS ids of config.json;
  * those of generation_config.json, if present, are merged in.
@@ -220,12 +265,32 @@ export async function loadTokenizer(dir: string, opts: LoadTokenizerOptions): Pr
   const bosIds = unique([...opts.bosTokenIds, ...tokenIds(generation.bos_token_id)]);
   const eosIds = unique([...opts.eosTokenIds, ...tokenIds(generation.eos_token_id)]);
   const chat = chatTemplateSource(jinjaFile, jinjaText, configFile, config);
+  const specialIds = specialAddedTokens(tokenizerJson);
+  for (const [t, i] of [...specialIds]) if (bosIds.includes(i)) specialIds.delete(t); // a turn never ends with BOS
   let compiled: Template | undefined;
 
   const encode = (text: string, o?: { addSpecialTokens?: boolean }): number[] => {
     if (typeof text !== 'string') throw new HopscotchError(ErrorCodes.ARGUMENT, 'encode: text must be a string');
     return hf.encode(text, { add_special_tokens: o?.addSpecialTokens ?? true }).ids;
   };
+
+  const render = (messages: ChatMessage[], addGenerationPrompt: boolean): string => {
+    if (chat.text === null) throw tokenizerError(`the tokenizer in ${dir} has no chat template: ${chat.why}`);
+    if (compiled === undefined) {
+      try {
+        compiled = new Template(chat.text);
+      } catch (err) {
+        throw tokenizerError(`cannot parse the chat template of ${chat.source}: ${(err as Error).message}`, err);
+      }
+    }
+    try {
+      return compiled.render({ ...specialTokens, messages, add_generation_prompt: addGenerationPrompt });
+    } catch (err) {
+      throw tokenizerError(`cannot render the chat template of ${chat.source}: ${(err as Error).message}`, err);
+    }
+  };
+  const endOfTurn = chat.text === null ? null : chatEndOfTurn((m) => render(m, false), chat.text, specialIds);
+  const stopIds = unique([...eosIds, ...(endOfTurn === null ? [] : [endOfTurn.id])]);
 
   return {
     encode,
@@ -237,27 +302,11 @@ export async function loadTokenizer(dir: string, opts: LoadTokenizerOptions): Pr
     applyChatTemplate(messages: ChatMessage[], o?: { addGenerationPrompt?: boolean }): number[] {
       if (chat.text === null) throw tokenizerError(`the tokenizer in ${dir} has no chat template: ${chat.why}`);
       if (!Array.isArray(messages)) throw new HopscotchError(ErrorCodes.ARGUMENT, 'applyChatTemplate: messages must be an array');
-      if (compiled === undefined) {
-        try {
-          compiled = new Template(chat.text);
-        } catch (err) {
-          throw tokenizerError(`cannot parse the chat template of ${chat.source}: ${(err as Error).message}`, err);
-        }
-      }
-      let rendered: string;
-      try {
-        rendered = compiled.render({
-          ...specialTokens,
-          messages,
-          add_generation_prompt: o?.addGenerationPrompt ?? false,
-        });
-      } catch (err) {
-        throw tokenizerError(`cannot render the chat template of ${chat.source}: ${(err as Error).message}`, err);
-      }
-      return encode(rendered, { addSpecialTokens: false });
+      return encode(render(messages, o?.addGenerationPrompt ?? false), { addSpecialTokens: false });
     },
     hasChatTemplate: chat.text !== null,
     eosTokenIds: eosIds,
+    stopTokenIds: stopIds,
     bosTokenId: bosIds.length > 0 ? bosIds[0]! : null,
   };
 }

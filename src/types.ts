@@ -12,6 +12,11 @@ export interface Theta {
 export interface Sample {
   prompt: number[];
   response: number[];
+  /**
+   * Set by `recoverySet` (and kept in dataset files) when the answer was cut by the token
+   * limit or the model's context instead of ending with a stop token. Absent otherwise.
+   */
+  truncated?: boolean;
 }
 
 export type Dataset = Sample[];
@@ -28,6 +33,11 @@ export interface ModelConfig {
   numKvHeads: number;
   headDim: number;
   vocabSize: number;
+  /**
+   * config.json's max_position_embeddings: the longest sequence (prompt + response, or
+   * prompt + new tokens) every engine call accepts (HOPSCOTCH_ERR_CONTEXT beyond it). With
+   * llama3 rope scaling this is already the extended context, as transformers reads it.
+   */
   maxPositionEmbeddings: number;
   rmsNormEps: number;
   ropeTheta: number;
@@ -74,11 +84,22 @@ export interface LossAndGradResult extends LossResult {
 }
 
 export interface GenerateOptions {
+  /**
+   * Most new tokens per prompt. Prompt + maxNewTokens must fit the model's context
+   * (HOPSCOTCH_ERR_CONTEXT otherwise: refused, not capped). Default 128, lowered when
+   * unset so that the longest prompt fits.
+   */
   maxNewTokens?: number;
   theta?: Theta;
   skip?: number[];
-  /** Token ids that end a sequence (not included in the output). Defaults to the model's eos ids. */
+  /** Token ids that end a sequence. Defaults to the tokenizer's `stopTokenIds`. */
   stop?: number[];
+  /**
+   * End each finished output with the stop token that ended it (it counts toward
+   * `maxNewTokens`); an output without one was cut by `maxNewTokens`. Default false: the
+   * stop token is not part of the output.
+   */
+  includeStop?: boolean;
 }
 
 export interface LayerStats {
@@ -102,7 +123,14 @@ export interface Tokenizer {
     opts?: { addGenerationPrompt?: boolean },
   ): number[];
   readonly hasChatTemplate: boolean;
+  /** End-of-sequence ids of config.json and generation_config.json (`eos_token_id`, a number or a list). */
   readonly eosTokenIds: number[];
+  /**
+   * Every token that ends an answer: `eosTokenIds` plus the chat template's end-of-turn
+   * token (e.g. `<|eot_id|>`, `<|im_end|>`, `<end_of_turn>`) when the template ends an
+   * assistant turn with one. The default stop ids of `generate` and `recoverySet`.
+   */
+  readonly stopTokenIds: number[];
   readonly bosTokenId: number | null;
 }
 

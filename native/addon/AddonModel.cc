@@ -160,7 +160,7 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
     });
   }
 
-  // generate(prompts, theta, { maxNewTokens, skip, stop }) -> Promise<number[][]>
+  // generate(prompts, theta, { maxNewTokens, skip, stop, includeStop }) -> Promise<number[][]>
   Napi::Value Generate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
@@ -177,6 +177,7 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
         opts.skip = get_index_array(o.Get("skip"), "skip");
         auto stop = o.Get("stop");
         if (!stop.IsUndefined() && !stop.IsNull()) opts.stop = get_int_array(stop, "stop");
+        opts.include_stop = o.Get("includeStop").ToBoolean().Value();
       }
       auto out = std::make_shared<std::vector<std::vector<int32_t>>>();
       StatePtr s = state_;

@@ -437,10 +437,7 @@ void CpuEngine::final_logits_rows(const float* h_final, const std::vector<int64_
 
 std::vector<float> CpuEngine::logits(const std::vector<int32_t>& tokens, const Theta& theta,
                                      const std::vector<int>& skip) {
-  if (tokens.empty()) fail(code::kEmptyBatch, "logits: tokens is empty");
-  validate_tokens(cfg_, tokens, "tokens");
-  validate_theta(cfg_, theta);
-  validate_skip(cfg_, skip);
+  validate_logits(cfg_, tokens, theta, skip);
   const std::vector<bool> skipped = skip_mask(skip);
   Layout lay;
   lay.tokens = tokens;
@@ -463,13 +460,7 @@ std::vector<float> CpuEngine::logits(const std::vector<int32_t>& tokens, const T
 
 std::vector<std::vector<int32_t>> CpuEngine::generate(const std::vector<std::vector<int32_t>>& prompts,
                                                       const Theta& theta, const GenerateOptions& opts) {
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    if (prompts[i].empty()) fail(code::kArgument, "generate: prompts[" + std::to_string(i) + "] is empty");
-    validate_tokens(cfg_, prompts[i], ("prompts[" + std::to_string(i) + "]").c_str());
-  }
-  validate_theta(cfg_, theta);
-  validate_skip(cfg_, opts.skip);
-  validate_tokens(cfg_, opts.stop, "stop");
+  validate_generate(cfg_, prompts, theta, opts);
   const int n = static_cast<int>(prompts.size());
   std::vector<std::vector<int32_t>> out(static_cast<size_t>(n));
   if (n == 0 || opts.max_new_tokens <= 0) return out;
@@ -528,8 +519,12 @@ std::vector<std::vector<int32_t>> CpuEngine::generate(const std::vector<std::vec
 
   // Decode: one token for every still-active prompt per step, through the GEMMs together.
   std::vector<int> active;
+  // A stop token ends an output; it is kept as the output's last token with include_stop.
   for (int i = 0; i < n; ++i) {
-    if (is_stop(next[i])) continue;
+    if (is_stop(next[i])) {
+      if (opts.include_stop) out[i].push_back(next[i]);
+      continue;
+    }
     out[i].push_back(next[i]);
     if (static_cast<int64_t>(out[i].size()) < max_new) active.push_back(i);
   }
@@ -562,7 +557,10 @@ std::vector<std::vector<int32_t>> CpuEngine::generate(const std::vector<std::vec
       const int i = active[r];
       ++length[i];
       const int32_t tok = pick(logit_rows.data() + r * V_);
-      if (is_stop(tok)) continue;
+      if (is_stop(tok)) {
+        if (opts.include_stop) out[i].push_back(tok);
+        continue;
+      }
       out[i].push_back(tok);
       if (static_cast<int64_t>(out[i].size()) < max_new) still.push_back(i);
     }

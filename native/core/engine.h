@@ -54,6 +54,7 @@ struct GenerateOptions {
   int max_new_tokens = 64;
   std::vector<int> skip;
   std::vector<int32_t> stop;        // stop ids (in addition to nothing: caller passes eos)
+  bool include_stop = false;        // end a finished output with the stop token that ended it
 };
 
 struct LayerStats {
@@ -90,6 +91,19 @@ void validate_batch(const ModelConfig& cfg, const std::vector<Sample>& samples, 
 void validate_theta(const ModelConfig& cfg, const Theta& theta);
 void validate_skip(const ModelConfig& cfg, const std::vector<int>& skip);
 void validate_tokens(const ModelConfig& cfg, const std::vector<int32_t>& tokens, const char* what);
+// The longest sequence (prompt + response, or prompt + new tokens) the engines accept:
+// config.json's max_position_embeddings. For llama3 rope scaling that value is already the
+// extended context (original_max_position_embeddings is the pre-training length the
+// frequencies are rescaled from), as in transformers.
+int64_t context_length(const ModelConfig& cfg);
+// HOPSCOTCH_ERR_CONTEXT unless `length` <= context_length(cfg); `what` names the sequence
+// and `detail` (may be empty) how its length is made up.
+void validate_context(const ModelConfig& cfg, int64_t length, const std::string& what, const std::string& detail);
+// Every argument check of logits() and generate(), in one place for all backends.
+void validate_logits(const ModelConfig& cfg, const std::vector<int32_t>& tokens, const Theta& theta,
+                     const std::vector<int>& skip);
+void validate_generate(const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& prompts, const Theta& theta,
+                       const GenerateOptions& opts);
 
 std::unique_ptr<Engine> make_cpu_engine(const LoadedModel& model, int threads);
 

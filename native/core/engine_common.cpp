@@ -29,6 +29,16 @@ void validate_tokens(const ModelConfig& cfg, const std::vector<int32_t>& tokens,
   }
 }
 
+int64_t context_length(const ModelConfig& cfg) { return cfg.max_position; }
+
+void validate_context(const ModelConfig& cfg, int64_t length, const std::string& what, const std::string& detail) {
+  const int64_t ctx = context_length(cfg);
+  if (ctx > 0 && length > ctx)
+    fail(code::kContext, what + " has " + std::to_string(length) + " tokens" + (detail.empty() ? "" : " (" + detail + ")") +
+                             ", more than the model's context of " + std::to_string(ctx) +
+                             " tokens (max_position_embeddings)");
+}
+
 void validate_theta(const ModelConfig& cfg, const Theta& theta) {
   const struct {
     const char* name;
@@ -80,6 +90,8 @@ void validate_batch(const ModelConfig& cfg, const std::vector<Sample>& samples, 
     } else if (s.prompt.empty() && s.response.empty()) {
       fail(code::kEmptyBatch, prefix + " has no tokens");
     }
+    validate_context(cfg, static_cast<int64_t>(s.prompt.size() + s.response.size()), prefix,
+                     "prompt " + std::to_string(s.prompt.size()) + " + response " + std::to_string(s.response.size()));
     total += static_cast<int64_t>(s.prompt.size() + s.response.size());
   }
   if (opts.token_cap > 0 && total > opts.token_cap)
@@ -87,6 +99,30 @@ void validate_batch(const ModelConfig& cfg, const std::vector<Sample>& samples, 
                               std::to_string(opts.token_cap));
   validate_theta(cfg, theta);
   validate_skip(cfg, opts.skip);
+}
+
+void validate_logits(const ModelConfig& cfg, const std::vector<int32_t>& tokens, const Theta& theta,
+                     const std::vector<int>& skip) {
+  if (tokens.empty()) fail(code::kEmptyBatch, "logits: tokens is empty");
+  validate_tokens(cfg, tokens, "tokens");
+  validate_context(cfg, static_cast<int64_t>(tokens.size()), "logits: tokens", "");
+  validate_theta(cfg, theta);
+  validate_skip(cfg, skip);
+}
+
+void validate_generate(const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& prompts, const Theta& theta,
+                       const GenerateOptions& opts) {
+  const int64_t max_new = opts.max_new_tokens > 0 ? opts.max_new_tokens : 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const std::string name = "prompts[" + std::to_string(i) + "]";
+    if (prompts[i].empty()) fail(code::kArgument, "generate: " + name + " is empty: generation needs at least one token");
+    validate_tokens(cfg, prompts[i], name.c_str());
+    validate_context(cfg, static_cast<int64_t>(prompts[i].size()) + max_new, "generate: " + name,
+                     "prompt " + std::to_string(prompts[i].size()) + " + maxNewTokens " + std::to_string(max_new));
+  }
+  validate_theta(cfg, theta);
+  validate_skip(cfg, opts.skip);
+  validate_tokens(cfg, opts.stop, "stop");
 }
 
 }  // namespace hs

@@ -21,6 +21,7 @@ inline constexpr const char* kTokenRange = "HOPSCOTCH_ERR_TOKEN_RANGE";
 inline constexpr const char* kEmptyBatch = "HOPSCOTCH_ERR_EMPTY_BATCH";
 inline constexpr const char* kEmptyResponse = "HOPSCOTCH_ERR_EMPTY_RESPONSE";
 inline constexpr const char* kTokenCap = "HOPSCOTCH_ERR_TOKEN_CAP";
+inline constexpr const char* kContext = "HOPSCOTCH_ERR_CONTEXT";
 inline constexpr const char* kTheta = "HOPSCOTCH_ERR_THETA";
 inline constexpr const char* kSkip = "HOPSCOTCH_ERR_SKIP";
 inline constexpr const char* kDisposed = "HOPSCOTCH_ERR_DISPOSED";

@@ -913,10 +913,7 @@ void CudaEngine::logits_rows(const float* h, int64_t T, float* host_out) {
 
 std::vector<float> CudaEngine::logits(const std::vector<int32_t>& tokens, const Theta& theta,
                                       const std::vector<int>& skip) {
-  if (tokens.empty()) fail(code::kArgument, "logits: tokens is empty");
-  validate_tokens(cfg_, tokens, "tokens");
-  validate_theta(cfg_, theta);
-  validate_skip(cfg_, skip);
+  validate_logits(cfg_, tokens, theta, skip);
   std::lock_guard<std::mutex> lock(mu_);
   activate();
   const int L = cfg_.num_layers, H = cfg_.hidden;
@@ -943,14 +940,7 @@ std::vector<float> CudaEngine::logits(const std::vector<int32_t>& tokens, const 
 
 std::vector<std::vector<int32_t>> CudaEngine::generate(const std::vector<std::vector<int32_t>>& prompts,
                                                        const Theta& theta, const GenerateOptions& opts) {
-  validate_theta(cfg_, theta);
-  validate_skip(cfg_, opts.skip);
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    const std::string name = "prompts[" + std::to_string(i) + "]";
-    if (prompts[i].empty()) fail(code::kArgument, name + " is empty: generation needs at least one token");
-    validate_tokens(cfg_, prompts[i], name.c_str());
-  }
-  validate_tokens(cfg_, opts.stop, "stop");
+  validate_generate(cfg_, prompts, theta, opts);
   std::lock_guard<std::mutex> lock(mu_);
   activate();
   const int L = cfg_.num_layers, H = cfg_.hidden, V = cfg_.vocab;
@@ -1009,15 +999,17 @@ std::vector<std::vector<int32_t>> CudaEngine::generate(const std::vector<std::ve
       return next;
     };
 
-    // A stop token ends the generation and is not part of the output (as on the CPU).
+    // A stop token ends the generation; it is part of the output only with include_stop (as on the CPU).
+    auto is_stop = [&](int32_t t) { return std::find(opts.stop.begin(), opts.stop.end(), t) != opts.stop.end(); };
     int32_t next = step(prompt, 0);
     int64_t p = P;
-    while (std::find(opts.stop.begin(), opts.stop.end(), next) == opts.stop.end()) {
+    while (!is_stop(next)) {
       out.push_back(next);
       if (static_cast<int>(out.size()) >= opts.max_new_tokens) break;
       next = step({next}, p);
       ++p;
     }
+    if (is_stop(next) && opts.include_stop) out.push_back(next);
     results.push_back(std::move(out));
   }
   return results;

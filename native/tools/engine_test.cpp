@@ -620,6 +620,26 @@ void check_validation() {
   GenerateOptions go;
   check(expect_error(code::kSkip, [&] { eng->generate({{1, 2}}, th, go); }).empty(), "generate checks skip");
   check(expect_error(code::kTokenRange, [&] { eng->logits({1, 999}, th, {1}); }).empty(), "logits checks tokens");
+
+  // The context (max_position_embeddings) bounds every call that takes tokens.
+  ModelConfig small = base_config();
+  small.max_position = 8;
+  auto small_model = make_model(small, 303);
+  auto se = make_cpu_engine(*small_model, 1);
+  const Theta st = Theta::ones(small.num_layers);
+  const std::vector<Sample> fits = random_samples(small.vocab, {{5, 3}}, 304);
+  const std::vector<Sample> longer = random_samples(small.vocab, {{5, 4}}, 305);
+  check(expect_error(code::kContext, [&] { se->loss(fits, st, BatchOptions{}, true); }) == "no error thrown",
+        "a sample as long as the context is accepted");
+  check(expect_error(code::kContext, [&] { se->loss(longer, st, BatchOptions{}, false); }).empty(), "loss: sample > context -> CONTEXT");
+  check(expect_error(code::kContext, [&] { se->loss(longer, st, BatchOptions{}, true); }).empty(), "lossAndGrad: sample > context -> CONTEXT");
+  check(expect_error(code::kContext, [&] { se->layer_stats(longer, st, {}, {}); }).empty(), "layer_stats: sample > context -> CONTEXT");
+  check(expect_error(code::kContext, [&] { se->logits(std::vector<int32_t>(9, 1), st, {}); }).empty(), "logits: 9 tokens > 8 -> CONTEXT");
+  GenerateOptions g8;
+  g8.max_new_tokens = 6;
+  check(expect_error(code::kContext, [&] { se->generate({{1, 2, 3}}, st, g8); }).empty(), "generate: prompt 3 + 6 new > 8 -> CONTEXT");
+  g8.max_new_tokens = 5;
+  check(se->generate({{1, 2, 3}}, st, g8)[0].size() == 5, "generate: prompt 3 + 5 new = 8 fits");
 }
 
 // ---------------------------------------------------------------- (f) stories260k

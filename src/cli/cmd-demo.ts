@@ -80,7 +80,9 @@ export async function runDemo(args: DemoCommandArgs): Promise<void> {
         maxNewTokens: args.maxNewTokens,
         batchSize: 16,
         stop: DEMO_STOP,
-        onProgress: progress.onProgress,
+        // The demo cuts its stories at --max-new-tokens on purpose: no advice to pass --stop
+        // (the generate lines still count the cut answers).
+        onProgress: (e) => e.type !== 'truncated' && progress.onProgress(e),
         signal,
       });
       const { train, heldOut } = splitHeldOut(data);

@@ -25,7 +25,7 @@ export interface DataArgs {
   data?: string;
   limit?: number;
   maxNewTokens: number;
-  /** Token ids that end a generated answer (default: the tokenizer's eos ids). */
+  /** Token ids that end a generated answer (default: the tokenizer's stop ids). */
   stop?: number[];
   /** Prompts per generation call. */
   genBatchSize: number;
@@ -45,7 +45,11 @@ export async function obtainDataset(
   signal?: AbortSignal,
 ): Promise<Dataset> {
   if (args.data !== undefined) {
-    const data = await loadDataset(args.data, { fingerprint: model.fingerprint, vocabSize: model.config.vocabSize });
+    const data = await loadDataset(args.data, {
+      fingerprint: model.fingerprint,
+      vocabSize: model.config.vocabSize,
+      context: model.config.maxPositionEmbeddings,
+    });
     const out = args.limit === undefined ? data : data.slice(0, args.limit);
     progress.line(`data       ${out.length} samples from ${args.data}`);
     return out;
@@ -67,7 +71,7 @@ export async function obtainDataset(
     await saveDataset(args.saveData, data, {
       fingerprint: model.fingerprint,
       force: true,
-      meta: { source: args.prompts, maxNewTokens: args.maxNewTokens, stop: args.stop ?? model.tokenizer.eosTokenIds },
+      meta: { source: args.prompts, maxNewTokens: args.maxNewTokens, stop: args.stop ?? model.tokenizer.stopTokenIds },
     });
     progress.line(`data       wrote ${data.length} samples to ${args.saveData}`);
   }

@@ -14,6 +14,7 @@ import { DEFAULT_HOLDOUT, DEFAULT_MAX_EPOCHS, DEFAULT_PATIENCE } from '../rescal
 import { DEFAULT_PROBE_STEPS } from '../select-options.js';
 import type { Device } from '../types.js';
 import { registerBench } from './cmd-bench.js';
+import { registerData } from './cmd-data.js';
 import { runDemo } from './cmd-demo.js';
 import { registerEval } from './cmd-eval.js';
 import { registerExport } from './cmd-export.js';
@@ -114,7 +115,7 @@ function addDataOptions(cmd: Command): Command {
     .addOption(new Option('--data <file>', 'recovery set JSONL written by --save-data or saveDataset()'))
     .addOption(intOption('--limit <n>', 'use the first n prompts (or samples)', { min: 1 }))
     .addOption(intOption('--max-new-tokens <n>', 'longest generated answer', { min: 1 }, 256))
-    .addOption(intListOption('--stop <ids>', "token ids that end an answer (default: the tokenizer's eos ids)"))
+    .addOption(intListOption('--stop <ids>', "token ids that end an answer (default: every eos id of the model and its chat template's end-of-turn token)"))
     .addOption(intOption('--gen-batch-size <n>', 'prompts per generation call', { min: 1 }, 8))
     .option('--save-data <file>', 'write the generated recovery set to this file');
 }
@@ -383,6 +384,7 @@ export function registerCommands(program: Command): void {
   registerRun(program);
   registerSelect(program);
   registerRescale(program);
+  registerData(program);
   registerExport(program);
   registerEval(program);
   registerBench(program);

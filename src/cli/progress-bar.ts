@@ -54,7 +54,19 @@ export class ProgressReporter {
       case 'generate':
         this.#track('generate', 'batches', e.batch, e.batches, '-');
         if (!this.#multi || e.batch === e.batches)
-          this.line(`generate   ${e.batch}/${e.batches} batches, ${e.samples} samples${e.dropped ? `, ${e.dropped} empty dropped` : ''}`);
+          this.line(
+            `generate   ${e.batch}/${e.batches} batches, ${e.samples} samples${e.truncated ? ` (${e.truncated} cut by the token limit)` : ''}` +
+              `${e.dropped ? `, ${e.dropped} empty dropped` : ''}${e.skipped ? `, ${e.skipped} prompts too long for the context skipped` : ''}`,
+          );
+        break;
+      case 'recovery-set':
+        break;
+      case 'truncated':
+        this.line(
+          `warning    ${e.truncated} of ${e.samples} answers were cut at ${e.maxNewTokens} tokens without a stop token ` +
+            `(stop ids ${e.stop.join(',') || 'none'}): if the model ends its answers with another token, pass it with --stop <ids>; ` +
+            `otherwise raise --max-new-tokens`,
+        );
         break;
       case 'probe-start':
         this.#track(`step ${e.step} probe layer ${e.candidate}`, 'batches', 0, 1, '-');

@@ -18,7 +18,7 @@ export interface GenerateUntilOptions {
   /** Text stop sequences; the completion is cut before the first one found. */
   stop: readonly string[];
   maxNewTokens: number;
-  /** Token ids that end a sequence. Default: the tokenizer's eos ids. */
+  /** Token ids that end a sequence. Default: the tokenizer's `stopTokenIds` (eos ids and the chat template's end of turn). */
   stopIds?: readonly number[];
   /** New tokens per engine call between stop-string checks. Default 32. */
   chunkTokens?: number;
@@ -54,7 +54,7 @@ export async function generateUntil(model: Model, prompts: readonly number[][], 
   const chunk = opts.chunkTokens ?? 32;
   check(Number.isInteger(chunk) && chunk > 0, `chunkTokens must be a positive integer, got ${chunk}`);
   check(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens > 0, `maxNewTokens must be a positive integer, got ${opts.maxNewTokens}`);
-  const stopIds = [...(opts.stopIds ?? model.tokenizer.eosTokenIds)];
+  const stopIds = [...(opts.stopIds ?? model.tokenizer.stopTokenIds)];
   const decode = (ids: number[]) => model.tokenizer.decode(ids, { skipSpecialTokens: true });
   const state = prompts.map(() => ({ tokens: [] as number[], done: false, finish: 'length' as Completion['finish'] }));
   while (state.some((s) => !s.done)) {

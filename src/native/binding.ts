@@ -51,7 +51,7 @@ export interface NativeModel {
   generate(
     prompts: number[][],
     theta: NativeTheta,
-    opts: { maxNewTokens?: number; skip?: number[]; stop?: number[] },
+    opts: { maxNewTokens?: number; skip?: number[]; stop?: number[]; includeStop?: boolean },
   ): Promise<number[][]>;
   layerStats(samples: NativeSample[], theta: NativeTheta, skip: number[], hiddenLayers: number[]): Promise<LayerStats>;
   dispose(): void;

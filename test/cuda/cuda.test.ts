@@ -102,6 +102,40 @@ describe.skipIf(noGpu)('CUDA backend parity with the CPU engine', () => {
     cpu.dispose();
     gpu.dispose();
   });
+
+  it('keeps the stop token with includeStop and refuses sequences beyond the context, as the CPU engine', async () => {
+    // Greedy parity on the bundled model (as above), the context on a 128-token fixture.
+    const cpuStories = await load(demoModel, { device: 'cpu' });
+    const gpuStories = await load(demoModel, { device: 'cuda' });
+    const prompts = [[1, 403, 407, 261, 378], [1]];
+    // A stop id the CPU engine's greedy answer reaches within 20 tokens.
+    const free = await cpuStories.generate(prompts, { maxNewTokens: 20, stop: [] });
+    const stop = [free[0][6]];
+    const a = await cpuStories.generate(prompts, { maxNewTokens: 20, stop, includeStop: true });
+    const b = await gpuStories.generate(prompts, { maxNewTokens: 20, stop, includeStop: true });
+    expect(b).toEqual(a);
+    expect(a[0].at(-1)).toBe(stop[0]);
+    cpuStories.dispose();
+    gpuStories.dispose();
+    const dir = fixtureDir('llama-ctx128');
+    const cpu = await load(dir, { device: 'cpu' });
+    const gpu = await load(dir, { device: 'cuda' });
+    for (const m of [cpu, gpu]) {
+      await expect(m.generate([[1, 2, 3]], { maxNewTokens: 126 })).rejects.toMatchObject({ code: 'HOPSCOTCH_ERR_CONTEXT' });
+      await expect(m.logits(Array(129).fill(5))).rejects.toMatchObject({ code: 'HOPSCOTCH_ERR_CONTEXT' });
+    }
+    // The engine itself refuses, whatever the TypeScript layer checks first.
+    const engine = await binding().Model.load(dir, { device: 'cuda' });
+    const ones = { bAtt: new Float32Array(4).fill(1), sAtt: new Float32Array(4).fill(1), bMlp: new Float32Array(4).fill(1), sMlp: new Float32Array(4).fill(1) };
+    await expect(engine.logits(Array(129).fill(5), ones, [])).rejects.toMatchObject({ code: 'HOPSCOTCH_ERR_CONTEXT' });
+    await expect(engine.generate([[1, 2, 3]], ones, { maxNewTokens: 126 })).rejects.toMatchObject({ code: 'HOPSCOTCH_ERR_CONTEXT' });
+    await expect(engine.loss([{ prompt: [1, 2], response: Array(127).fill(5) }], ones, { skip: [] }, true)).rejects.toMatchObject({
+      code: 'HOPSCOTCH_ERR_CONTEXT',
+    });
+    engine.dispose();
+    cpu.dispose();
+    gpu.dispose();
+  });
 });
 
 describe('CUDA probe', () => {

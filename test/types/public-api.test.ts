@@ -182,7 +182,9 @@ describe('data types', () => {
   });
 
   it('Sample, Dataset, Selection and Fit', () => {
-    expectTypeOf<Sample>().toEqualTypeOf<{ prompt: number[]; response: number[] }>();
+    expectTypeOf<Sample>().toEqualTypeOf<{ prompt: number[]; response: number[]; truncated?: boolean }>();
+    // A plain { prompt, response } is still a Sample.
+    expectTypeOf<{ prompt: number[]; response: number[] }>().toMatchTypeOf<Sample>();
     expectTypeOf<Dataset>().toEqualTypeOf<Sample[]>();
     expectTypeOf<TraceEntry>().toEqualTypeOf<{ step: number; candidate: number; score: number; train?: number; validation?: number }>();
     expectTypeOf<Selection>().toEqualTypeOf<{
@@ -244,7 +246,7 @@ describe('Model', () => {
       peakBytes: number;
       grad: Theta;
     }>();
-    expectTypeOf<GenerateOptions>().toEqualTypeOf<{ maxNewTokens?: number; theta?: Theta; skip?: number[]; stop?: number[] }>();
+    expectTypeOf<GenerateOptions>().toEqualTypeOf<{ maxNewTokens?: number; theta?: Theta; skip?: number[]; stop?: number[]; includeStop?: boolean }>();
     expectTypeOf<LayerStats>().toEqualTypeOf<{
       cosAttn: number[];
       cosMlp: number[];
@@ -259,7 +261,7 @@ describe('Model', () => {
 describe('progress events', () => {
   it('are a union tagged by `type` that narrows', () => {
     expectTypeOf<ProgressEvent['type']>().toEqualTypeOf<
-      'probe-start' | 'batch' | 'probe-end' | 'step-end' | 'rescale-epoch' | 'validation' | 'eta' | 'generate'
+      'probe-start' | 'batch' | 'probe-end' | 'step-end' | 'rescale-epoch' | 'validation' | 'eta' | 'generate' | 'recovery-set' | 'truncated'
     >();
     const handle = (e: ProgressEvent): number => {
       switch (e.type) {
@@ -294,8 +296,31 @@ describe('progress events', () => {
           expectTypeOf(e).toEqualTypeOf<{ type: 'eta'; seconds: number }>();
           return e.seconds;
         case 'generate':
-          expectTypeOf(e).toEqualTypeOf<{ type: 'generate'; batch: number; batches: number; samples: number; dropped: number }>();
+          expectTypeOf(e).toEqualTypeOf<{
+            type: 'generate';
+            batch: number;
+            batches: number;
+            samples: number;
+            dropped: number;
+            truncated: number;
+            skipped: number;
+          }>();
           return e.dropped;
+        case 'recovery-set':
+          expectTypeOf(e).toEqualTypeOf<{
+            type: 'recovery-set';
+            prompts: number;
+            samples: number;
+            dropped: number;
+            skipped: number;
+            truncated: number;
+            maxNewTokens: number;
+            stop: number[];
+          }>();
+          return e.samples;
+        case 'truncated':
+          expectTypeOf(e).toEqualTypeOf<{ type: 'truncated'; truncated: number; samples: number; maxNewTokens: number; stop: number[] }>();
+          return e.truncated;
         default: {
           // Exhaustive: a new event type is a change callers must see.
           const none: never = e;
@@ -367,6 +392,7 @@ describe('errors', () => {
       EMPTY_BATCH: 'HOPSCOTCH_ERR_EMPTY_BATCH',
       EMPTY_RESPONSE: 'HOPSCOTCH_ERR_EMPTY_RESPONSE',
       TOKEN_CAP: 'HOPSCOTCH_ERR_TOKEN_CAP',
+      CONTEXT: 'HOPSCOTCH_ERR_CONTEXT',
       THETA: 'HOPSCOTCH_ERR_THETA',
       SKIP: 'HOPSCOTCH_ERR_SKIP',
       DISPOSED: 'HOPSCOTCH_ERR_DISPOSED',

@@ -219,6 +219,61 @@ describe('chat templates', () => {
     expect(none.eosTokenIds).toEqual([]);
   });
 
+  /** The stories260k tokenizer.json with ids 510 and 511 turned into special added tokens. */
+  async function withSpecial(dir: string, start: string, end: string): Promise<void> {
+    const file = path.join(dir, 'tokenizer.json');
+    const t = JSON.parse(await readFile(file, 'utf8')) as {
+      model: { vocab: Record<string, number> };
+      added_tokens: object[];
+    };
+    for (const [piece, id] of Object.entries(t.model.vocab)) if (id === 510 || id === 511) delete t.model.vocab[piece];
+    t.model.vocab[start] = 510;
+    t.model.vocab[end] = 511;
+    for (const [id, content] of [[510, start], [511, end]] as const)
+      t.added_tokens.push({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    await writeFile(file, JSON.stringify(t));
+  }
+
+  it("stops at the chat template's end-of-turn token as well as every eos id", async () => {
+    const dir = await folder({
+      'tokenizer_config.json': { ...baseConfig, chat_template: CHATML },
+      'generation_config.json': { eos_token_id: [2, 7] },
+    });
+    await withSpecial(dir, '<|im_start|>', '<|im_end|>');
+    const tok = await loadTokenizer(dir, IDS);
+    expect(tok.encode('<|im_end|>', { addSpecialTokens: false })).toEqual([511]);
+    expect(tok.eosTokenIds).toEqual([2, 7]);
+    expect(tok.stopTokenIds).toEqual([2, 7, 511]);
+
+    // Llama 3 style: the end-of-turn token follows the content directly.
+    const llama3 =
+      "{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}{% endfor %}" +
+      "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+    const d3 = await folder({ 'tokenizer_config.json': { ...baseConfig, chat_template: llama3 } });
+    await withSpecial(d3, '<|start_header_id|>', '<|eot_id|>');
+    expect((await loadTokenizer(d3, IDS)).stopTokenIds).toEqual([2, 511]);
+  });
+
+  it('finds a well-known end-of-turn token written in a template that refuses the probe conversation', async () => {
+    const strict =
+      "{% if messages[-1]['role'] == 'assistant' %}{{ raise_exception('no') }}{% endif %}" +
+      "{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}";
+    const dir = await folder({ 'tokenizer_config.json': { ...baseConfig, chat_template: strict } });
+    await withSpecial(dir, '<start_of_turn>', '<end_of_turn>');
+    expect((await loadTokenizer(dir, IDS)).stopTokenIds).toEqual([2, 511]);
+  });
+
+  it('adds nothing when the template ends turns with plain text or has no template', async () => {
+    const plain = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}";
+    const dir = await folder({ 'tokenizer_config.json': { ...baseConfig, chat_template: plain } });
+    await withSpecial(dir, '<|im_start|>', '<|im_end|>');
+    expect((await loadTokenizer(dir, IDS)).stopTokenIds).toEqual([2]);
+    // ChatML written as text, but <|im_end|> is not a special token of this vocabulary.
+    const tok = await loadTokenizer(await folder({ 'tokenizer_config.json': { ...baseConfig, chat_template: CHATML } }), IDS);
+    expect(tok.stopTokenIds).toEqual([2]);
+    expect((await loadTokenizer(await folder({ 'tokenizer_config.json': baseConfig }), IDS)).stopTokenIds).toEqual([2]);
+  });
+
   it('throws HOPSCOTCH_ERR_TOKENIZER naming a missing or broken tokenizer.json', async () => {
     const missing = path.join(root, 'missing');
     await expectTokenizerError(loadTokenizer(missing, IDS), path.join(missing, 'tokenizer.json'));
