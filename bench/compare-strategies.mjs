@@ -15,7 +15,7 @@
  * probe tokens (prompt + response tokens of every probe step).
  *
  * Run after building (npx tsc -p tsconfig.build.json):
- *   node bench/compare-strategies.mjs [--out results.json] [--threads N]
+ *   node bench/compare-strategies.mjs [--out results.json] [--threads N] [--ks 1,2,3] [--random-seeds 0,1,2] [--cut-k 3]
  * Prints a markdown report on stdout; progress on stderr.
  */
 import { writeFileSync } from 'node:fs';
@@ -33,9 +33,11 @@ const arg = (name) => {
 const outFile = arg('--out');
 const threads = arg('--threads') === undefined ? undefined : Number(arg('--threads'));
 
-const KS = [1, 2, 3];
+const list = (v, d) => (v === undefined ? d : v.split(',').map(Number));
+const KS = list(arg('--ks'), [1, 2, 3]);
 const STRATEGIES = ['iterative-greedy', 'full-greedy', 'similarity-attn', 'block-influence'];
-const RANDOM_SEEDS = [0, 1, 2];
+const RANDOM_SEEDS = list(arg('--random-seeds'), [0, 1, 2]);
+const CUT_K = Number(arg('--cut-k') ?? KS[KS.length - 1]);
 /** The final rescale applied to every skip list: the library's defaults (converging on a held-out slice of train). */
 const RESCALE = {};
 const log = (m) => process.stderr.write(`${m}\n`);
@@ -98,14 +100,14 @@ for (const k of KS) {
   }
 }
 
-// Probing cuts against exhaustive iterative-greedy probing at k = 3.
+// Probing cuts against exhaustive iterative-greedy probing at k = CUT_K.
 const cuts = [];
-const exhaustive = rows.find((r) => r.strategy === 'iterative-greedy' && r.k === 3);
+const exhaustive = rows.find((r) => r.strategy === 'iterative-greedy' && r.k === CUT_K);
 for (const [label, extra] of [
   ['probeSubset 24', { probeSubset: 24 }],
   ['shortlist 3', { shortlist: 3 }],
 ]) {
-  const r = await runStrategy('iterative-greedy', 3, 0, extra);
+  const r = await runStrategy('iterative-greedy', CUT_K, 0, extra);
   Object.assign(r, await evaluateSkip(r.skipped));
   cuts.push({
     label,
@@ -163,7 +165,7 @@ lines.push('| claim | holds | detail |');
 lines.push('|-------|-------|--------|');
 for (const c of claims) lines.push(`| ${c.claim} | ${c.holds ? 'yes' : '**no**'} | ${c.detail} |`);
 lines.push('');
-lines.push(`Probing cuts, iterative-greedy k=3; exhaustive: skip ${exhaustive.skipped.join(', ')}, ${exhaustive.probes} probes, ${exhaustiveWork} probe tokens, probing ${exhaustive.probeSeconds.toFixed(1)} s, rescaled ${f(exhaustive.rescaled)}.`);
+lines.push(`Probing cuts, iterative-greedy k=${CUT_K}; exhaustive: skip ${exhaustive.skipped.join(', ')}, ${exhaustive.probes} probes, ${exhaustiveWork} probe tokens, probing ${exhaustive.probeSeconds.toFixed(1)} s, rescaled ${f(exhaustive.rescaled)}.`);
 lines.push('');
 lines.push('| cut | skipped (in order) | same blocks | same order | probes | gradient passes | probe tokens | work saved | ranking s | rescaled |');
 lines.push('|-----|-------------------|-------------|------------|-------:|----------------:|-------------:|-----------:|----------:|---------:|');
