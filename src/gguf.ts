@@ -23,6 +23,7 @@ import type { Model } from './types.js';
 
 /** Tensor types a GGUF export writes for its 2-D weights (1-D tensors are always F32). */
 export type GgufTensorTypeName = GgufTensorType;
+/** The values `ggufType` accepts. */
 export const GGUF_TENSOR_TYPES: readonly GgufTensorTypeName[] = ['F32', 'F16', 'BF16', 'Q8_0'];
 
 /** llama.cpp's `general.file_type` (enum llama_ftype) for each output type. */
@@ -58,6 +59,7 @@ export interface GgufPlanOptions {
   tokenizerPre?: string;
 }
 
+/** What a `gguf` export writes: architecture, metadata and every tensor with its source, fold factor and type. */
 export interface GgufPlan {
   architecture: 'llama' | 'deci' | 'qwen2' | 'qwen3';
   tensorType: GgufTensorTypeName;
@@ -417,6 +419,7 @@ export function readGgufTensor(path: string, name: string): Float32Array {
   }
 }
 
+/** A GGUF file in a few facts (what `hopscotch inspect FILE.gguf` prints). */
 export interface GgufSummary {
   architecture: string;
   name?: string;

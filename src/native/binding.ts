@@ -80,6 +80,7 @@ export interface GgufKeyValue {
   value: number | boolean | string | Array<number | boolean | string>;
 }
 
+/** GGUF value types, as `gguf.py` names them (u8 ... f64; `array` holds `elemType` elements). */
 export type GgufValueType = 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'bool' | 'string' | 'array' | 'u64' | 'i64' | 'f64';
 
 export type GgufTensorType = 'F32' | 'F16' | 'BF16' | 'Q8_0';
@@ -98,6 +99,7 @@ export interface GgufExportTensor {
   type: GgufTensorType;
 }
 
+/** One entry of a GGUF tensor table. */
 export interface GgufTensorInfo {
   name: string;
   /** ggml type name (F32, F16, Q8_0, BF16, Q4_K, ...). */
@@ -108,6 +110,7 @@ export interface GgufTensorInfo {
   bytes: number;
 }
 
+/** A GGUF file's header, key/values (in file order) and tensor table, as `inspectGguf` returns them. */
 export interface GgufInfo {
   version: number;
   alignment: number;
