@@ -19,7 +19,8 @@
  * medians reported, with the 1-minute load average before and after each run (the
  * machine may be shared). Writes a JSON file and an SVG chart.
  *
- *   npm run build:ts && node bench/gguf-serve.mjs [--reps 3] [--ours-reps 1] [--out docs/benchmarks/gguf-serve]
+ *   npm run build:ts && node bench/gguf-serve.mjs [--reps 3] [--ours-reps 1] [--threads 2] [--new-tokens 64]
+ *                                              [--out docs/benchmarks/gguf-serve] [--smoke]
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -39,9 +40,9 @@ const REPS = Number(arg('--reps', '3'));
 const OURS_REPS = Number(arg('--ours-reps', '1'));
 const OUT = arg('--out', join(root, 'docs', 'benchmarks', 'gguf-serve'));
 const WORK = arg('--work', join(os.tmpdir(), 'hopscotch-gguf-bench'));
-const THREADS = 2;
+const THREADS = Number(arg('--threads', '2'));
 const PROMPT_LEN = 512;
-const NEW_TOKENS = 64;
+const NEW_TOKENS = Number(arg('--new-tokens', '64'));
 const SKIPS = { 0: [], 4: [2, 6, 10, 14], 8: [1, 3, 5, 7, 9, 11, 13, 15] };
 const log = (m) => process.stderr.write(`${m}\n`);
 const now = () => performance.now() / 1000;
@@ -54,7 +55,9 @@ const median = (xs) => {
 // ---------------------------------------------------------------------------------------
 // The random model
 
-const C = { layers: 16, hidden: 1024, heads: 16, kvHeads: 4, headDim: 64, inter: 2816, vocab: 32000 };
+const C = argv.includes('--smoke')
+  ? { layers: 16, hidden: 128, heads: 4, kvHeads: 2, headDim: 32, inter: 256, vocab: 1000 } // a quick check of the script itself
+  : { layers: 16, hidden: 1024, heads: 16, kvHeads: 4, headDim: 64, inter: 2816, vocab: 32000 };
 
 function writeModel(dir) {
   mkdirSync(dir, { recursive: true });
@@ -117,60 +120,71 @@ async function makeModel(dir) {
 
 function prompts(n) {
   let s = 12345;
-  const next = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) % 30000) + 1000;
+  const next = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) % (C.vocab - 600)) + 520;
   return Array.from({ length: n }, () => [1, ...Array.from({ length: PROMPT_LEN - 1 }, next)]);
 }
 
 async function llamaRun(llama, file, ps) {
   const model = await llama.loadModel({ modelPath: file });
+  const gen = async (seq, token) => {
+    let k = 0;
+    for await (const _ of seq.evaluate([token], { temperature: 0 })) if (++k >= NEW_TOKENS) break;
+    return k;
+  };
   try {
-    // Prefill + decode, one sequence.
+    // Prefill (the prompt less its last token, without sampling), then decode from the last
+    // token, one sequence. A 16-token warm-up first (thread pool, graph allocation).
     let ctx = await model.createContext({ contextSize: 1024, threads: THREADS, flashAttention: false });
     let seq = ctx.getSequence();
+    await seq.evaluateWithoutGeneratingNewTokens(ps[0].slice(0, 16));
+    await seq.clearHistory();
     let t0 = now();
-    await seq.evaluateWithoutGeneratingNewTokens(ps[0]);
+    await seq.evaluateWithoutGeneratingNewTokens(ps[0].slice(0, -1));
     const prefill = now() - t0;
     t0 = now();
-    let n = 0;
-    for await (const _ of seq.evaluate([], { temperature: 0 })) if (++n >= NEW_TOKENS) break;
+    const n1 = await gen(seq, ps[0][PROMPT_LEN - 1]);
     const decode1 = now() - t0;
     await ctx.dispose();
-    // 4 parallel sequences: prefill each, then decode all concurrently (batched by node-llama-cpp).
+    // 4 parallel sequences: prefill each, then decode all concurrently (node-llama-cpp batches them).
     ctx = await model.createContext({ contextSize: 4 * 1024, sequences: 4, threads: THREADS, flashAttention: false });
     const seqs = [0, 1, 2, 3].map(() => ctx.getSequence());
-    await Promise.all(seqs.map((s, i) => s.evaluateWithoutGeneratingNewTokens(ps[i])));
+    await Promise.all(seqs.map((s, i) => s.evaluateWithoutGeneratingNewTokens(ps[i].slice(0, -1))));
     t0 = now();
-    await Promise.all(
-      seqs.map(async (s) => {
-        let k = 0;
-        for await (const _ of s.evaluate([], { temperature: 0 })) if (++k >= NEW_TOKENS) break;
-      }),
-    );
+    const n4 = await Promise.all(seqs.map((s, i) => gen(s, ps[i][PROMPT_LEN - 1])));
     const decode4 = now() - t0;
     await ctx.dispose();
-    return { prefillTokS: PROMPT_LEN / prefill, decode1TokS: NEW_TOKENS / decode1, decode4TokS: (4 * NEW_TOKENS) / decode4 };
+    return {
+      prefillTokS: (PROMPT_LEN - 1) / prefill,
+      decode1TokS: n1 / decode1,
+      decode4TokS: n4.reduce((a, b) => a + b, 0) / decode4,
+      generated: [n1, ...n4],
+    };
   } finally {
     await model.dispose();
   }
 }
 
 async function oursRun(model, skip, ps) {
+  // Prefill: logits of the prompt. Decode: generate time minus the time of the same
+  // generate with 1 new token (its prefill), over the tokens generated after the first.
+  await model.logits(ps[0].slice(0, 16), { skip });
   let t0 = now();
   await model.logits(ps[0], { skip });
   const prefill1 = now() - t0;
-  t0 = now();
-  await model.generate([ps[0]], { maxNewTokens: NEW_TOKENS, skip, stop: [] });
-  const gen1 = now() - t0;
-  t0 = now();
-  await model.generate(ps.slice(0, 4), { maxNewTokens: 1, skip, stop: [] });
-  const prefill4 = now() - t0;
-  t0 = now();
-  await model.generate(ps.slice(0, 4), { maxNewTokens: NEW_TOKENS, skip, stop: [] });
-  const gen4 = now() - t0;
+  const timed = async (prompts, n) => {
+    const t = now();
+    const out = await model.generate(prompts, { maxNewTokens: n, skip, stop: [] });
+    return { s: now() - t, tokens: out.reduce((a, o) => a + o.length, 0) };
+  };
+  const p1 = await timed([ps[0]], 1);
+  const g1 = await timed([ps[0]], NEW_TOKENS);
+  const p4 = await timed(ps.slice(0, 4), 1);
+  const g4 = await timed(ps.slice(0, 4), NEW_TOKENS);
   return {
     prefillTokS: PROMPT_LEN / prefill1,
-    decode1TokS: NEW_TOKENS / Math.max(1e-9, gen1 - prefill1),
-    decode4TokS: (4 * (NEW_TOKENS - 1)) / Math.max(1e-9, gen4 - prefill4),
+    decode1TokS: (g1.tokens - p1.tokens) / Math.max(1e-9, g1.s - p1.s),
+    decode4TokS: (g4.tokens - p4.tokens) / Math.max(1e-9, g4.s - p4.s),
+    generated: [g1.tokens, g4.tokens],
   };
 }
 
@@ -226,7 +240,7 @@ for (const engine of ['llama.cpp', 'hopscotch'])
 const result = {
   date: started.toISOString(),
   machine: `${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.platform()} ${os.release()}`,
-  command: `node bench/gguf-serve.mjs --reps ${REPS} --ours-reps ${OURS_REPS}`,
+  command: `node bench/gguf-serve.mjs ${argv.join(' ')}`.trim(),
   nodeLlamaCpp: JSON.parse((await import('node:fs')).readFileSync(join(root, 'node_modules', 'node-llama-cpp', 'package.json'), 'utf8')).version,
   model: { ...C, parameters: base.config.parameters, dtype: 'F16' },
   threads: THREADS,
@@ -249,7 +263,7 @@ for (const engine of ['llama.cpp', 'hopscotch'])
 writeFileSync(
   `${OUT}.svg`,
   lib.plot.barChart({
-    title: `Random 246M Llama, F16, ${THREADS} threads: tok/s (medians)`,
+    title: `Random ${(base.config.parameters / 1e6).toFixed(0)}M Llama, F16, ${THREADS} threads: tok/s (medians)`,
     xLabel: 'layers without attention (of 16)',
     yLabel: 'tokens / s',
     categories: cats,
