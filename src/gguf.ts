@@ -124,8 +124,9 @@ export function ggufArchitecture(model: Model, skipped: number[]): GgufPlan['arc
     throw exportError(`${where} with skipped attention: llama.cpp's deci architecture has no q/k RMSNorm (Qwen3); export without skipping, or use format hf`);
   if (skipped.includes(0))
     throw exportError(
-      `${where}: layer 0 is skipped; llama.cpp takes the head size, RoPE dimension and KV cache layout of a deci model from ` +
-        "layer 0's head count, so a deci GGUF whose layer 0 has no attention loads with a head size of 0 and cannot run",
+      `${where}: layer 0 is skipped; llama.cpp takes a deci model's head size and RoPE dimension from layer 0's head count, ` +
+        'so with no attention in layer 0 they are 0 and its loader aborts (GGML_ASSERT in llama-model-loader.cpp, seen with the ' +
+        'llama.cpp of node-llama-cpp 3.22.1); choose a skip list without layer 0',
     );
   return 'deci';
 }
