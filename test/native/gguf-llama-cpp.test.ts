@@ -65,7 +65,9 @@ async function llamaCppGreedy(file: string, prompt: number[], n: number, f32Cach
   try {
     const ctx = await m.createContext({
       contextSize: 256,
-      threads: 2,
+      // One thread: ggml's worker threads spin at barriers, which a shared CPU punishes; the
+      // comparison needs no more.
+      threads: 1,
       flashAttention: false,
       ...(f32Cache ? { experimentalKvCacheKeyType: 'F32' as const, experimentalKvCacheValueType: 'F32' as const } : {}),
     });
