@@ -4,9 +4,8 @@
 //
 // F32 files must give the same tokens for all 64 generated (llama.cpp with an F32 KV
 // cache: its default F16 cache rounds K and V, a difference of the runtime, not of the
-// file; the default cache is reported for the demo model). F16, BF16 and Q8_0 files of
-// the demo model and llama-gqa report where they first diverge and the top-2 logit gap
-// of the scaled model there (the other fixtures run F32 only, to keep the file short).
+// file; the default cache is reported for the demo model). F16, BF16 and Q8_0 files
+// report where they first diverge and the top-2 logit gap of the scaled model there.
 // Where node-llama-cpp cannot load (no prebuilt binary for the platform), every test
 // says why and is skipped.
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -103,12 +102,11 @@ async function divergence(model: Model, theta: Theta, skip: number[], ours: numb
   return { at, gap: a - b };
 }
 
-/** Every case runs F32; `allTypes` cases also run F16, BF16 and Q8_0 (the reports). */
-const CASES: Array<{ name: string; dir: string; skip: number[]; allTypes?: boolean }> = [
-  { name: 'stories260k', dir: demoModel, skip: [2, 4], allTypes: true },
+const CASES: Array<{ name: string; dir: string; skip: number[] }> = [
+  { name: 'stories260k', dir: demoModel, skip: [2, 4] },
   { name: 'stories260k', dir: demoModel, skip: [1, 2, 3] },
   { name: 'stories260k', dir: demoModel, skip: [] },
-  { name: 'llama-gqa', dir: fixtureDir('llama-gqa'), skip: [1], allTypes: true },
+  { name: 'llama-gqa', dir: fixtureDir('llama-gqa'), skip: [1] },
   { name: 'llama-gqa', dir: fixtureDir('llama-gqa'), skip: [] },
   { name: 'llama-tied-bf16', dir: fixtureDir('llama-tied-bf16'), skip: [1] },
   { name: 'llama3-rope', dir: fixtureDir('llama3-rope'), skip: [1] },
@@ -127,8 +125,8 @@ afterAll(() => {
 
 describe.skipIf(!runtime.llama)('gguf export in llama.cpp (node-llama-cpp)', () => {
   for (const c of CASES) {
-    const types: GgufTensorTypeName[] = c.allTypes ? ['F32', 'F16', 'BF16', 'Q8_0'] : ['F32'];
-    it(`${c.name} skip [${c.skip.join(', ')}]: F32 gives the scaled model's ${TOKENS} greedy tokens${c.allTypes ? '; F16 / BF16 / Q8_0 report their first divergence' : ''}`, async () => {
+    const types: GgufTensorTypeName[] = ['F32', 'F16', 'BF16', 'Q8_0'];
+    it(`${c.name} skip [${c.skip.join(', ')}]: F32 gives the scaled model's ${TOKENS} greedy tokens; F16 / BF16 / Q8_0 report their first divergence`, async () => {
       const model = await load(c.dir, { device: 'cpu' });
       try {
         const theta = randomTheta(model.config.numLayers, 17 + c.skip.length);
@@ -158,6 +156,35 @@ describe.skipIf(!runtime.llama)('gguf export in llama.cpp (node-llama-cpp)', () 
       }
     }, 300_000);
   }
+});
+
+describe.skipIf(!runtime.llama)('the embedded SentencePiece-style tokenizer in llama.cpp', () => {
+  it('tokenizes text as our tokenizer does (BOS aside), byte fallback included', async () => {
+    const model = await load(demoModel, { device: 'cpu' });
+    const out = path.join(work, 'tokenizer.gguf');
+    try {
+      await exportModel(model, { skipped: [], theta: randomTheta(model.config.numLayers, 1) }, { out, format: 'gguf' });
+      const m = await runtime.llama!.loadModel({ modelPath: out });
+      try {
+        const texts = [
+          'Once upon a time, there was a little girl named Lily.',
+          'She said, "Look at the big red ball!" and ran to get it.',
+          'It was 3 o\'clock; the sun was hot.\nThe end.',
+          'Tom and Sue played   with  spaces',
+          'café naïve 🙂 日本',
+        ];
+        for (const text of texts) {
+          const ours = model.tokenizer.encode(text);
+          expect(Array.from(m.tokenize(text)), text).toEqual(ours[0] === 1 ? ours.slice(1) : ours);
+          expect(m.detokenize(m.tokenize(text)), text).toBe(model.tokenizer.decode(ours));
+        }
+      } finally {
+        await m.dispose();
+      }
+    } finally {
+      model.dispose();
+    }
+  }, 120_000);
 });
 
 describe.skipIf(!!runtime.llama)('gguf export in llama.cpp (node-llama-cpp unavailable)', () => {
