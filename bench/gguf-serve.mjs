@@ -30,6 +30,8 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const lib = await import(join(root, 'dist', 'index.js'));
 const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+const loadDuring = [];
+const sampler = setInterval(() => loadDuring.push(os.loadavg()[0]), 10_000);
 
 const argv = process.argv.slice(2);
 const arg = (name, dflt) => {
@@ -38,6 +40,8 @@ const arg = (name, dflt) => {
 };
 const REPS = Number(arg('--reps', '3'));
 const OURS_REPS = Number(arg('--ours-reps', '1'));
+/** Our engine's 4-prompt decode is the slowest part of a run; `--no-ours-batch4` leaves it out. */
+const OURS_BATCH4 = !argv.includes('--no-ours-batch4');
 const OUT = arg('--out', join(root, 'docs', 'benchmarks', 'gguf-serve'));
 const WORK = arg('--work', join(os.tmpdir(), 'hopscotch-gguf-bench'));
 const THREADS = Number(arg('--threads', '2'));
@@ -178,13 +182,13 @@ async function oursRun(model, skip, ps) {
   };
   const p1 = await timed([ps[0]], 1);
   const g1 = await timed([ps[0]], NEW_TOKENS);
-  const p4 = await timed(ps.slice(0, 4), 1);
-  const g4 = await timed(ps.slice(0, 4), NEW_TOKENS);
+  const p4 = OURS_BATCH4 ? await timed(ps.slice(0, 4), 1) : null;
+  const g4 = OURS_BATCH4 ? await timed(ps.slice(0, 4), NEW_TOKENS) : null;
   return {
     prefillTokS: PROMPT_LEN / prefill1,
     decode1TokS: (g1.tokens - p1.tokens) / Math.max(1e-9, g1.s - p1.s),
-    decode4TokS: (g4.tokens - p4.tokens) / Math.max(1e-9, g4.s - p4.s),
-    generated: [g1.tokens, g4.tokens],
+    decode4TokS: p4 && g4 ? (g4.tokens - p4.tokens) / Math.max(1e-9, g4.s - p4.s) : null,
+    generated: [g1.tokens, g4?.tokens ?? 0],
   };
 }
 
@@ -234,7 +238,7 @@ for (const engine of ['llama.cpp', 'hopscotch'])
       runs: rs.length,
       prefillTokS: median(rs.map((r) => r.prefillTokS)),
       decode1TokS: median(rs.map((r) => r.decode1TokS)),
-      decode4TokS: median(rs.map((r) => r.decode4TokS)),
+      decode4TokS: rs.some((r) => r.decode4TokS === null) ? null : median(rs.map((r) => r.decode4TokS)),
     });
   }
 const result = {
@@ -248,6 +252,7 @@ const result = {
   newTokens: NEW_TOKENS,
   skips: SKIPS,
   load1Range: [Math.min(...runs.flatMap((r) => r.load1)), Math.max(...runs.flatMap((r) => r.load1))],
+  load1Median: median(loadDuring.length ? loadDuring : [load1()]),
   summary,
   runs,
 };
@@ -270,4 +275,5 @@ writeFileSync(
     series,
   }),
 );
-console.log(JSON.stringify({ date: result.date, machine: result.machine, load1Range: result.load1Range, summary }, null, 2));
+clearInterval(sampler);
+console.log(JSON.stringify({ date: result.date, machine: result.machine, load1Range: result.load1Range, load1Median: result.load1Median, summary }, null, 2));

@@ -18,6 +18,7 @@ import type { GgufTensorTypeName } from '../../src/gguf.js';
 import { load } from '../../src/model.js';
 import type { Model, Theta } from '../../src/types.js';
 import { demoModel, fixtureDir } from '../helpers.js';
+import { LLAMA3_SPLIT, byteLevelModel } from './gguf-fixtures.js';
 
 const TOKENS = 64;
 /** "Once upon a time" in the stories260k vocabulary (every fixture shares it), after BOS. */
@@ -175,8 +176,9 @@ describe.skipIf(!runtime.llama)('the embedded SentencePiece-style tokenizer in l
         ];
         for (const text of texts) {
           const ours = model.tokenizer.encode(text);
-          expect(Array.from(m.tokenize(text)), text).toEqual(ours[0] === 1 ? ours.slice(1) : ours);
-          expect(m.detokenize(m.tokenize(text)), text).toBe(model.tokenizer.decode(ours));
+          const noBos = ours[0] === 1 ? ours.slice(1) : ours;
+          expect(Array.from(m.tokenize(text)), text).toEqual(noBos);
+          expect(m.detokenize(m.tokenize(text)), text).toBe(model.tokenizer.decode(noBos));
         }
       } finally {
         await m.dispose();
@@ -185,6 +187,29 @@ describe.skipIf(!runtime.llama)('the embedded SentencePiece-style tokenizer in l
       model.dispose();
     }
   }, 120_000);
+});
+
+describe.skipIf(!runtime.llama)('an embedded byte-level BPE tokenizer in llama.cpp', () => {
+  for (const [split, pre] of [[null, 'gpt-2'], [LLAMA3_SPLIT, 'llama-bpe']] as const) {
+    it(`${pre}: tokenizes text as our tokenizer does (BOS aside)`, async () => {
+      const model = await load(byteLevelModel(work, `bl-${pre}`, split), { device: 'cpu' });
+      const out = path.join(work, `bl-${pre}.gguf`);
+      try {
+        await exportModel(model, { skipped: [1], theta: randomTheta(model.config.numLayers, 1) }, { out, format: 'gguf' });
+        const m = await runtime.llama!.loadModel({ modelPath: out });
+        try {
+          for (const text of ['the then on', 'other thermos, 12345 on!', 'ünïcode ☃ the\n\nend']) {
+            const ours = model.tokenizer.encode(text);
+            expect(Array.from(m.tokenize(text)), text).toEqual(ours[0] === 0 ? ours.slice(1) : ours);
+          }
+        } finally {
+          await m.dispose();
+        }
+      } finally {
+        model.dispose();
+      }
+    }, 120_000);
+  }
 });
 
 describe.skipIf(!!runtime.llama)('gguf export in llama.cpp (node-llama-cpp unavailable)', () => {

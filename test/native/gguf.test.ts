@@ -15,6 +15,7 @@ import { binding, type GgufInfo } from '../../src/native/binding.js';
 import type { Model, Theta } from '../../src/types.js';
 import { demoModel, expectCode, fixtureDir, generated } from '../helpers.js';
 import { startCli } from './cli-run.js';
+import { LLAMA3_SPLIT, byteChars, byteLevelModel } from './gguf-fixtures.js';
 
 let work: string;
 beforeAll(() => {
@@ -283,5 +284,52 @@ describe('CLI', () => {
     const bad = await startCli(work, ['export', '--model', demoModel, '--fit', fit, '--format', 'gguf', '--gguf-type', 'Q4', '--out', o]).done;
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/HOPSCOTCH_ERR_ARGUMENT/);
+  });
+});
+
+describe('byte-level BPE tokenizers', () => {
+  it('are written as gpt2 with merges, token types, the pre-tokenizer name, special ids, add_bos and the chat template', async () => {
+    for (const [split, pre] of [[null, 'gpt-2'], [LLAMA3_SPLIT, 'llama-bpe']] as const) {
+      const dir = byteLevelModel(work, `bl-${pre}`, split);
+      const model = await load(dir, { device: 'cpu' });
+      try {
+        const o = path.join(work, `bl-${pre}.gguf`);
+        const r = await exportModel(model, { skipped: [1], theta: randomTheta(3, 2) }, { out: o, format: 'gguf' });
+        expect(r.gguf?.tokenizer).toEqual({ model: 'gpt2', pre, tokens: 512, merges: 4 });
+        const info = inspectGguf(o);
+        expect(meta(info, 'tokenizer.ggml.model')).toBe('gpt2');
+        expect(meta(info, 'tokenizer.ggml.pre')).toBe(pre);
+        const G = byteChars()[32]!;
+        expect(meta(info, 'tokenizer.ggml.merges')).toEqual([`${G} t`, 'h e', `${G}t he`, 'o n']);
+        const tokens = meta(info, 'tokenizer.ggml.tokens') as string[];
+        const types = meta(info, 'tokenizer.ggml.token_type') as number[];
+        expect(tokens.slice(0, 4)).toEqual(['<|begin|>', '<|end|>', '<|pad|>', byteChars()[0]]);
+        expect(types.slice(0, 4)).toEqual([3, 3, 3, 1]);
+        expect(tokens[511]).toBe('[PAD511]');
+        expect(types[511]).toBe(5);
+        expect(meta(info, 'tokenizer.ggml.bos_token_id')).toBe(0);
+        expect(meta(info, 'tokenizer.ggml.eos_token_id')).toBe(1);
+        expect(meta(info, 'tokenizer.ggml.padding_token_id')).toBe(2);
+        expect(meta(info, 'tokenizer.ggml.add_bos_token')).toBe(true); // the post-processor adds <|begin|>
+        expect(meta(info, 'tokenizer.chat_template')).toMatch(/for m in messages/);
+        expect(info.metadata.some((m) => m.key === 'tokenizer.ggml.scores')).toBe(false);
+      } finally {
+        model.dispose();
+      }
+    }
+  });
+
+  it('an unrecognised pre-tokenizer regex is refused unless tokenizerPre names it', async () => {
+    const dir = byteLevelModel(work, 'bl-unknown', '\\p{L}+|\\p{N}|\\s+');
+    const model = await load(dir, { device: 'cpu' });
+    try {
+      const o = path.join(work, 'bl-unknown.gguf');
+      await expectCode(exportModel(model, { skipped: [], theta: randomTheta(3, 2) }, { out: o, format: 'gguf' }), 'HOPSCOTCH_ERR_EXPORT');
+      expect(existsSync(o)).toBe(false);
+      const r = await exportModel(model, { skipped: [], theta: randomTheta(3, 2) }, { out: o, format: 'gguf', tokenizerPre: 'default' });
+      expect(r.gguf?.tokenizer.pre).toBe('default');
+    } finally {
+      model.dispose();
+    }
   });
 });
