@@ -126,7 +126,7 @@ export function ggufArchitecture(model: Model, skipped: number[]): GgufPlan['arc
     throw exportError(
       `${where}: layer 0 is skipped; llama.cpp takes a deci model's head size and RoPE dimension from layer 0's head count, ` +
         'so with no attention in layer 0 they are 0 and its loader aborts (GGML_ASSERT in llama-model-loader.cpp, seen with the ' +
-        'llama.cpp of node-llama-cpp 3.22.1); choose a skip list without layer 0',
+        'llama.cpp of node-llama-cpp 3.21.1 and 3.22.1); choose a skip list without layer 0',
     );
   return 'deci';
 }

@@ -37,8 +37,8 @@ enum class TensorType : uint32_t { F32 = 0, F16 = 1, Q8_0 = 8, BF16 = 30 };
 
 // Q8_0 block: ggml-common.h's block_q8_0 { ggml_half d; int8_t qs[32]; }, 34 bytes per
 // 32 values, value = d * qs[i]; quantized as quantize_row_q8_0_ref: d = max|x| / 127,
-// qs = roundf(x / d). This is the layout of the llama.cpp that node-llama-cpp 3.22.1
-// bundles (release tag v0.5.0), where the tests run the files; it has not changed since
+// qs = roundf(x / d). This is the layout of the llama.cpp that node-llama-cpp 3.21.1
+// bundles (release tag v0.4.0), where the tests run the files; it has not changed since
 // ggml introduced Q8_0.
 inline constexpr int kQ8Block = 32;
 inline constexpr size_t kQ8BlockBytes = 34;
