@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes the native input parsers (JSON, safetensors, index, config.json) with
+# Fuzzes the native input parsers (JSON, safetensors, index, config.json, GGUF) with
 # libFuzzer + AddressSanitizer + UndefinedBehaviorSanitizer.
 #
 #   scripts/fuzz.sh [SECONDS]        fuzz every target for SECONDS each (default 60)
@@ -25,7 +25,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ_DIR="$ROOT/native/fuzz"
 BUILD="${FUZZ_BUILD:-$ROOT/build-fuzz}"
 WORK="${FUZZ_WORK:-/tmp/hopscotch-fuzz}"
-TARGETS=(${FUZZ_TARGETS:-fuzz_json fuzz_index fuzz_config fuzz_safetensors})
+TARGETS=(${FUZZ_TARGETS:-fuzz_json fuzz_index fuzz_config fuzz_safetensors fuzz_gguf})
 MAX_LEN=8192
 
 mode=fuzz
@@ -82,6 +82,7 @@ dict_for() {
     fuzz_json|fuzz_index) echo "$FUZZ_DIR/dict/json.dict" ;;
     fuzz_config) echo "$FUZZ_DIR/dict/config.dict" ;;
     fuzz_safetensors) echo "$FUZZ_DIR/dict/safetensors.dict" ;;
+    fuzz_gguf) echo "$FUZZ_DIR/dict/gguf.dict" ;;
   esac
 }
 

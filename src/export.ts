@@ -14,6 +14,9 @@
  * - `decilm`: the same fold written as a DeciLMForCausalLM (nemotron-nas) checkpoint whose
  *   skipped layers have no attention weights at all (`no_op` attention in block_configs),
  *   the heterogeneous-layer format vLLM and llama.cpp load.
+ * - `gguf`: the same fold as one GGUF file for llama.cpp / node-llama-cpp (gguf.ts): `llama`
+ *   (or `qwen2` / `qwen3`) when nothing is skipped, `deci` with attention-free layers when
+ *   something is. Written natively, one tensor at a time, and read back before the rename.
  *
  * Every write is atomic: files go into a temporary folder next to `out`, the folded
  * checkpoint is loaded back and its logits compared with the scaled original, and only
@@ -25,14 +28,15 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { readTensorBytes, writeAdapterFile, ADAPTER_FILE } from './adapter.js';
 import { throwIfAborted } from './progress.js';
 import { ErrorCodes, HopscotchError, fromNative } from './errors.js';
+import { GGUF_TENSOR_TYPES, ggufArchitecture, planGguf, type GgufPlan, type GgufTensorTypeName } from './gguf.js';
 import { load } from './model.js';
 import { binding, type SafetensorsTensorInfo, type WriteTensor } from './native/binding.js';
 import { THETA_KEYS } from './theta.js';
 import type { Model, Theta } from './types.js';
 
-export type ExportFormat = 'scales' | 'hf' | 'decilm';
+export type ExportFormat = 'scales' | 'hf' | 'decilm' | 'gguf';
 
-export const EXPORT_FORMATS: readonly ExportFormat[] = ['scales', 'hf', 'decilm'];
+export const EXPORT_FORMATS: readonly ExportFormat[] = ['scales', 'hf', 'decilm', 'gguf'];
 
 export interface ExportFit {
   skipped: number[];
@@ -60,13 +64,33 @@ export function checkOutputFolder(out: string, force: boolean): void {
 }
 
 /**
- * What a format can express for this model, checked without any compute: throws
- * HOPSCOTCH_ERR_EXPORT when the model cannot be written in `format` at all, and returns
- * the layers whose attention the format cannot skip (to exclude them from selection).
+ * Checks the output path of an export in `format` before any work: a folder for
+ * `scales`, `hf` and `decilm` ({@link checkOutputFolder}), one file for `gguf` (force
+ * replaces a file, never a folder).
+ */
+export function checkOutput(out: string, force: boolean, format: ExportFormat): void {
+  if (format !== 'gguf') return checkOutputFolder(out, force);
+  const abs = resolve(out);
+  if (existsSync(abs) && statSync(abs).isDirectory())
+    throw new HopscotchError(ErrorCodes.EXISTS, `${abs} is a folder; a gguf export writes one file (force never replaces a folder with it)`);
+  if (existsSync(abs) && !force) throw new HopscotchError(ErrorCodes.EXISTS, `${abs} already exists (pass force to replace it)`);
+}
+
+/**
+ * What a format can express for this model once attention blocks are skipped, checked
+ * without any compute (before a selection): throws HOPSCOTCH_ERR_EXPORT when a skipped
+ * model cannot be written in `format` at all, and returns the layers whose attention the
+ * format cannot skip (to exclude them from selection).
  */
 export function exportConstraints(model: Model, format: ExportFormat): { exclude: number[] } {
   if (!EXPORT_FORMATS.includes(format))
     throw new HopscotchError(ErrorCodes.ARGUMENT, `format must be one of ${EXPORT_FORMATS.join(', ')}, got '${format}'`);
+  if (format === 'gguf') {
+    // The skipped model is written as llama.cpp's `deci` architecture.
+    const probe = Array.from({ length: model.config.numLayers }, (_, l) => l).filter((l) => l !== 0 && !model.config.attentionAbsent.includes(l));
+    if (probe.length > 0) ggufArchitecture(model, [probe[0]]);
+    return { exclude: [0] };
+  }
   if (format !== 'decilm') return { exclude: [] };
   const c = model.config;
   const where = `cannot export ${c.arch} at ${model.dir} as decilm`;
@@ -87,7 +111,7 @@ export function exportConstraints(model: Model, format: ExportFormat): { exclude
 }
 
 export interface ExportOptions {
-  /** Output folder; it must not exist unless `force`. */
+  /** Output folder (a `.gguf` file for format `gguf`); it must not exist unless `force`. */
   out: string;
   format: ExportFormat;
   /** Replace an existing `out` (atomically: the old folder stays until the new one is complete). */
@@ -100,6 +124,10 @@ export interface ExportOptions {
    * An empty array skips the check.
    */
   checkTokens?: number[][];
+  /** Type of the 2-D weights of a `gguf` export (1-D tensors are F32). Default: the checkpoint's dtype. */
+  ggufType?: GgufTensorTypeName;
+  /** `tokenizer.ggml.pre` for a byte-level BPE tokenizer whose pre-tokenizer regex the `gguf` export does not recognise. */
+  tokenizerPre?: string;
   /** Selection / rescale settings recorded in the adapter metadata (`scales`). */
   settings?: Record<string, unknown>;
   /** Receives progress lines. */
@@ -132,6 +160,16 @@ export interface ExportResult {
   baseParameters?: number;
   /** Range of the running residual factor c over the layers (the norm eps is seen at c^2 times its value). */
   residualFactor?: { min: number; max: number };
+  /** What a `gguf` export wrote. */
+  gguf?: {
+    architecture: GgufPlan['architecture'];
+    tensorType: GgufTensorTypeName;
+    /** 2-D weights written as F16 instead of Q8_0 (rows not a multiple of 32). */
+    f16Fallback: string[];
+    tokenizer: GgufPlan['tokenizer'];
+    /** Layers written without attention (deci head_count 0). */
+    attentionFree: number[];
+  };
 }
 
 /** Default shard limit, as transformers' save_pretrained. */
@@ -673,6 +711,15 @@ export async function exportModel(model: Model, fit: ExportFit, opts: ExportOpti
   const skipped = checkFit(model, fit, opts.format);
   const out = resolve(opts.out);
   const force = opts.force ?? false;
+  if (opts.format === 'gguf') {
+    if (opts.ggufType !== undefined && !GGUF_TENSOR_TYPES.includes(opts.ggufType))
+      throw new HopscotchError(ErrorCodes.ARGUMENT, `ggufType must be one of ${GGUF_TENSOR_TYPES.join(', ')}, got '${opts.ggufType}'`);
+    if (opts.tokenizerPre !== undefined && (typeof opts.tokenizerPre !== 'string' || opts.tokenizerPre.length === 0))
+      throw new HopscotchError(ErrorCodes.ARGUMENT, 'tokenizerPre must be a non-empty string');
+    ggufArchitecture(model, skipped);
+    checkOutput(out, force, 'gguf');
+    return exportGguf(model, fit, skipped, out, force, opts);
+  }
   checkOutputFolder(out, force);
 
   const src = opts.format === 'scales' ? null : sourceTensors(model.dir);
@@ -743,4 +790,50 @@ export async function exportModel(model: Model, fit: ExportFit, opts: ExportOpti
     if (e && typeof e.code === 'string' && e.code.startsWith('E')) throw ioError(`export to ${out} failed`, err);
     throw fromNative(err);
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// GGUF
+
+async function exportGguf(model: Model, fit: ExportFit, skipped: number[], out: string, force: boolean, opts: ExportOptions): Promise<ExportResult> {
+  const src = sourceTensors(model.dir);
+  const f = foldFactors(fit.theta, skipped);
+  for (let l = 0; l < model.config.numLayers; l++)
+    if (!Number.isFinite(f.att[l]!) || !Number.isFinite(f.mlp[l]!))
+      throw exportError(`cannot fold theta: the output scale of layer ${l} is not finite (the residual factor under- or overflows)`);
+  const plan = planGguf(model, skipped, f, src, { tensorType: opts.ggufType, tokenizerPre: opts.tokenizerPre });
+  throwIfAborted(opts.signal);
+  let createdParent: string | undefined;
+  try {
+    createdParent = mkdirSync(dirname(out), { recursive: true });
+  } catch (err) {
+    throw ioError(`cannot create the parent folder of ${out}`, err);
+  }
+  opts.log?.(`export: writing ${out} (gguf ${plan.architecture}, ${plan.tensors.length} tensors, ${plan.tensorType})`);
+  let written: { bytes: number; tensorBytes: number; parameters: number };
+  try {
+    written = await binding().exportGguf(model.dir, out, plan.metadata, plan.tensors, force);
+  } catch (err) {
+    if (createdParent) rmSync(createdParent, { recursive: true, force: true });
+    throw fromNative(err);
+  }
+  opts.log?.(`export: wrote ${out} (gguf, ${written.bytes} bytes)`);
+  return {
+    out,
+    format: 'gguf',
+    bytes: written.bytes,
+    files: [basename(out)],
+    tensorBytes: written.tensorBytes,
+    baseTensorBytes: [...src.values()].reduce((a, t) => a + t.bytes, 0),
+    parameters: written.parameters - plan.tensors.filter((t) => t.source === undefined).reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0),
+    baseParameters: model.config.parameters,
+    residualFactor: { min: Math.min(1, ...f.c), max: Math.max(1, ...f.c) },
+    gguf: {
+      architecture: plan.architecture,
+      tensorType: plan.tensorType,
+      f16Fallback: plan.f16Fallback,
+      tokenizer: plan.tokenizer,
+      attentionFree: plan.architecture === 'deci' ? skipped : [],
+    },
+  };
 }

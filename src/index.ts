@@ -13,6 +13,7 @@
  */
 import { exportModel } from './export.js';
 import { loadAdapter } from './adapter.js';
+import { inspectGguf } from './gguf.js';
 import { inspect, load, resolveDevice } from './model.js';
 import { loadDataset, loadPrompts, recoverySet, saveDataset, splitDataset } from './dataset.js';
 import { rescale } from './rescale.js';
@@ -70,6 +71,17 @@ export type * from './progress.js';
 export type { TraceEntry, StepLoss, StepTiming } from './checkpoint.js';
 export * from './export.js';
 export * from './adapter.js';
+export {
+  GGUF_TENSOR_TYPES,
+  inspectGguf,
+  isGgufFile,
+  readGgufTensor,
+  summarizeGguf,
+  type GgufPlan,
+  type GgufSummary,
+  type GgufTensorTypeName,
+} from './gguf.js';
+export type { GgufInfo, GgufKeyValue, GgufTensorInfo, GgufValueType } from './native/binding.js';
 export * as theta from './theta.js';
 export * as evaluation from './eval/index.js';
 export * as plot from './plot/index.js';
@@ -93,6 +105,8 @@ export const hopscotch = {
   rescale,
   export: exportModel,
   loadAdapter,
+  /** Header, metadata and tensor table of a GGUF file (what `export` format `gguf` writes). */
+  inspectGguf,
   strategies: STRATEGIES,
   /** GSM8K scoring and evaluation with lm-evaluation-harness's rules. */
   gsm8k: evalLib.gsm8k,

@@ -1,5 +1,5 @@
 // Module entry: registers the Model class and the free functions
-// (loadModel, inspectModel, safetensors read/write, cuda probe).
+// (loadModel, inspectModel, safetensors read/write, GGUF export/inspect, cuda probe).
 #include <napi.h>
 
 #include <cstring>
@@ -158,6 +158,7 @@ void PromiseWorker::OnError(const Napi::Error& e) {
 // Defined in the other addon files.
 Napi::Function init_model_class(Napi::Env env, InstanceData* data);
 void init_safetensors(Napi::Env env, Napi::Object exports);
+void init_gguf(Napi::Env env, Napi::Object exports);
 void init_cuda(Napi::Env env, Napi::Object exports);
 
 }  // namespace hsnapi
@@ -167,6 +168,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(data);
   exports.Set("Model", hsnapi::init_model_class(env, data));
   hsnapi::init_safetensors(env, exports);
+  hsnapi::init_gguf(env, exports);
   hsnapi::init_cuda(env, exports);
   exports.Set("gemmKernel", Napi::String::New(env, hs::gemm_kernel_name()));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));

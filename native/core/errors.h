@@ -12,6 +12,8 @@ inline constexpr const char* kSafetensorsHeader = "HOPSCOTCH_ERR_SAFETENSORS_HEA
 inline constexpr const char* kSafetensorsLayout = "HOPSCOTCH_ERR_SAFETENSORS_LAYOUT";
 inline constexpr const char* kSafetensorsDtype = "HOPSCOTCH_ERR_SAFETENSORS_DTYPE";
 inline constexpr const char* kSafetensorsIndex = "HOPSCOTCH_ERR_SAFETENSORS_INDEX";
+inline constexpr const char* kGgufHeader = "HOPSCOTCH_ERR_GGUF_HEADER";
+inline constexpr const char* kGgufLayout = "HOPSCOTCH_ERR_GGUF_LAYOUT";
 inline constexpr const char* kExists = "HOPSCOTCH_ERR_EXISTS";
 inline constexpr const char* kConfigInvalid = "HOPSCOTCH_ERR_CONFIG_INVALID";
 inline constexpr const char* kConfigUnsupported = "HOPSCOTCH_ERR_CONFIG_UNSUPPORTED";
@@ -28,6 +30,7 @@ inline constexpr const char* kDisposed = "HOPSCOTCH_ERR_DISPOSED";
 inline constexpr const char* kCuda = "HOPSCOTCH_ERR_CUDA";
 inline constexpr const char* kInternal = "HOPSCOTCH_ERR_INTERNAL";
 inline constexpr const char* kArgument = "HOPSCOTCH_ERR_ARGUMENT";
+inline constexpr const char* kExport = "HOPSCOTCH_ERR_EXPORT";
 }  // namespace code
 
 class Error : public std::runtime_error {

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * Writes the seed corpus of the fuzz targets into native/fuzz/corpus/<target>/ from the
- * test fixtures (scripts/make-fixtures.mjs, test/fixtures/make-malformed.mjs), the bundled
+ * test fixtures (scripts/make-fixtures.mjs, test/fixtures/make-malformed.mjs,
+ * test/fixtures/make-malformed-gguf.mjs), the bundled
  * stories260k checkpoint, and a few hand-written edge cases. Large safetensors files are cut
  * to their header plus a little data, so seeds stay small and the fuzzer stays fast.
  *
@@ -19,7 +20,7 @@ const CORPUS = path.join(HERE, 'corpus');
 const STORIES = new URL('../../models/stories260k', import.meta.url).pathname;
 const KEEP_DATA_BYTES = 2048;
 
-const corpus = { fuzz_json: {}, fuzz_index: {}, fuzz_config: {}, fuzz_safetensors: {} };
+const corpus = { fuzz_json: {}, fuzz_index: {}, fuzz_config: {}, fuzz_safetensors: {}, fuzz_gguf: {} };
 const add = (target, name, bytes) => {
   corpus[target][name] = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes, 'utf8');
 };
@@ -158,6 +159,10 @@ const jsonCases = {
   'whitespace.json': ' \t\r\n{ "a" : [ 1 , 2 ] } \n',
 };
 for (const [name, text] of Object.entries(jsonCases)) add('fuzz_json', name, text);
+
+// GGUF: the valid and malformed images of the reader's test corpus.
+const { malformedGguf } = await import(path.join(ROOT, 'test', 'fixtures', 'make-malformed-gguf.mjs'));
+for (const c of malformedGguf()) add('fuzz_gguf', c.file, c.bytes);
 
 for (const [target, files] of Object.entries(corpus)) {
   const dir = path.join(CORPUS, target);

@@ -1,14 +1,16 @@
 /**
  * `hopscotch export`: writes a fit (the JSON that `hopscotch select --json` /
  * `hopscotch rescale --json` print: { skipped, theta: { bAtt, sAtt, bMlp, sMlp } }) as an
- * adapter (`scales`), a folded checkpoint of the same architecture (`hf`), or a DeciLM
- * checkpoint without the skipped attention weights (`decilm`).
+ * adapter (`scales`), a folded checkpoint of the same architecture (`hf`), a DeciLM
+ * checkpoint without the skipped attention weights (`decilm`), or a GGUF file for
+ * llama.cpp / node-llama-cpp whose skipped layers have no attention (`gguf`).
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 
 import { ErrorCodes, HopscotchError } from '../errors.js';
 import { EXPORT_FORMATS, exportModel, type ExportFormat } from '../export.js';
+import { GGUF_TENSOR_TYPES, type GgufTensorTypeName } from '../gguf.js';
 import { load } from '../model.js';
 import { fromJSON, type ThetaJson } from '../theta.js';
 import { formatCount, log, printJson } from './output.js';
@@ -22,6 +24,8 @@ interface ExportCliOptions {
   json?: boolean;
   device?: string;
   maxShardBytes?: string;
+  ggufType?: string;
+  tokenizerPre?: string;
 }
 
 /** Reads a fit JSON file: { skipped: number[], theta: { bAtt, sAtt, bMlp, sMlp }, fingerprint?, settings? }. */
@@ -50,16 +54,23 @@ export function readFitFile(path: string): {
 export function registerExport(program: Command): void {
   program
     .command('export')
-    .description('write a fit as an adapter (scales), a folded checkpoint (hf) or a DeciLM checkpoint without the skipped attention (decilm)')
+    .description(
+      'write a fit as an adapter (scales), a folded checkpoint (hf), a DeciLM checkpoint without the skipped attention (decilm), ' +
+        'or a GGUF file for llama.cpp / node-llama-cpp without the skipped attention (gguf)',
+    )
     .requiredOption('--model <dir>', 'base model folder')
     .requiredOption('--fit <file>', 'fit JSON: { skipped, theta: { bAtt, sAtt, bMlp, sMlp } } as select/rescale --json print')
     .requiredOption('--format <format>', `one of ${EXPORT_FORMATS.join(', ')}`)
-    .requiredOption('--out <dir>', 'output folder (must not exist unless --force)')
+    .requiredOption('--out <path>', 'output folder, or .gguf file for --format gguf (must not exist unless --force)')
     .option('--force', 'replace an existing output folder')
     .option('--device <device>', 'device for the load-back check: cpu, cuda or auto', 'auto')
     .option('--max-shard-bytes <n>', 'largest safetensors shard in bytes (default 5e9)')
+    .option('--gguf-type <type>', `gguf: type of the 2-D weights, one of ${GGUF_TENSOR_TYPES.join(', ')} (default: the checkpoint's)`)
+    .option('--tokenizer-pre <name>', "gguf: llama.cpp's pre-tokenizer name for a byte-level BPE tokenizer the export does not recognise")
     .option('--json', 'print the result as one JSON object')
     .action(async (opts: ExportCliOptions) => {
+      if (opts.ggufType !== undefined && !(GGUF_TENSOR_TYPES as readonly string[]).includes(opts.ggufType))
+        throw new HopscotchError(ErrorCodes.ARGUMENT, `--gguf-type must be one of ${GGUF_TENSOR_TYPES.join(', ')}, got '${opts.ggufType}'`);
       if (!(EXPORT_FORMATS as readonly string[]).includes(opts.format))
         throw new HopscotchError(ErrorCodes.ARGUMENT, `--format must be one of ${EXPORT_FORMATS.join(', ')}, got '${opts.format}'`);
       if (!['cpu', 'cuda', 'auto'].includes(opts.device ?? 'auto'))
@@ -74,6 +85,8 @@ export function registerExport(program: Command): void {
           force: opts.force ?? false,
           maxShardBytes,
           settings: fit.settings,
+          ggufType: opts.ggufType as GgufTensorTypeName | undefined,
+          tokenizerPre: opts.tokenizerPre,
           log,
         });
         if (opts.json) {
@@ -83,6 +96,13 @@ export function registerExport(program: Command): void {
         const lines = [`out          ${r.out}`, `format       ${r.format}`, `files        ${r.files.join(', ')}`, `bytes        ${r.bytes}`];
         if (r.parameters !== undefined)
           lines.push(`parameters   ${formatCount(r.parameters)} (base ${formatCount(r.baseParameters ?? 0)})`);
+        if (r.gguf)
+          lines.push(
+            `gguf         ${r.gguf.architecture}, ${r.gguf.tensorType}` +
+              (r.gguf.attentionFree.length ? `, no attention in layers ${r.gguf.attentionFree.join(', ')}` : '') +
+              (r.gguf.f16Fallback.length ? `, ${r.gguf.f16Fallback.length} tensors F16 (rows not a multiple of 32)` : ''),
+            `tokenizer    ${r.gguf.tokenizer.model}${r.gguf.tokenizer.pre ? ` (${r.gguf.tokenizer.pre})` : ''}, ${r.gguf.tokenizer.tokens} tokens`,
+          );
         if (r.maxAbsLogitDiff !== undefined)
           lines.push(`check        max |logit diff| ${r.maxAbsLogitDiff.toExponential(3)} (allowed ${r.tolerance?.toExponential(3)})`);
         process.stdout.write(lines.join('\n') + '\n');

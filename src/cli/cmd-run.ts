@@ -2,7 +2,7 @@
  * `hopscotch run`: the whole method in one command: recovery set (generated from
  * prompts or read), block selection, a final rescale, and export.
  */
-import { checkOutputFolder, exportConstraints, exportModel, type ExportFormat, type ExportResult } from '../export.js';
+import { checkOutput, exportConstraints, exportModel, type ExportFormat, type ExportResult } from '../export.js';
 import { rescale } from '../rescale.js';
 import { selectBlocks, selectionToJSON } from '../select.js';
 import { toJSON } from '../theta.js';
@@ -33,7 +33,7 @@ export async function runRun(args: RunCommandArgs): Promise<void> {
   const progress = new ProgressReporter();
   // Everything that needs no compute is checked first: the output folder, the format's
   // constraints, the selection options against the model.
-  checkOutputFolder(args.out, args.force);
+  checkOutput(args.out, args.force, args.format);
   const model = await openModel(args.model);
   try {
     let s = args.select;

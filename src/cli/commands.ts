@@ -8,6 +8,7 @@ import { type Command, Option } from 'commander';
 
 import { EXPORT_FORMATS, type ExportFormat } from '../export.js';
 import { ErrorCodes, HopscotchError } from '../errors.js';
+import { inspectGguf, isGgufFile, summarizeGguf } from '../gguf.js';
 import { inspect } from '../model.js';
 import { STRATEGIES, type StrategyName } from '../strategies.js';
 import { DEFAULT_HOLDOUT, DEFAULT_MAX_EPOCHS, DEFAULT_PATIENCE } from '../rescale.js';
@@ -204,10 +205,29 @@ function selectArgs(o: SelectOpts & { skip?: number }, count: number | undefined
 function registerInspect(program: Command): void {
   program
     .command('inspect')
-    .description('print a model summary (architecture, layers, heads, parameters, dtype) without loading weights')
-    .argument('<dir>', 'model folder (config.json + safetensors)')
+    .description('print a model summary (architecture, layers, heads, parameters, dtype) without loading weights; also reads a .gguf file')
+    .argument('<dir>', 'model folder (config.json + safetensors), or a GGUF file')
     .option('--json', 'print the summary as one JSON object')
     .action((dir: string, opts: { json?: boolean }) => {
+      if (isGgufFile(dir)) {
+        const s = summarizeGguf(inspectGguf(dir));
+        if (opts.json) {
+          printJson({ file: dir, format: 'gguf', ...s });
+          return;
+        }
+        const lines = [
+          `file         ${dir}`,
+          `format       GGUF v${s.version}, ${s.fileSize} bytes`,
+          `architecture ${s.architecture}${s.name ? ` (${s.name})` : ''}`,
+          `layers       ${s.layers}`,
+          `tensors      ${s.tensors} (${Object.entries(s.types).map(([k, n]) => `${n} ${k}`).join(', ')})`,
+          `parameters   ${formatCount(s.parameters)} (${s.parameters})`,
+          `tokenizer    ${s.tokenizer ?? 'none'}, ${s.vocabSize} tokens${s.hasChatTemplate ? ', chat template' : ''}`,
+        ];
+        if (s.attentionFree.length) lines.push(`no attention ${s.attentionFree.join(', ')}`);
+        process.stdout.write(lines.join('\n') + '\n');
+        return;
+      }
       const info = inspect(dir);
       const c = info.config;
       if (opts.json) {

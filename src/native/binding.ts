@@ -72,6 +72,55 @@ export interface WriteTensor {
   data: ArrayBufferView;
 }
 
+/** One GGUF key/value as the addon reads and writes it. */
+export interface GgufKeyValue {
+  key: string;
+  type: GgufValueType;
+  /** Element type of an `array`. */
+  elemType?: Exclude<GgufValueType, 'array'>;
+  value: number | boolean | string | Array<number | boolean | string>;
+}
+
+/** GGUF value types, as `gguf.py` names them (u8 ... f64; `array` holds `elemType` elements). */
+export type GgufValueType = 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'bool' | 'string' | 'array' | 'u64' | 'i64' | 'f64';
+
+export type GgufTensorType = 'F32' | 'F16' | 'BF16' | 'Q8_0';
+
+/** One output tensor of a GGUF export: read from `source` (or `values`), scaled, optionally row-permuted, encoded. */
+export interface GgufExportTensor {
+  name: string;
+  /** Checkpoint tensor name; absent when `values` holds the data. */
+  source?: string;
+  values?: Float32Array;
+  /** torch order (written reversed as GGUF ne). */
+  shape: number[];
+  scale?: number;
+  /** Reorder rows into llama.cpp's interleaved RoPE order for this many heads. */
+  permuteHeads?: number;
+  type: GgufTensorType;
+}
+
+/** One entry of a GGUF tensor table. */
+export interface GgufTensorInfo {
+  name: string;
+  /** ggml type name (F32, F16, Q8_0, BF16, Q4_K, ...). */
+  type: string;
+  /** Dimensions, ne[0] (contiguous) first. */
+  ne: number[];
+  offset: number;
+  bytes: number;
+}
+
+/** A GGUF file's header, key/values (in file order) and tensor table, as `inspectGguf` returns them. */
+export interface GgufInfo {
+  version: number;
+  alignment: number;
+  dataOffset: number;
+  fileSize: number;
+  metadata: GgufKeyValue[];
+  tensors: GgufTensorInfo[];
+}
+
 export interface CudaProbe {
   available: boolean;
   message: string;
@@ -91,6 +140,15 @@ export interface Binding {
   inspectModel(dir: string): { config: ModelConfig; tensors: number; files: number; fingerprint: string };
   readTensor(path: string, name: string): Float32Array;
   writeSafetensors(path: string, tensors: WriteTensor[], metadata: Record<string, string>, overwrite: boolean): Promise<number>;
+  exportGguf(
+    modelDir: string,
+    out: string,
+    metadata: GgufKeyValue[],
+    tensors: GgufExportTensor[],
+    overwrite: boolean,
+  ): Promise<{ bytes: number; tensorBytes: number; parameters: number }>;
+  inspectGguf(path: string): GgufInfo;
+  readGgufTensor(path: string, name: string): Float32Array;
   cudaProbe(): CudaProbe;
   gemmKernel: string;
   napiVersion: number;

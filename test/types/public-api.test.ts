@@ -154,15 +154,18 @@ describe('entry points', () => {
     }>();
   });
 
-  it('export formats are exactly scales, hf and decilm', () => {
-    expectTypeOf<ExportFormat>().toEqualTypeOf<'scales' | 'hf' | 'decilm'>();
+  it('export formats are exactly scales, hf, decilm and gguf', () => {
+    expectTypeOf<ExportFormat>().toEqualTypeOf<'scales' | 'hf' | 'decilm' | 'gguf'>();
+    expectTypeOf<NonNullable<ExportOptions['ggufType']>>().toEqualTypeOf<'F32' | 'F16' | 'BF16' | 'Q8_0'>();
     expectTypeOf<ExportOptions['format']>().toEqualTypeOf<ExportFormat>();
     expectTypeOf<ExportOptions>().toMatchTypeOf<{ out: string; format: ExportFormat; force?: boolean }>();
     expectTypeOf<ExportResult>().toMatchTypeOf<{ out: string; format: ExportFormat; bytes: number; files: string[] }>();
     // Type-only: never called.
     const misuse = (model: Model, fit: Fit) => {
-      // @ts-expect-error 'gguf' is not an export format
-      void exportModel(model, fit, { out: 'x', format: 'gguf' });
+      // @ts-expect-error 'onnx' is not an export format
+      void exportModel(model, fit, { out: 'x', format: 'onnx' });
+      // @ts-expect-error Q4_K is not a GGUF type this export writes
+      void exportModel(model, fit, { out: 'x.gguf', format: 'gguf', ggufType: 'Q4_K' });
       // @ts-expect-error `out` is required
       void exportModel(model, fit, { format: 'hf' });
     };
@@ -383,6 +386,8 @@ describe('errors', () => {
       SAFETENSORS_LAYOUT: 'HOPSCOTCH_ERR_SAFETENSORS_LAYOUT',
       SAFETENSORS_DTYPE: 'HOPSCOTCH_ERR_SAFETENSORS_DTYPE',
       SAFETENSORS_INDEX: 'HOPSCOTCH_ERR_SAFETENSORS_INDEX',
+      GGUF_HEADER: 'HOPSCOTCH_ERR_GGUF_HEADER',
+      GGUF_LAYOUT: 'HOPSCOTCH_ERR_GGUF_LAYOUT',
       EXISTS: 'HOPSCOTCH_ERR_EXISTS',
       CONFIG_INVALID: 'HOPSCOTCH_ERR_CONFIG_INVALID',
       CONFIG_UNSUPPORTED: 'HOPSCOTCH_ERR_CONFIG_UNSUPPORTED',
