@@ -84,6 +84,9 @@ void validate_theta(const ModelConfig& cfg, const Theta& theta);
 void validate_skip(const ModelConfig& cfg, const std::vector<int>& skip);
 void validate_tokens(const ModelConfig& cfg, const std::vector<int32_t>& tokens, const char* what);
 
-std::unique_ptr<Engine> make_cpu_engine(const LoadedModel& model, int threads);
+// arith BF16: every weight GEMM rounds its activation operand to bf16 (load the
+// weights with WeightOptions::bf16 so both operands are bf16); attention, norms and
+// the theta reductions stay fp32.
+std::unique_ptr<Engine> make_cpu_engine(const LoadedModel& model, int threads, Arith arith = Arith::F32);
 
 }  // namespace hs

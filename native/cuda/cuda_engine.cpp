@@ -124,7 +124,7 @@ class CudaEngine final : public Engine {
   };
 
   void activate() const;
-  void upload_bf16(bf16* dst, const float* src, size_t n, const char* what);
+  void upload_bf16(bf16* dst, MatRef src, size_t n, const char* what);
   void upload_f32(DeviceBuffer& dst, const float* src, size_t n, const char* what);
   void compute_inv_freq();
   size_t reserve_forward(int64_t T);
@@ -195,7 +195,7 @@ CudaEngine::CudaEngine(const LoadedModel& model) : cfg_(model.config) {
   const size_t H = c.hidden, I = c.intermediate, V = c.vocab, D = c.head_dim;
   embed_.reserve(V * H * sizeof(bf16), "embedding");
   upload_bf16(embed_.as<bf16>(), wt.embed, V * H, "embedding");
-  tied_ = wt.lm_head == wt.embed || wt.lm_head == nullptr;
+  tied_ = wt.lm_head == wt.embed || !wt.lm_head;
   if (!tied_) {
     lm_head_.reserve(V * H * sizeof(bf16), "lm_head");
     upload_bf16(lm_head_.as<bf16>(), wt.lm_head, V * H, "lm_head");
@@ -206,7 +206,7 @@ CudaEngine::CudaEngine(const LoadedModel& model) : cfg_(model.config) {
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = wt.layers[l];
     DeviceLayer& d = layers_[l];
-    d.has_attn = lw.q != nullptr && !(l < static_cast<int>(c.attention_absent.size()) && c.attention_absent[l]);
+    d.has_attn = static_cast<bool>(lw.q) && !(l < static_cast<int>(c.attention_absent.size()) && c.attention_absent[l]);
     upload_f32(d.in_norm, lw.input_norm, H, "input_layernorm");
     upload_f32(d.post_norm, lw.post_norm, H, "post_attention_layernorm");
     if (d.has_attn) {
@@ -255,14 +255,20 @@ CudaEngine::~CudaEngine() {
 
 void CudaEngine::activate() const { check(cudaSetDevice(device_), "cudaSetDevice"); }
 
-void CudaEngine::upload_bf16(bf16* dst, const float* src, size_t n, const char* what) {
-  if (src == nullptr) fail(code::kMissingTensor, std::string("CUDA engine: weight ") + what + " is missing");
+void CudaEngine::upload_bf16(bf16* dst, MatRef src, size_t n, const char* what) {
+  if (!src) fail(code::kMissingTensor, std::string("CUDA engine: weight ") + what + " is missing");
+  // Weights are held in the checkpoint's dtype: widen a chunk to fp32 on the host
+  // (exact), then cast to bf16 on the device as for fp32 weights.
   const size_t chunk = std::min(n, kUploadChunk);
   staging_.reserve(std::max<size_t>(chunk, 1) * sizeof(float), "weight upload staging");
+  std::vector<float> host(src.type == WType::F32 ? 0 : chunk);
   for (size_t off = 0; off < n; off += chunk) {
     const size_t m = std::min(chunk, n - off);
-    check(cudaMemcpyAsync(staging_.get(), src + off, m * sizeof(float), cudaMemcpyHostToDevice, stream_), what);
+    const float* from = src.type == WType::F32 ? src.f32() + off : host.data();
+    if (src.type != WType::F32) src.widen(static_cast<int64_t>(off), static_cast<int64_t>(m), host.data());
+    check(cudaMemcpyAsync(staging_.get(), from, m * sizeof(float), cudaMemcpyHostToDevice, stream_), what);
     launch_cast_fwd({staging_.as<float>(), dst + off, static_cast<int64_t>(m)}, stream_);
+    if (src.type != WType::F32) check(cudaStreamSynchronize(stream_), what);  // `host` is reused
   }
 }
 
