@@ -85,7 +85,10 @@ def run_train(args):
     import transformers
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    model = LlamaForCausalLM.from_pretrained(args.model, torch_dtype=dtype, attn_implementation="sdpa")
+    try:  # transformers >= 4.56 names it dtype; older releases torch_dtype
+        model = LlamaForCausalLM.from_pretrained(args.model, dtype=dtype, attn_implementation="sdpa")
+    except TypeError:
+        model = LlamaForCausalLM.from_pretrained(args.model, torch_dtype=dtype, attn_implementation="sdpa")
     model.eval()
     model.requires_grad_(False)
     L = model.config.num_hidden_layers

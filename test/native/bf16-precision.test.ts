@@ -2,9 +2,14 @@
 // activations rounded to bf16 and sum in fp32. Measured here against the independent fp64
 // reference (test/reference/ref64.ts) on every fixture and the bundled model, next to the
 // fp32 engine's error on the same batch:
-//   - loss within 2e-2 relative of fp64 (bf16 keeps 8 significant bits: one rounding is
-//     2^-9 = 2e-3 relative; the bound leaves room for the rounding of every GEMM input);
-//   - each theta gradient within 5e-2 of the largest gradient of its kind;
+//   - loss within 2^-8 = 3.9e-3 relative of fp64 (bf16 keeps 8 significant bits: one
+//     rounding is at most 2^-9 relative);
+//   - every theta gradient within 0.1 of the largest theta gradient. This bound only
+//     catches gross faults: measured, the largest error is 5% of the largest gradient
+//     (qwen2; F32 fixtures have their weights rounded to bf16 too, which changes the model),
+//     1.9% on the bf16 fixture, and per kind far more: a small gradient such as b_att of a
+//     layer whose attention output nearly cancels is a sum of terms each rounded at 2^-9
+//     (llama3-rope: b_att[0] -0.126 against -0.157 in fp64, while the largest gradient is 4.7);
 //   - the bf16 path really rounds (its loss differs from the fp32 engine's), and is
 //     deterministic: bit-identical at 1 and 2 threads.
 // Selection picks with both precisions are recorded (not asserted): with
@@ -41,14 +46,23 @@ function makeTheta(seed: number, layers: number): Theta {
   return { bAtt: f(0.7, 1.3), sAtt: f(0.8, 1.2), bMlp: f(0.7, 1.3), sMlp: f(0.8, 1.2) };
 }
 
-/** Largest |engine - fp64| of each gradient kind over the largest |fp64| of that kind. */
+/** Largest |engine - fp64| over all theta gradients, over the largest |fp64| theta gradient. */
 function gradError(got: Theta, want: Record<(typeof KINDS)[number], number[]>): number {
+  const scale = Math.max(...KINDS.flatMap((k) => want[k].map(Math.abs)), 1e-12);
   let worst = 0;
+  for (const k of KINDS)
+    for (let i = 0; i < want[k].length; i++) worst = Math.max(worst, Math.abs(got[k][i] - want[k][i]) / scale);
+  return worst;
+}
+
+/** The same per gradient kind (each kind over its own largest |fp64|): reported, not bounded. */
+function gradErrorPerKind(got: Theta, want: Record<(typeof KINDS)[number], number[]>): Record<string, number> {
+  const out: Record<string, number> = {};
   for (const k of KINDS) {
     const scale = Math.max(...want[k].map(Math.abs), 1e-12);
-    for (let i = 0; i < want[k].length; i++) worst = Math.max(worst, Math.abs(got[k][i] - want[k][i]) / scale);
+    out[k] = Math.max(...want[k].map((w, i) => Math.abs(got[k][i] - w) / scale));
   }
-  return worst;
+  return out;
 }
 
 const report: Record<string, unknown>[] = [];
@@ -83,9 +97,15 @@ describe.each(cases)("$name: precision 'bf16' vs the fp64 reference", ({ name, d
       const b1 = await bf16one.lossAndGrad(samples, theta, opts);
       const lossErr = { f32: Math.abs(a.loss - want.loss) / want.loss, bf16: Math.abs(b.loss - want.loss) / want.loss };
       const gradErr = { f32: gradError(a.grad, fd), bf16: gradError(b.grad, fd) };
-      report.push({ name, loss: want.loss, lossRelError: lossErr, gradErrorOfLargest: gradErr });
-      expect(lossErr.bf16).toBeLessThanOrEqual(2e-2);
-      expect(gradErr.bf16).toBeLessThanOrEqual(5e-2);
+      report.push({
+        name,
+        loss: want.loss,
+        lossRelError: lossErr,
+        gradErrorOfLargest: gradErr,
+        gradErrorPerKind: { f32: gradErrorPerKind(a.grad, fd), bf16: gradErrorPerKind(b.grad, fd) },
+      });
+      expect(lossErr.bf16).toBeLessThanOrEqual(2 ** -8);
+      expect(gradErr.bf16).toBeLessThanOrEqual(0.1);
       expect(b.loss).not.toBe(a.loss);
       expect(b1.loss).toBe(b.loss);
       for (const k of KINDS) expect(Buffer.from(b1.grad[k].buffer).equals(Buffer.from(b.grad[k].buffer))).toBe(true);
