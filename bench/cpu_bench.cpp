@@ -10,6 +10,7 @@
 //                      [--precision f32|bf16]
 //   cpu_bench attention --threads N [--tokens 2048] [--heads 8] [--head-dim 64] [--reps 5]
 //   cpu_bench make-model --shape llama32-1b|random100m --dtype BF16|F32 --out DIR [--seed 1]
+//   cpu_bench machine --threads N      (fp32 FMA peak per core, memory read bandwidth)
 //
 // make-model writes config.json + model.safetensors with random weights of the named
 // shape (llama32-1b: Llama-3.2-1B's sizes, 1.24e9 parameters, tied embeddings, plain
@@ -22,6 +23,7 @@
 // builds from the same seed (both use the lengths printed in the JSON).
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -32,7 +34,12 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
 
 #include "cpu_kernels.h"
 #include "cpu_kernels_internal.h"
@@ -346,9 +353,10 @@ int run_generate(const Args& a) {
   std::printf("{\"impl\": \"hopscotch\", \"mode\": \"generate\", \"model\": \"%s\", \"threads\": %d, \"batch\": %d, "
               "\"precision\": \"%s\", \"weight_dtype\": \"%s\", "
               "\"prompt\": %d, \"new_tokens\": %lld, \"seconds\": %.4f, \"tokens_per_s\": %.2f, "
-              "\"peak_rss_mib\": %.1f, \"checkpoint_mib\": %.1f}\n",
+              "\"peak_rss_mib\": %.1f, \"checkpoint_mib\": %.1f, \"weights_held_mib\": %.1f}\n",
               a.model.c_str(), a.threads, a.batch, a.precision.c_str(), model->weights->matrix_dtype.c_str(), a.prompt,
-              static_cast<long long>(produced), t, produced / t, peak_rss_mib(), checkpoint_mib(*model));
+              static_cast<long long>(produced), t, produced / t, peak_rss_mib(), checkpoint_mib(*model),
+              model->weights->bytes / 1048576.0);
   return 0;
 }
 
@@ -391,6 +399,68 @@ int run_attention(const Args& a) {
               "\"fwd_gflops\": %.2f, \"bwd_gflops\": %.2f}\n",
               cpu::detail::active_attention_kernels().name, a.threads, static_cast<long long>(T), nH, D,
               median(tf) * 1e3, median(tb) * 1e3, ff / median(tf) * 1e-9, fb / median(tb) * 1e-9);
+  return 0;
+}
+
+double thread_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// 12 independent chains of 8-lane FMAs, timed in thread CPU time (robust to a shared machine).
+__attribute__((target("avx2,fma"))) double fma_peak_gflops() {
+  __m256 a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm256_set1_ps(0.1f * float(i + 1));
+  const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
+  const int64_t iters = 50'000'000;
+  double best = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double t0 = thread_seconds();
+    for (int64_t i = 0; i < iters; ++i) {
+      for (int j = 0; j < 12; ++j) a[j] = _mm256_fmadd_ps(a[j], x, y);
+      __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]), "+x"(a[4]), "+x"(a[5]));
+      __asm__ volatile("" : "+x"(a[6]), "+x"(a[7]), "+x"(a[8]), "+x"(a[9]), "+x"(a[10]), "+x"(a[11]));
+    }
+    best = std::min(best, thread_seconds() - t0);
+  }
+  return 12.0 * 8 * 2 * iters / best * 1e-9;
+}
+#else
+double fma_peak_gflops() { return 0; }
+#endif
+
+// Read bandwidth: `threads` threads sum disjoint parts of a 1 GiB buffer; best of 5, wall time.
+double read_bandwidth_gbs(int threads) {
+  const size_t n = size_t(1) << 28;  // floats
+  std::vector<float> buf(n, 1.f);
+  double best = 1e30;
+  std::vector<double> sums(threads);
+  for (int rep = 0; rep < 5; ++rep) {
+    const double t0 = now_s();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        const size_t b = n * t / threads, e = n * (t + 1) / threads;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+        for (size_t i = b; i + 8 <= e; i += 8) {
+          s0 += buf[i], s1 += buf[i + 1], s2 += buf[i + 2], s3 += buf[i + 3];
+          s4 += buf[i + 4], s5 += buf[i + 5], s6 += buf[i + 6], s7 += buf[i + 7];
+        }
+        sums[t] = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+      });
+    for (auto& th : pool) th.join();
+    best = std::min(best, now_s() - t0);
+  }
+  return double(n) * 4 / best * 1e-9;
+}
+
+int run_machine(const Args& a) {
+  const double fma = fma_peak_gflops();
+  std::printf("{\"mode\": \"machine\", \"fma_peak_gflops_per_core\": %.1f, \"read_gbs_1_thread\": %.1f, "
+              "\"read_gbs_%d_threads\": %.1f}\n",
+              fma, read_bandwidth_gbs(1), a.threads, read_bandwidth_gbs(a.threads));
   return 0;
 }
 
@@ -492,6 +562,7 @@ int main(int argc, char** argv) {
     if (a.mode == "generate") return run_generate(a);
     if (a.mode == "attention") return run_attention(a);
     if (a.mode == "make-model") return run_make_model(a);
+    if (a.mode == "machine") return run_machine(a);
     fail(code::kArgument, "cpu_bench: unknown mode " + a.mode);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cpu_bench: %s\n", e.what());
