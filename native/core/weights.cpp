@@ -258,7 +258,9 @@ std::unique_ptr<LoadedModel> load_model_dir(const std::string& dir, const Weight
   model->checkpoint = Checkpoint::open_dir(dir);
   model->weights = load_weights(model->config, *model->checkpoint, opts);
   model->fingerprint = model_fingerprint(model->config, *model->checkpoint);
-  if (opts.f32_copy) model->checkpoint.reset();  // nothing points into it
+  // Every weight copied (f32_copy, or bf16 from an F32/F16 checkpoint): nothing points into
+  // the mapping any more, so unmap it rather than keep the pages the copy read resident.
+  if (model->weights->copied_bytes == model->weights->bytes) model->checkpoint.reset();
   return model;
 }
 
