@@ -23,7 +23,7 @@ const ratio = (r, impl) => (r.tokens_per_s.hopscotch && r.tokens_per_s[impl] ? r
 writeFileSync(
   join(outDir, 'cpu-speed.svg'),
   plot.barChart({
-    title: `Theta step speed, ours / baseline (${data.machine.cpu_short}, medians)`,
+    title: `Theta step speed, ours / baseline (${data.machine.cpu_short}; ${data.n})`,
     xLabel: 'model, threads, precision class',
     yLabel: 'ours tokens/s / baseline tokens/s',
     categories: train.map((r) => `${r.model} ${r.threads}t ${r.precision}`),
