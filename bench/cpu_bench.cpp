@@ -299,7 +299,7 @@ int run_train(const Args& a) {
   const double t = median(times);
   const Weights& w = *model->weights;
   const double ckpt = checkpoint_mib(*model), act = r.peak_bytes / 1048576.0, rss = peak_rss_mib();
-  // Goal of issue 20: peak RSS <= checkpoint bytes + metered activations + 10%.
+  // The memory goal: peak RSS <= checkpoint bytes + metered activations + 10%.
   const double budget = 1.1 * (ckpt + act);
   std::printf("{\"impl\": \"hopscotch\", \"mode\": \"train\", \"model\": \"%s\", \"threads\": %d, "
               "\"precision\": \"%s\", \"weights\": \"%s\", \"weight_dtype\": \"%s\", "
