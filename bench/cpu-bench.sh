@@ -77,7 +77,8 @@ for rep in $(seq 1 "$REPEATS"); do
         "$BENCH" train --model "$m" --threads "$t" --reps "$reps" --samples "$samples" --precision "$p" >"$ours"
         tag "$rep" "$model" <"$ours" >>"$RESULTS"
         "$PY" "$ROOT/bench/torch_cpu_baseline.py" train --model "$m" --threads "$t" --reps "$reps" \
-          --samples "$samples" --dtype "$p" | tag "$rep" "$model" >>"$RESULTS"
+          --samples "$samples" --dtype "$p" | tag "$rep" "$model" >>"$RESULTS" ||
+          echo "torch $model $t $p: failed" >&2
         "$PY" "$ROOT/bench/hf_cpu_baseline.py" train --model "$m" --threads "$t" --reps "$reps" \
           --samples "$samples" --dtype "$p" --check "$ours" | tag "$rep" "$model" >>"$RESULTS" ||
           echo "transformers $model $t $p: failed or disagreed (see results.jsonl)" >&2
@@ -93,7 +94,7 @@ for rep in $(seq 1 "$REPEATS"); do
               tag "$rep" "$model" >>"$RESULTS"
           done
           "$PY" "$ROOT/bench/torch_cpu_baseline.py" generate --model "$m" --threads "$t" --batch "$b" --reps "$reps" |
-            tag "$rep" "$model" >>"$RESULTS"
+            tag "$rep" "$model" >>"$RESULTS" || echo "torch generate $model $t $b: failed" >&2
         done
       fi
       echo "rep $rep $model threads $t done ($(cut -d' ' -f1-3 /proc/loadavg))" >&2
