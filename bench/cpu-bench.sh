@@ -7,6 +7,8 @@
 #     env: REPEATS=3  MODELS="stories260k random100m llama32-1b"  THREADS="1 2"
 #          PRECISIONS="f32 bf16"  MODEL_DIR=/tmp/hopscotch-bench-models  BUILD=/tmp/hopscotch-bench
 #          VENV=/tmp/hopscotch-bench-venv  SAMPLES=8  SAMPLES_1B=2  GENERATE=1  HISTORY_PYTHON=<unset>
+#          BASELINE_TIMEOUT=1800 (seconds per baseline process; PyTorch bf16 on a CPU without
+#          AVX-512 BF16 can take longer than that; a timed-out baseline leaves no row)
 #
 # Models: stories260k (bundled, F32); random100m (Llama, hidden 768, 12 layers, vocab 32000,
 # 134M parameters, F32) and llama32-1b (Llama-3.2-1B's sizes, 1.24e9 parameters, BF16), both
@@ -32,6 +34,7 @@ MODEL_DIR="${MODEL_DIR:-/tmp/hopscotch-bench-models}"
 SAMPLES="${SAMPLES:-8}"
 SAMPLES_1B="${SAMPLES_1B:-2}"
 GENERATE="${GENERATE:-1}"
+BT="${BASELINE_TIMEOUT:-1800}"
 mkdir -p "$OUT" "$MODEL_DIR"
 cmake -S "$ROOT/bench" -B "$BUILD" >/dev/null
 cmake --build "$BUILD" -j2 --target cpu_bench >/dev/null
@@ -76,10 +79,10 @@ for rep in $(seq 1 "$REPEATS"); do
         ours="$OUT/ours-$model-$t-$p.json"
         "$BENCH" train --model "$m" --threads "$t" --reps "$reps" --samples "$samples" --precision "$p" >"$ours"
         tag "$rep" "$model" <"$ours" >>"$RESULTS"
-        "$PY" "$ROOT/bench/torch_cpu_baseline.py" train --model "$m" --threads "$t" --reps "$reps" \
+        timeout "$BT" "$PY" "$ROOT/bench/torch_cpu_baseline.py" train --model "$m" --threads "$t" --reps "$reps" \
           --samples "$samples" --dtype "$p" | tag "$rep" "$model" >>"$RESULTS" ||
           echo "torch $model $t $p: failed" >&2
-        "$PY" "$ROOT/bench/hf_cpu_baseline.py" train --model "$m" --threads "$t" --reps "$reps" \
+        timeout "$BT" "$PY" "$ROOT/bench/hf_cpu_baseline.py" train --model "$m" --threads "$t" --reps "$reps" \
           --samples "$samples" --dtype "$p" --check "$ours" | tag "$rep" "$model" >>"$RESULTS" ||
           echo "transformers $model $t $p: failed or disagreed (see results.jsonl)" >&2
       done
@@ -93,7 +96,7 @@ for rep in $(seq 1 "$REPEATS"); do
             "$BENCH" generate --model "$m" --threads "$t" --batch "$b" --reps "$reps" --precision "$p" |
               tag "$rep" "$model" >>"$RESULTS"
           done
-          "$PY" "$ROOT/bench/torch_cpu_baseline.py" generate --model "$m" --threads "$t" --batch "$b" --reps "$reps" |
+          timeout "$BT" "$PY" "$ROOT/bench/torch_cpu_baseline.py" generate --model "$m" --threads "$t" --batch "$b" --reps "$reps" |
             tag "$rep" "$model" >>"$RESULTS" || echo "torch generate $model $t $b: failed" >&2
         done
       fi
