@@ -24,7 +24,7 @@
       "include_dirs": ["native/core"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
-      "cflags_cc": ["-std=c++17", "-O3", "-mavx2", "-mfma", "-fPIC", "-fexceptions"]
+      "cflags_cc": ["-std=c++17", "-O3", "-mavx2", "-mfma", "-mf16c", "-fPIC", "-fexceptions"]
     },
     {
       "target_name": "hopscotch_avx512",

@@ -1,57 +1,102 @@
 #!/usr/bin/env python3
-"""Summarises bench/cpu-bench.sh results: medians per (model, mode, threads, batch, impl),
-the hopscotch/torch ratio, and the fraction of the machine's fp32 FMA peak (clock x 32
-flop/cycle/core for AVX2 FMA, x threads) the training step reaches.
+"""Summarises bench/cpu-bench.sh results: medians per (model, mode, threads, batch, precision,
+impl); per precision class the ratio of ours to the fastest baseline; peak RSS against the
+checkpoint's bytes and our metered activations; the transformers agreement check; and the
+share of the machine's measured FMA peak (train) or memory bandwidth (batch-1 decode) ours
+reaches, from `cpu_bench machine`.
 
     python3 bench/cpu_bench_report.py results.jsonl [machine.txt]
 """
 import json
-import re
 import statistics
 import sys
+
+BASELINES = ("torch", "transformers", "torch-1.13")
+
+
+def med(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
 
 
 def main():
     rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-    mhz = None
     if len(sys.argv) > 2:
         for line in open(sys.argv[2]):
             print("    " + line.rstrip())
-            m = re.search(r"([\d.]+) MHz", line)
-            if m:
-                mhz = float(m.group(1))
+    machine = next((r for r in rows if r.get("mode") == "machine"), {})
+    fma = machine.get("fma_peak_gflops_per_core")
+    bw = {1: machine.get("read_gbs_1_thread"), 2: machine.get("read_gbs_2_threads")}
     groups = {}
     for r in rows:
-        key = (r["name"], r["mode"], r["threads"], r.get("batch", 0))
-        groups.setdefault(key, {}).setdefault(r["impl"], []).append(r)
+        if r.get("mode") not in ("train", "generate") or "error" in r:
+            continue
+        prec = r.get("precision", "f32")
+        key = (r["name"], r["mode"], r["threads"], r.get("batch", 0), prec if r["mode"] == "train" else "")
+        impl = r["impl"] if r["mode"] == "train" or r["impl"] != "hopscotch" else f"hopscotch-{prec}"
+        groups.setdefault(key, {}).setdefault(impl, []).append(r)
     print()
-    print("| model | mode | threads | batch | hopscotch tok/s | torch tok/s | ratio | hopscotch peak RSS MiB | torch peak RSS MiB | % fp32 peak | n |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    if fma:
+        print(f"machine: fp32 FMA loop {fma:.1f} GFLOP/s per core; memory read {bw[1]:.1f} GB/s (1 thread), "
+              f"{bw[2]:.1f} GB/s (2 threads)")
+        print()
+    print("| model | threads | precision | ours tok/s | PyTorch 2 eager | transformers | ours / fastest | "
+          "ours RSS MiB | checkpoint + act. MiB | torch RSS | transformers RSS | HF loss / grad diff | % FMA peak | n |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     summary = []
-    for key in sorted(groups):
-        name, mode, threads, batch = key
+    for key in sorted(k for k in groups if k[1] == "train"):
+        name, _, threads, _, prec = key
         g = groups[key]
-        med = {k: statistics.median(x["tokens_per_s"] for x in v) for k, v in g.items()}
+        tps = {k: med(v, "tokens_per_s") for k, v in g.items()}
         rss = {k: max(x["peak_rss_mib"] for x in v) for k, v in g.items()}
-        ratio = med.get("hopscotch", 0) / med["torch"] if med.get("torch") else None
-        peak = ""
-        gf = None
-        if mode == "train" and "hopscotch" in g and mhz:
-            gf = statistics.median(x["gflops"] for x in g["hopscotch"])
-            peak = f"{100 * gf / (mhz * 1e-3 * 32 * threads):.1f}"
+        ours = g.get("hopscotch", [])
+        base = [tps[k] for k in ("torch", "transformers") if tps.get(k)]
+        ratio = tps.get("hopscotch", 0) / max(base) if base and tps.get("hopscotch") else None
+        ck = med(ours, "checkpoint_mib")
+        act = med(ours, "peak_activation_mib")
+        gf = med(ours, "gflops")
+        share = 100 * gf / (fma * threads) if gf and fma else None
+        chk = [x["check"] for x in g.get("transformers", []) if x.get("check")]
+        chk_s = (f"{max(c['loss_rel_diff'] for c in chk):.1e} / {max(c['grad_max_diff_of_largest'] for c in chk):.1e}"
+                 if chk else "")
         n = min(len(v) for v in g.values())
-        print(f"| {name} | {mode} | {threads} | {batch or ''} | {med.get('hopscotch', 0):.1f} | "
-              f"{med.get('torch', 0):.1f} | {ratio:.2f}x | {rss.get('hopscotch', 0):.0f} | {rss.get('torch', 0):.0f} | "
-              f"{peak} | {n} |" if ratio else f"| {name} | {mode} | {threads} | {batch} | incomplete |")
-        summary.append({"model": name, "mode": mode, "threads": threads, "batch": batch or None,
-                        "hopscotch_tokens_per_s": med.get("hopscotch"), "torch_tokens_per_s": med.get("torch"),
-                        "ratio": ratio, "hopscotch_peak_rss_mib": rss.get("hopscotch"),
-                        "torch_peak_rss_mib": rss.get("torch"), "hopscotch_gflops": gf, "runs": n,
-                        "hopscotch_peak_activation_mib": (max(x["peak_activation_mib"] for x in g["hopscotch"])
-                                                          if mode == "train" and "hopscotch" in g else None)})
+        f = lambda x, d=1: f"{x:.{d}f}" if x is not None else "-"
+        print(f"| {name} | {threads} | {prec} | {f(tps.get('hopscotch'))} | {f(tps.get('torch'))} | "
+              f"{f(tps.get('transformers'))} | {f(ratio, 2) + 'x' if ratio else '-'} | {f(rss.get('hopscotch'), 0)} | "
+              f"{f(ck + act, 0) if ck else '-'} | {f(rss.get('torch'), 0)} | {f(rss.get('transformers'), 0)} | {chk_s} | "
+              f"{f(share)} | {n} |")
+        summary.append({"model": name, "mode": "train", "threads": threads, "precision": prec,
+                        "tokens_per_s": tps, "peak_rss_mib": rss, "ratio_to_fastest_baseline": ratio,
+                        "checkpoint_mib": ck, "peak_activation_mib": act,
+                        "rss_within_budget": all(x.get("rss_within_budget") for x in ours) if ck else None,
+                        "gflops": gf, "fma_peak_share_percent": share,
+                        "transformers_check": chk[0] if chk else None, "runs": n,
+                        "loss": {k: med(v, "loss") for k, v in g.items()}})
+    print()
+    print("| model | threads | batch | ours f32 tok/s | ours bf16 tok/s | PyTorch 2 eager f32 | ours f32 / PyTorch | "
+          "decode bound from bandwidth (f32 / bf16 weights) | n |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for key in sorted(k for k in groups if k[1] == "generate"):
+        name, _, threads, batch, _ = key
+        g = groups[key]
+        tps = {k: med(v, "tokens_per_s") for k, v in g.items()}
+        bound = ""
+        if bw.get(threads) and batch == 1:
+            b = []
+            for impl in ("hopscotch-f32", "hopscotch-bf16"):
+                w = med(g.get(impl, []), "weights_held_mib")
+                b.append(f"{bw[threads] * 1e9 / (w * 1048576):.1f}" if w else "-")
+            bound = " / ".join(b)
+        ratio = tps.get("hopscotch-f32", 0) / tps["torch"] if tps.get("torch") and tps.get("hopscotch-f32") else None
+        n = min(len(v) for v in g.values())
+        f = lambda x: f"{x:.1f}" if x is not None else "-"
+        print(f"| {name} | {threads} | {batch} | {f(tps.get('hopscotch-f32'))} | {f(tps.get('hopscotch-bf16'))} | "
+              f"{f(tps.get('torch'))} | {f'{ratio:.2f}x' if ratio else '-'} | {bound} | {n} |")
+        summary.append({"model": name, "mode": "generate", "threads": threads, "batch": batch, "tokens_per_s": tps,
+                        "ratio_f32_to_torch": ratio, "runs": n})
     print()
     print("```json")
-    print(json.dumps(summary, indent=1))
+    print(json.dumps({"machine": machine, "rows": summary}, indent=1))
     print("```")
 
 

@@ -10,7 +10,14 @@ all weights frozen (requires_grad False), theta = four leaf tensors of L scalars
 Loss = sum of response-token NLL / samples; one step = forward + backward to theta.
 
     python3 bench/torch_cpu_baseline.py train    --model DIR|random100m --threads N [--samples 8] [--reps 3]
+                                                 [--dtype f32|bf16]
     python3 bench/torch_cpu_baseline.py generate --model DIR|random100m --threads N [--batch 1] [--new 32]
+
+--dtype bf16 holds the weights in bf16 and runs the matmuls in bf16 (what a user of
+PyTorch 2.x on a bf16 checkpoint does), with norms computed in fp32 as transformers does,
+fp32 softmax and fp32 cross-entropy; theta stays four fp32 leaves. --dtype f32 (default)
+widens a bf16 checkpoint to fp32. A checkpoint is read with the safetensors package when
+it is installed (memory-mapped, as transformers does), else by the small reader below.
 
 Attention: --attn loop (default) runs each packed sample on its own causal mask;
 --attn mask runs the whole packed batch against one block-diagonal causal mask.
@@ -62,6 +69,11 @@ RANDOM100M = dict(num_hidden_layers=12, hidden_size=768, intermediate_size=2048,
 
 
 def read_safetensors(path):
+    try:
+        from safetensors.torch import load_file
+        return load_file(path)
+    except ImportError:
+        pass
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
@@ -70,13 +82,19 @@ def read_safetensors(path):
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        assert info["dtype"] == "F32", f"{path}: {name} is {info['dtype']}, expected F32"
+        dt = {"F32": torch.float32, "BF16": torch.bfloat16}.get(info["dtype"])
+        assert dt is not None, f"{path}: {name} is {info['dtype']}, expected F32 or BF16"
         b, e = info["data_offsets"]
-        out[name] = torch.frombuffer(bytearray(blob[b:e]), dtype=torch.float32).reshape(info["shape"])
+        out[name] = torch.frombuffer(bytearray(blob[b:e]), dtype=dt).reshape(info["shape"])
     return out
 
 
-def load(spec):
+def load(spec, dtype=torch.float32):
+    cfg, w = load_f(spec)
+    return cfg, {k: (v if v.dtype == dtype else v.to(dtype)) for k, v in w.items()}
+
+
+def load_f(spec):
     if spec == "random100m":
         cfg = dict(RANDOM100M)
         g = torch.Generator().manual_seed(1)
@@ -125,13 +143,15 @@ class Llama:
         self.inv_freq = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, self.D, 2).float() / self.D))
 
     def norm(self, x, weight):
-        var = x.pow(2).mean(-1, keepdim=True)
-        return weight * (x * torch.rsqrt(var + self.eps))
+        x32 = x.float()
+        var = x32.pow(2).mean(-1, keepdim=True)
+        return weight * (x32 * torch.rsqrt(var + self.eps)).to(x.dtype)
 
     def rope(self, pos):
         freqs = pos.float()[:, None] * self.inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos(), emb.sin()
+        dt = self.w["model.embed_tokens.weight"].dtype
+        return emb.cos().to(dt), emb.sin().to(dt)
 
     @staticmethod
     def rotate_half(x):
@@ -144,8 +164,8 @@ class Llama:
         if rep > 1:
             k = k.repeat_interleave(rep, dim=0)
             v = v.repeat_interleave(rep, dim=0)
-        s = torch.matmul(q, k.transpose(1, 2)) * (self.D ** -0.5) + mask
-        p = torch.softmax(s, dim=-1, dtype=torch.float32)
+        s = torch.matmul(q, k.transpose(1, 2)) * (self.D ** -0.5) + mask.to(q.dtype)
+        p = torch.softmax(s, dim=-1, dtype=torch.float32).to(v.dtype)
         return torch.matmul(p, v)
 
     def attention(self, l, x, cos, sin, bounds, attn_mode, cache=None):
@@ -230,17 +250,21 @@ def env_info():
 
 
 def run_train(args):
-    cfg, w = load(args.model)
+    cfg, w = load(args.model, torch.bfloat16 if args.dtype == "bf16" else torch.float32)
     model = Llama(cfg, w)
     batch = make_batch(args.samples, cfg["vocab_size"], args.seed)
     ids, pos, labels, bounds = pack(batch)
     L = model.L
 
+    grads = {}
+
     def step():
         theta = [torch.ones(L, requires_grad=True) for _ in range(4)]
         logits = model.forward(ids, pos, bounds, theta, args.attn)
-        loss = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum") / len(batch)
+        loss = F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="sum") / len(batch)
         loss.backward()
+        for name, t in zip(("bAtt", "sAtt", "bMlp", "sMlp"), theta):
+            grads[name] = [float(g) for g in t.grad]
         return loss.item()
 
     step()  # warm-up
@@ -253,8 +277,8 @@ def run_train(args):
     t = times[len(times) // 2]
     T = int(ids.numel())
     print(json.dumps({"impl": "torch", "mode": "train", "model": args.model, "threads": args.threads,
-                      "attn": args.attn, "tokens": T, "seconds": round(t, 4), "tokens_per_s": round(T / t, 2),
-                      "peak_rss_mib": round(peak_rss_mib(), 1), "loss": loss, **env_info(),
+                      "precision": args.dtype, "attn": args.attn, "tokens": T, "seconds": round(t, 4), "tokens_per_s": round(T / t, 2),
+                      "peak_rss_mib": round(peak_rss_mib(), 1), "loss": loss, **env_info(), "grad": grads,
                       "lengths": [[len(p), len(r)] for p, r in batch]}))
 
 
@@ -334,6 +358,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--prompt", type=int, default=64)
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)

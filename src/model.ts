@@ -20,6 +20,7 @@ import type {
   LossResult,
   Model,
   ModelConfig,
+  Precision,
   Sample,
   Theta,
   Tokenizer,
@@ -30,6 +31,15 @@ export interface LoadOptions {
   device?: Device | 'auto';
   /** CPU threads; default: all cores. */
   threads?: number;
+  /**
+   * CPU engine arithmetic. 'f32' (default): fp32 GEMMs; bf16/f16 weights stay in their own
+   * dtype and are widened exactly, so results equal those of an fp32 copy. 'bf16': the
+   * weight GEMMs multiply bf16 weights (F32/F16 checkpoints are rounded to bf16 copies at
+   * load) by activations rounded to bf16, summing in fp32; attention, norms, the loss and the
+   * theta reductions stay fp32. Deterministic like 'f32', but not equal to it. Ignored by
+   * the CUDA engine, which computes in bf16.
+   */
+  precision?: Precision;
   /** Receives one line saying which device was chosen and why. */
   log?: (message: string) => void;
 }
@@ -79,6 +89,7 @@ class LoadedModel implements Model {
   readonly dir: string;
   readonly config: ModelConfig;
   readonly device: Device;
+  readonly precision: Precision;
   readonly fingerprint: string;
   readonly tokenizer: Tokenizer;
   #native: NativeModel | null;
@@ -89,6 +100,7 @@ class LoadedModel implements Model {
     this.dir = info.dir;
     this.config = Object.freeze(info.config);
     this.device = info.device;
+    this.precision = info.device === 'cuda' ? 'bf16' : info.precision;
     this.fingerprint = info.fingerprint;
     this.tokenizer = tokenizer;
   }
@@ -220,11 +232,13 @@ export async function load(dir: string, opts: LoadOptions = {}): Promise<Model> 
     throw new HopscotchError(ErrorCodes.IO, `model folder not found: ${abs}`);
   if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 0))
     throw new HopscotchError(ErrorCodes.ARGUMENT, `threads must be a non-negative integer, got ${opts.threads}`);
+  if (opts.precision !== undefined && opts.precision !== 'f32' && opts.precision !== 'bf16')
+    throw new HopscotchError(ErrorCodes.ARGUMENT, `precision must be 'f32' or 'bf16', got ${String(opts.precision)}`);
   const { device, reason } = resolveDevice(opts.device ?? 'auto');
   if ((opts.device ?? 'auto') === 'auto') opts.log?.(`hopscotch: using ${device} (${reason})`);
   let native: NativeModel;
   try {
-    native = await binding().Model.load(abs, { device, threads: opts.threads });
+    native = await binding().Model.load(abs, { device, threads: opts.threads, precision: opts.precision ?? 'f32' });
   } catch (err) {
     throw fromNative(err);
   }

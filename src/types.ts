@@ -135,10 +135,19 @@ export interface Tokenizer {
 }
 
 /** A loaded model: an engine plus its config and tokenizer. */
+/** GEMM arithmetic of a loaded model. */
+export type Precision = 'f32' | 'bf16';
+
 export interface Model {
   readonly dir: string;
   readonly config: ModelConfig;
   readonly device: Device;
+  /**
+   * Arithmetic of the CPU engine's weight GEMMs: 'f32' (default), or 'bf16' (both operands
+   * rounded to bf16, products summed in fp32; see `LoadOptions.precision`). The CUDA engine
+   * always computes in bf16 and reports 'bf16'.
+   */
+  readonly precision: Precision;
   readonly tokenizer: Tokenizer;
   /** Stable digest of the config and weights, used to match datasets, adapters and checkpoints. */
   readonly fingerprint: string;

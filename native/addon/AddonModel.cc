@@ -17,6 +17,7 @@ struct ModelState {
   std::unique_ptr<hs::Engine> engine;
   std::atomic<bool> disposed{false};
   std::string device;
+  std::string precision = "f32";  // the CPU engine's GEMM arithmetic
 };
 using StatePtr = std::shared_ptr<ModelState>;
 
@@ -65,27 +66,37 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
     state_ = *info[0].As<Napi::External<StatePtr>>().Data();
   }
 
-  // Model.load(dir, { device: 'cpu'|'cuda', threads }) -> Promise<Model>
+  // Model.load(dir, { device: 'cpu'|'cuda', threads, precision: 'f32'|'bf16' }) -> Promise<Model>
   static Napi::Value Load(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
       std::string dir = get_string(info[0], "dir");
       std::string device = "cpu";
+      std::string precision = "f32";
       int threads = 0;
       if (info.Length() > 1 && info[1].IsObject()) {
         auto o = info[1].As<Napi::Object>();
         if (o.Get("device").IsString()) device = o.Get("device").As<Napi::String>().Utf8Value();
         if (o.Get("threads").IsNumber()) threads = o.Get("threads").As<Napi::Number>().Int32Value();
+        if (o.Get("precision").IsString()) precision = o.Get("precision").As<Napi::String>().Utf8Value();
       }
       if (device != "cpu" && device != "cuda") throw_arg("device must be 'cpu' or 'cuda', got '" + device + "'");
+      if (precision != "f32" && precision != "bf16")
+        throw_arg("precision must be 'f32' or 'bf16', got '" + precision + "'");
       auto state = std::make_shared<ModelState>();
       state->device = device;
+      // The CUDA engine computes in bf16 whatever is asked; precision shapes the CPU engine only.
+      const bool bf16 = device == "cpu" && precision == "bf16";
       return PromiseWorker::run(
           env,
-          [state, dir, device, threads] {
-            state->model = hs::load_model_dir(dir);
-            state->engine = device == "cuda" ? create_cuda_engine(*state->model)
-                                             : hs::make_cpu_engine(*state->model, threads);
+          [state, dir, device, threads, bf16] {
+            hs::WeightOptions wo;
+            wo.bf16 = bf16;
+            state->model = hs::load_model_dir(dir, wo);
+            state->engine = device == "cuda"
+                                ? create_cuda_engine(*state->model)
+                                : hs::make_cpu_engine(*state->model, threads, bf16 ? hs::Arith::BF16 : hs::Arith::F32);
+            state->precision = bf16 ? "bf16" : "f32";
           },
           [state](Napi::Env env) -> Napi::Value {
             auto* data = env.GetInstanceData<InstanceData>();
@@ -109,6 +120,8 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
       o.Set("fingerprint", Napi::String::New(env, m.fingerprint));
       o.Set("dir", Napi::String::New(env, m.dir));
       o.Set("weightBytes", Napi::Number::New(env, static_cast<double>(m.weights->bytes)));
+      o.Set("weightDtype", Napi::String::New(env, m.weights->matrix_dtype));
+      o.Set("precision", Napi::String::New(env, state_->precision));
       return o;
     });
   }

@@ -1,4 +1,6 @@
-// The CPU engine: fp32 forward, theta-only backward, fused chunked loss, greedy
+// The CPU engine: fp32 forward (weights read in their checkpoint dtype and widened
+// exactly; Arith::BF16 rounds the GEMMs' activation operand to bf16), theta-only
+// backward, fused chunked loss, greedy
 // generation with a KV cache, and layer similarity statistics, built from the
 // kernels in cpu_kernels.h and the GEMMs in gemm.h. This is the correctness
 // reference of the project.
@@ -77,8 +79,8 @@ struct Scratch {
 
 class CpuEngine final : public Engine {
  public:
-  CpuEngine(const LoadedModel& model, int threads)
-      : cfg_(model.config), w_(*model.weights), pool_(threads) {
+  CpuEngine(const LoadedModel& model, int threads, Arith arith)
+      : cfg_(model.config), w_(*model.weights), pool_(threads), arith_(arith) {
     H_ = cfg_.hidden;
     I_ = cfg_.intermediate;
     nH_ = cfg_.num_heads;
@@ -179,9 +181,9 @@ class CpuEngine final : public Engine {
     s.partials.reset(meter, 2 * t);
   }
 
-  void linear(const float* x, const float* W, const float* bias, float* y, int64_t T, int64_t out, int64_t in,
+  void linear(const float* x, MatRef W, const float* bias, float* y, int64_t T, int64_t out, int64_t in,
               float mult = 1.f) {
-    gemm_nt(T, out, in, x, in, W, in, y, out, false, &pool_);
+    gemm_nt(T, out, in, x, in, W, in, y, out, false, &pool_, arith_);
     if (!bias && mult == 1.f) return;
     pool_.parallel_for(T, std::max<int64_t>(1, 16384 / out), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
@@ -202,9 +204,9 @@ class CpuEngine final : public Engine {
   void embed(const Layout& lay, float* h) {
     pool_.parallel_for(lay.T, std::max<int64_t>(1, 16384 / H_), [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
-        const float* e = w_.embed + static_cast<int64_t>(lay.tokens[t]) * H_;
         float* hr = h + t * H_;
-        for (int64_t i = 0; i < H_; ++i) hr[i] = e[i] * emb_mult_;
+        w_.embed.widen(static_cast<int64_t>(lay.tokens[t]) * H_, H_, hr);
+        for (int64_t i = 0; i < H_; ++i) hr[i] = hr[i] * emb_mult_;
       }
     });
   }
@@ -229,6 +231,7 @@ class CpuEngine final : public Engine {
   const ModelConfig& cfg_;
   const Weights& w_;
   ThreadPool pool_;
+  Arith arith_;
   int64_t H_, I_, QW_, KW_, V_;
   int nH_, nKV_, D_;
   float eps_, rm_, emb_mult_, logit_mult_;
@@ -305,10 +308,10 @@ void CpuEngine::layer_backward(int l, const Layout& lay, const float* h, LayerAc
   grad.b_mlp[l] = static_cast<float>(db);
   grad.s_mlp[l] = static_cast<float>(ds);
   scale_into(g_out, th.b_mlp[l] * rm_, s.tmp.data(), T * H_);
-  gemm_nn(T, I_, H_, s.tmp.data(), H_, lw.down, I_, s.da.data(), I_, false, &pool_);
+  gemm_nn(T, I_, H_, s.tmp.data(), H_, lw.down, I_, s.da.data(), I_, false, &pool_, arith_);
   cpu::swiglu_bwd(s.da.data(), a.g.data(), a.u.data(), s.dg.data(), s.du.data(), T * I_, &pool_);
-  gemm_nn(T, H_, I_, s.dg.data(), I_, lw.gate, H_, s.dn.data(), H_, false, &pool_);
-  gemm_nn(T, H_, I_, s.du.data(), I_, lw.up, H_, s.dn.data(), H_, true, &pool_);
+  gemm_nn(T, H_, I_, s.dg.data(), I_, lw.gate, H_, s.dn.data(), H_, false, &pool_, arith_);
+  gemm_nn(T, H_, I_, s.du.data(), I_, lw.up, H_, s.dn.data(), H_, true, &pool_, arith_);
   cpu::rmsnorm_bwd(s.dn.data(), a.x1.data(), lw.post_norm, a.rstd2.data(), s.g1.data(), T, H_, true, &pool_);
   // Attention residual: x1 = b_att A + s_att h.
   cpu::scaled_residual_bwd(s.g1.data(), skipped ? nullptr : a.A.data(), h, th.s_att[l], g_in, T, H_, &db, &ds,
@@ -317,7 +320,7 @@ void CpuEngine::layer_backward(int l, const Layout& lay, const float* h, LayerAc
   grad.s_att[l] = static_cast<float>(ds);
   if (skipped || !g_in) return;
   scale_into(s.g1.data(), th.b_att[l] * rm_, s.tmp.data(), T * H_);
-  gemm_nn(T, QW_, H_, s.tmp.data(), H_, lw.o, QW_, s.d_o.data(), QW_, false, &pool_);
+  gemm_nn(T, QW_, H_, s.tmp.data(), H_, lw.o, QW_, s.d_o.data(), QW_, false, &pool_, arith_);
   const int nseq = static_cast<int>(lay.cu_seqlens.size()) - 1;
   cpu::attention_bwd(a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.lse.data(), s.d_o.data(), s.dq.data(),
                      s.dk.data(), s.dv.data(), lay.cu_seqlens.data(), nseq, attn_, &pool_);
@@ -328,9 +331,9 @@ void CpuEngine::layer_backward(int l, const Layout& lay, const float* h, LayerAc
     cpu::rmsnorm_bwd(s.dk.data(), a.kpre.data(), lw.k_norm, a.rstdk.data(), s.dk.data(), T * nKV_, D_, false,
                      &pool_);
   }
-  gemm_nn(T, H_, QW_, s.dq.data(), QW_, lw.q, H_, s.dn.data(), H_, false, &pool_);
-  gemm_nn(T, H_, KW_, s.dk.data(), KW_, lw.k, H_, s.dn.data(), H_, true, &pool_);
-  gemm_nn(T, H_, KW_, s.dv.data(), KW_, lw.v, H_, s.dn.data(), H_, true, &pool_);
+  gemm_nn(T, H_, QW_, s.dq.data(), QW_, lw.q, H_, s.dn.data(), H_, false, &pool_, arith_);
+  gemm_nn(T, H_, KW_, s.dk.data(), KW_, lw.k, H_, s.dn.data(), H_, true, &pool_, arith_);
+  gemm_nn(T, H_, KW_, s.dv.data(), KW_, lw.v, H_, s.dn.data(), H_, true, &pool_, arith_);
   cpu::rmsnorm_bwd(s.dn.data(), h, lw.input_norm, a.rstd1.data(), g_in, T, H_, true, &pool_);
 }
 
@@ -389,7 +392,8 @@ LossResult CpuEngine::loss(const std::vector<Sample>& samples, const Theta& thet
   Buffer<float> dhf;
   if (want_grad) dhf.reset(&meter, static_cast<size_t>(T * H_));
   cpu::fused_cross_entropy(hf.data(), H_, w_.lm_head, V_, logit_mult_, rows.data(), targets.data(), weights.data(),
-                           nrows, nll.data(), want_grad ? dhf.data() : nullptr, kLossChunkRows, &meter, &pool_);
+                           nrows, nll.data(), want_grad ? dhf.data() : nullptr, kLossChunkRows, &meter, &pool_,
+                           arith_);
 
   LossResult res;
   res.response_tokens = response_tokens;
@@ -426,7 +430,7 @@ void CpuEngine::final_logits_rows(const float* h_final, const std::vector<int64_
   std::vector<float> x(static_cast<size_t>(n * H_));
   for (int64_t r = 0; r < n; ++r) std::copy_n(h_final + rows[r] * H_, H_, x.data() + r * H_);
   cpu::rmsnorm_fwd(x.data(), w_.final_norm, x.data(), nullptr, n, H_, eps_, &pool_);
-  gemm_nt(n, V_, H_, x.data(), H_, w_.lm_head, H_, out, V_, false, &pool_);
+  gemm_nt(n, V_, H_, x.data(), H_, w_.lm_head, H_, out, V_, false, &pool_, arith_);
   if (logit_mult_ != 1.f) {
     const float m = logit_mult_;
     pool_.parallel_for(n * V_, 16384, [&](int64_t i0, int64_t i1) {
@@ -618,9 +622,9 @@ LayerStats CpuEngine::layer_stats(const std::vector<Sample>& samples, const Thet
 
 }  // namespace
 
-std::unique_ptr<Engine> make_cpu_engine(const LoadedModel& model, int threads) {
+std::unique_ptr<Engine> make_cpu_engine(const LoadedModel& model, int threads, Arith arith) {
   if (!model.weights) fail(code::kArgument, "make_cpu_engine: the model has no weights loaded");
-  return std::make_unique<CpuEngine>(model, threads);
+  return std::make_unique<CpuEngine>(model, threads, arith);
 }
 
 }  // namespace hs

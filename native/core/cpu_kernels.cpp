@@ -545,9 +545,9 @@ void scaled_residual_bwd(const float* g, const float* branch, const float* resid
 
 // ---------------------------------------------------------------- cross-entropy
 
-void fused_cross_entropy(const float* x, int64_t hidden, const float* lm_head, int64_t vocab, float logit_mult,
+void fused_cross_entropy(const float* x, int64_t hidden, MatRef lm_head, int64_t vocab, float logit_mult,
                          const int64_t* rows, const int32_t* targets, const float* weights, int64_t nrows,
-                         double* nll, float* dx, int64_t chunk, MemoryMeter* meter, ThreadPool* pool) {
+                         double* nll, float* dx, int64_t chunk, MemoryMeter* meter, ThreadPool* pool, Arith arith) {
   chunk = std::max<int64_t>(1, std::min(chunk, nrows));
   Buffer<float> xc(meter, static_cast<size_t>(chunk * hidden));
   Buffer<float> logits(meter, static_cast<size_t>(chunk * vocab));
@@ -556,7 +556,7 @@ void fused_cross_entropy(const float* x, int64_t hidden, const float* lm_head, i
   for (int64_t c0 = 0; c0 < nrows; c0 += chunk) {
     const int64_t n = std::min(chunk, nrows - c0);
     for (int64_t r = 0; r < n; ++r) std::copy_n(x + rows[c0 + r] * hidden, hidden, xc.data() + r * hidden);
-    gemm_nt(n, vocab, hidden, xc.data(), hidden, lm_head, hidden, logits.data(), vocab, false, pool);
+    gemm_nt(n, vocab, hidden, xc.data(), hidden, lm_head, hidden, logits.data(), vocab, false, pool, arith);
     parallel(pool, n, 1, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         float* z = logits.data() + r * vocab;
@@ -580,7 +580,7 @@ void fused_cross_entropy(const float* x, int64_t hidden, const float* lm_head, i
       }
     });
     if (dx) {
-      gemm_nn(n, hidden, vocab, logits.data(), vocab, lm_head, hidden, dxc.data(), hidden, false, pool);
+      gemm_nn(n, hidden, vocab, logits.data(), vocab, lm_head, hidden, dxc.data(), hidden, false, pool, arith);
       for (int64_t r = 0; r < n; ++r) {
         float* dst = dx + rows[c0 + r] * hidden;
         const float* src = dxc.data() + r * hidden;

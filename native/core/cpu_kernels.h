@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "config.h"
+#include "gemm.h"
 
 namespace hs {
 
@@ -140,9 +141,10 @@ void scaled_residual_bwd(const float* g, const float* branch, const float* resid
 // of `chunk` rows at a time), nll[r] = logsumexp(z) - z[targets[r]]. When dx is not
 // null, dx[rows[r]] (+)= (weights[r] * (softmax(z) - onehot)) * logit_mult x lm_head
 // (other rows untouched). Never holds more than chunk x V logits.
-void fused_cross_entropy(const float* x, int64_t hidden, const float* lm_head, int64_t vocab, float logit_mult,
+void fused_cross_entropy(const float* x, int64_t hidden, MatRef lm_head, int64_t vocab, float logit_mult,
                          const int64_t* rows, const int32_t* targets, const float* weights, int64_t nrows,
-                         double* nll, float* dx, int64_t chunk, MemoryMeter* meter, ThreadPool* pool);
+                         double* nll, float* dx, int64_t chunk, MemoryMeter* meter, ThreadPool* pool,
+                         Arith arith = Arith::F32);
 
 // Dot product and squared norms in double (cosine similarities).
 void row_cosines(const float* a, const float* b, int64_t rows, int64_t dim, double* cos_out, ThreadPool* pool);

@@ -105,6 +105,9 @@ void validate_logits(const ModelConfig& cfg, const std::vector<int32_t>& tokens,
 void validate_generate(const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& prompts, const Theta& theta,
                        const GenerateOptions& opts);
 
-std::unique_ptr<Engine> make_cpu_engine(const LoadedModel& model, int threads);
+// arith BF16: every weight GEMM rounds its activation operand to bf16 (load the
+// weights with WeightOptions::bf16 so both operands are bf16); attention, norms and
+// the theta reductions stay fp32.
+std::unique_ptr<Engine> make_cpu_engine(const LoadedModel& model, int threads, Arith arith = Arith::F32);
 
 }  // namespace hs

@@ -1,5 +1,7 @@
-// fp32 GEMM driver for the CPU engine (GotoBLAS/BLIS loop order) and the
-// portable scalar kernels; picks the kernel table (AVX-512, AVX2/FMA, scalar) at run time.
+// GEMM driver for the CPU engine (GotoBLAS/BLIS loop order) and the portable
+// scalar kernels; picks the kernel table (AVX-512, AVX2/FMA, scalar) at run time.
+// B (the weight) is fp32, bf16 or f16; it is widened to fp32 where it is packed or
+// streamed, so the arithmetic never depends on its storage type.
 //
 //   for jc in N step NC:                      B block columns
 //     for pc in K step KC:                    depth blocks, always in increasing order
@@ -12,12 +14,15 @@
 // Threads only ever split rows/columns of C; K is never split, and each depth
 // block is added to C in the same order, so the result is bit-identical for any
 // thread count. For few rows (decode) a direct path streams B without packing.
+// Arith::BF16 rounds A to bf16 where it is packed (or, on the direct path, in a
+// small copy of its few rows); nothing else changes.
 #include "gemm.h"
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -65,7 +70,7 @@ thread_local PackBuffer t_pack_b;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-void check_args(const char* fn, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+void check_args(const char* fn, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const void* B,
                 int64_t ldb, int64_t b_width, const float* C, int64_t ldc) {
   if (M < 0 || N < 0 || K < 0)
     fail(code::kArgument, std::string(fn) + ": negative size M=" + std::to_string(M) + " N=" + std::to_string(N) +
@@ -91,82 +96,116 @@ void run_split(ThreadPool* pool, bool parallel, int64_t n, const Fn& fn) {
     fn(0, n);
 }
 
-// A[ic:ic+mc, pc:pc+kc] -> MR-tall panels, zero-padded to a multiple of MR rows.
-template <int MR>
+// A[ic:ic+mc, pc:pc+kc] -> MR-tall panels, zero-padded to a multiple of MR rows;
+// ROUND rounds every value to bf16 (Arith::BF16).
+template <int MR, bool ROUND>
 void pack_a_tile(int64_t mc, int64_t kc, const float* A, int64_t lda, float* dst) {
+  auto v = [](float x) { return ROUND ? round_bf16(x) : x; };
   for (int64_t i0 = 0; i0 < mc; i0 += MR) {
     const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
     const float* src[MR];
     for (int r = 0; r < MR; ++r) src[r] = A + (i0 + std::min(r, rows - 1)) * lda;
     if (rows == MR) {
       for (int64_t k = 0; k < kc; ++k)
-        for (int r = 0; r < MR; ++r) dst[k * MR + r] = src[r][k];
+        for (int r = 0; r < MR; ++r) dst[k * MR + r] = v(src[r][k]);
     } else {
       for (int64_t k = 0; k < kc; ++k)
-        for (int r = 0; r < MR; ++r) dst[k * MR + r] = r < rows ? src[r][k] : 0.f;
+        for (int r = 0; r < MR; ++r) dst[k * MR + r] = r < rows ? v(src[r][k]) : 0.f;
     }
     dst += MR * kc;
   }
 }
 
 // The same for a tile height known only at run time (no kernel table uses one today).
-void pack_a_any(int mr, int64_t mc, int64_t kc, const float* A, int64_t lda, float* dst) {
+void pack_a_any(int mr, int64_t mc, int64_t kc, const float* A, int64_t lda, float* dst, bool round) {
   for (int64_t i0 = 0; i0 < mc; i0 += mr) {
     const int rows = static_cast<int>(std::min<int64_t>(mr, mc - i0));
     for (int64_t k = 0; k < kc; ++k)
-      for (int r = 0; r < mr; ++r) dst[k * mr + r] = r < rows ? A[(i0 + r) * lda + k] : 0.f;
+      for (int r = 0; r < mr; ++r) {
+        const float x = r < rows ? A[(i0 + r) * lda + k] : 0.f;
+        dst[k * mr + r] = round ? round_bf16(x) : x;
+      }
     dst += mr * kc;
   }
 }
 
-void pack_a(int mr, int64_t mc, int64_t kc, const float* A, int64_t lda, float* dst) {
+template <bool ROUND>
+void pack_a_as(int mr, int64_t mc, int64_t kc, const float* A, int64_t lda, float* dst) {
   switch (mr) {
-    case 6: return pack_a_tile<6>(mc, kc, A, lda, dst);
-    case 12: return pack_a_tile<12>(mc, kc, A, lda, dst);
-    case 14: return pack_a_tile<14>(mc, kc, A, lda, dst);
-    case 16: return pack_a_tile<16>(mc, kc, A, lda, dst);
-    case 24: return pack_a_tile<24>(mc, kc, A, lda, dst);
-    case 28: return pack_a_tile<28>(mc, kc, A, lda, dst);
-    default: return pack_a_any(mr, mc, kc, A, lda, dst);
+    case 6: return pack_a_tile<6, ROUND>(mc, kc, A, lda, dst);
+    case 12: return pack_a_tile<12, ROUND>(mc, kc, A, lda, dst);
+    case 14: return pack_a_tile<14, ROUND>(mc, kc, A, lda, dst);
+    case 16: return pack_a_tile<16, ROUND>(mc, kc, A, lda, dst);
+    case 24: return pack_a_tile<24, ROUND>(mc, kc, A, lda, dst);
+    case 28: return pack_a_tile<28, ROUND>(mc, kc, A, lda, dst);
+    default: return pack_a_any(mr, mc, kc, A, lda, dst, ROUND);
   }
+}
+
+void pack_a(int mr, int64_t mc, int64_t kc, const float* A, int64_t lda, float* dst, bool round) {
+  if (round)
+    pack_a_as<true>(mr, mc, kc, A, lda, dst);
+  else
+    pack_a_as<false>(mr, mc, kc, A, lda, dst);
 }
 
 // Panels q0..q1 of a kc x nc block of B when B is [K,N], zero-padded past nc.
 // Rows of B are read in order (one page at a time), panels are written NR floats per row.
-void pack_b_nn(int NR, int64_t kc, int64_t nc, int64_t q0, int64_t q1, const float* B, int64_t ldb, float* dst) {
+template <WType T>
+void pack_b_nn_as(int NR, int64_t kc, int64_t nc, int64_t q0, int64_t q1, const ElemT<T>* B, int64_t ldb,
+                  float* dst) {
   for (int64_t k = 0; k < kc; ++k) {
-    const float* row = B + k * ldb;
+    const ElemT<T>* row = B + k * ldb;
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t n0 = q * NR;
       float* d = dst + q * NR * kc + k * NR;
       if (n0 + NR <= nc) {
-        std::memcpy(d, row + n0, NR * sizeof(float));
+        if constexpr (T == WType::F32)
+          std::memcpy(d, row + n0, NR * sizeof(float));
+        else
+          for (int64_t j = 0; j < NR; ++j) d[j] = Elem<T>::widen(row[n0 + j]);
       } else {
         const int64_t nr = nc - n0;
-        for (int64_t j = 0; j < NR; ++j) d[j] = j < nr ? row[n0 + j] : 0.f;
+        for (int64_t j = 0; j < NR; ++j) d[j] = j < nr ? Elem<T>::widen(row[n0 + j]) : 0.f;
       }
     }
   }
 }
 
+void pack_b_nn(int NR, int64_t kc, int64_t nc, int64_t q0, int64_t q1, MatRef B, int64_t ldb, float* dst) {
+  with_wtype(B.type, [&](auto tag) {
+    constexpr WType T = decltype(tag)::value;
+    pack_b_nn_as<T>(NR, kc, nc, q0, q1, static_cast<const ElemT<T>*>(B.data), ldb, dst);
+  });
+}
+
 // Panels q0..q1 of a kc x nc block of B^T when B is [N,K]: rows of B become columns.
-void pack_b_nt_scalar(int64_t kc, int64_t nc, int64_t q0, int64_t q1, const float* B, int64_t ldb, float* dst) {
+template <WType T>
+void pack_b_nt_scalar_as(int64_t kc, int64_t nc, int64_t q0, int64_t q1, const ElemT<T>* B, int64_t ldb,
+                         float* dst) {
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t n0 = q * kNR;
     const int nr = static_cast<int>(std::min<int64_t>(kNR, nc - n0));
     float* d = dst + q * kNR * kc;
     for (int j = 0; j < nr; ++j) {
-      const float* src = B + (n0 + j) * ldb;
-      for (int64_t k = 0; k < kc; ++k) d[k * kNR + j] = src[k];
+      const ElemT<T>* src = B + (n0 + j) * ldb;
+      for (int64_t k = 0; k < kc; ++k) d[k * kNR + j] = Elem<T>::widen(src[k]);
     }
     for (int j = nr; j < kNR; ++j)
       for (int64_t k = 0; k < kc; ++k) d[k * kNR + j] = 0.f;
   }
 }
 
+void pack_b_nt_scalar(int64_t kc, int64_t nc, int64_t q0, int64_t q1, MatRef B, int64_t ldb, float* dst) {
+  with_wtype(B.type, [&](auto tag) {
+    constexpr WType T = decltype(tag)::value;
+    pack_b_nt_scalar_as<T>(kc, nc, q0, q1, static_cast<const ElemT<T>*>(B.data), ldb, dst);
+  });
+}
+
 void gemm_packed(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, int64_t K, const float* A,
-                 int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate,
-                 ThreadPool* pool) {
+                 int64_t lda, MatRef B, int64_t ldb, float* C, int64_t ldc, bool accumulate, ThreadPool* pool,
+                 bool round_a) {
   const int threads = pool ? pool->threads() : 1;
   const bool parallel = threads > 1 && 2.0 * M * N * K >= kParallelMinFlops;
   const int MR = kern.mr, NR = kern.nr;
@@ -191,9 +230,9 @@ void gemm_packed(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, in
 
       run_split(pool, parallel, n_panels, [&](int64_t q0, int64_t q1) {
         if (b_is_nk)
-          kern.pack_b_nt(kc, nc, q0, q1, B + jc * ldb + pc, ldb, b_pack);
+          kern.pack_b_nt(kc, nc, q0, q1, B.at(jc * ldb + pc), ldb, b_pack);
         else
-          pack_b_nn(NR, kc, nc, q0, q1, B + pc * ldb + jc, ldb, b_pack);
+          pack_b_nn(NR, kc, nc, q0, q1, B.at(pc * ldb + jc), ldb, b_pack);
       });
 
       run_split(pool, parallel, tasks, [&](int64_t t0, int64_t t1) {
@@ -205,7 +244,7 @@ void gemm_packed(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, in
           if (ic >= M) continue;
           const int64_t mc = std::min(mc_step, M - ic);
           if (ib != packed_block) {
-            pack_a(MR, mc, kc, A + ic * lda + pc, lda, a_pack);
+            pack_a(MR, mc, kc, A + ic * lda + pc, lda, a_pack, round_a);
             packed_block = ib;
           }
           const int64_t q_begin = n_panels * chunk / n_chunks, q_end = n_panels * (chunk + 1) / n_chunks;
@@ -230,14 +269,24 @@ void fill_or_keep(int64_t M, int64_t N, float* C, int64_t ldc, bool accumulate) 
 }
 
 void gemm_dispatch(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, int64_t K, const float* A,
-                   int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate,
-                   ThreadPool* pool) {
+                   int64_t lda, MatRef B, int64_t ldb, float* C, int64_t ldc, bool accumulate, ThreadPool* pool,
+                   Arith arith) {
   if (M == 0 || N == 0) return;
   if (K == 0) {
     fill_or_keep(M, N, C, ldc, accumulate);
     return;
   }
+  const bool round_a = arith == Arith::BF16;
   if (M <= (b_is_nk ? kSmallMNT : kSmallMNN)) {
+    std::vector<float> rounded;
+    if (round_a) {
+      // The few rows of A, rounded to bf16 once for all column blocks.
+      rounded.resize(static_cast<size_t>(M * K));
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = 0; k < K; ++k) rounded[m * K + k] = round_bf16(A[m * lda + k]);
+      A = rounded.data();
+      lda = K;
+    }
     const bool parallel = pool && pool->threads() > 1 && 2.0 * M * N * K >= kParallelMinFlops;
     auto small = b_is_nk ? kern.small_nt : kern.small_nn;
     run_split(pool, parallel, ceil_div(N, kSmallNBlock), [&](int64_t b0, int64_t b1) {
@@ -245,7 +294,7 @@ void gemm_dispatch(const GemmKernels& kern, bool b_is_nk, int64_t M, int64_t N, 
     });
     return;
   }
-  gemm_packed(kern, b_is_nk, M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool);
+  gemm_packed(kern, b_is_nk, M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool, round_a);
 }
 
 // ---- portable scalar kernels ----
@@ -273,22 +322,32 @@ void micro_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t 
   }
 }
 
-void small_nt_scalar(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,
-                     int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+template <WType T>
+void small_nt_scalar_as(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda,
+                        const ElemT<T>* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
   for (int64_t m = 0; m < M; ++m) {
     const float* a = A + m * lda;
     for (int64_t n = n0; n < n1; ++n) {
-      const float* b = B + n * ldb;
+      const ElemT<T>* b = B + n * ldb;
       float s = 0.f;
-      for (int64_t k = 0; k < K; ++k) s += a[k] * b[k];
+      for (int64_t k = 0; k < K; ++k) s += a[k] * Elem<T>::widen(b[k]);
       float& c = C[m * ldc + n];
       c = accumulate ? c + s : s;
     }
   }
 }
 
-void small_nn_scalar(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, const float* B,
+void small_nt_scalar(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, MatRef B,
                      int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  with_wtype(B.type, [&](auto tag) {
+    constexpr WType T = decltype(tag)::value;
+    small_nt_scalar_as<T>(M, n0, n1, K, A, lda, static_cast<const ElemT<T>*>(B.data), ldb, C, ldc, accumulate);
+  });
+}
+
+template <WType T>
+void small_nn_scalar_as(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda,
+                        const ElemT<T>* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
   constexpr int64_t kChunk = 64;
   float acc[kChunk];
   for (int64_t m = 0; m < M; ++m) {
@@ -298,13 +357,21 @@ void small_nn_scalar(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* 
       std::fill(acc, acc + w, 0.f);
       for (int64_t k = 0; k < K; ++k) {
         const float ak = a[k];
-        const float* b = B + k * ldb + j0;
-        for (int64_t j = 0; j < w; ++j) acc[j] += ak * b[j];
+        const ElemT<T>* b = B + k * ldb + j0;
+        for (int64_t j = 0; j < w; ++j) acc[j] += ak * Elem<T>::widen(b[j]);
       }
       float* c = C + m * ldc + j0;
       for (int64_t j = 0; j < w; ++j) c[j] = accumulate ? c[j] + acc[j] : acc[j];
     }
   }
+}
+
+void small_nn_scalar(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, int64_t lda, MatRef B,
+                     int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  with_wtype(B.type, [&](auto tag) {
+    constexpr WType T = decltype(tag)::value;
+    small_nn_scalar_as<T>(M, n0, n1, K, A, lda, static_cast<const ElemT<T>*>(B.data), ldb, C, ldc, accumulate);
+  });
 }
 
 // HOPSCOTCH_CPU_KERNEL caps the kernel choice: "scalar" or "avx2" (anything else: no cap).
@@ -325,7 +392,7 @@ const GemmKernels& scalar_kernels() {
 
 bool cpu_has_avx2_fma() {
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 #else
   return false;
 #endif
@@ -361,27 +428,74 @@ const GemmKernels& active_kernels() {
 }
 
 void gemm_nt_with(const GemmKernels& kernels, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                  const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate, ThreadPool* pool) {
-  check_args("gemm_nt", M, N, K, A, lda, B, ldb, K, C, ldc);
-  gemm_dispatch(kernels, true, M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool);
+                  MatRef B, int64_t ldb, float* C, int64_t ldc, bool accumulate, ThreadPool* pool, Arith arith) {
+  check_args("gemm_nt", M, N, K, A, lda, B.data, ldb, K, C, ldc);
+  gemm_dispatch(kernels, true, M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool, arith);
 }
 
 void gemm_nn_with(const GemmKernels& kernels, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                  const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate, ThreadPool* pool) {
-  check_args("gemm_nn", M, N, K, A, lda, B, ldb, N, C, ldc);
-  gemm_dispatch(kernels, false, M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool);
+                  MatRef B, int64_t ldb, float* C, int64_t ldc, bool accumulate, ThreadPool* pool, Arith arith) {
+  check_args("gemm_nn", M, N, K, A, lda, B.data, ldb, N, C, ldc);
+  gemm_dispatch(kernels, false, M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool, arith);
 }
 
 }  // namespace gemm_detail
 
-void gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
-             int64_t ldc, bool accumulate, ThreadPool* pool) {
-  gemm_detail::gemm_nt_with(gemm_detail::active_kernels(), M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool);
+const char* wtype_name(WType t) {
+  switch (t) {
+    case WType::BF16: return "BF16";
+    case WType::F16: return "F16";
+    default: return "F32";
+  }
 }
 
-void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
-             int64_t ldc, bool accumulate, ThreadPool* pool) {
-  gemm_detail::gemm_nn_with(gemm_detail::active_kernels(), M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool);
+MatRef MatRef::at(int64_t i) const {
+  MatRef r = *this;
+  if (data) r.data = static_cast<const uint8_t*>(data) + i * wtype_size(type);
+  return r;
+}
+
+const float* MatRef::f32() const {
+  if (data && type != WType::F32)
+    fail(code::kInternal, std::string("MatRef::f32 on a ") + wtype_name(type) + " matrix");
+  return static_cast<const float*>(data);
+}
+
+float MatRef::get(int64_t i) const {
+  switch (type) {
+    case WType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(data)[i]);
+    case WType::F16: return f16_to_f32(static_cast<const uint16_t*>(data)[i]);
+    default: return static_cast<const float*>(data)[i];
+  }
+}
+
+void MatRef::widen(int64_t i, int64_t n, float* out) const {
+  switch (type) {
+    case WType::BF16: {
+      const uint16_t* p = static_cast<const uint16_t*>(data) + i;
+      for (int64_t j = 0; j < n; ++j) out[j] = bf16_to_f32(p[j]);
+      return;
+    }
+    case WType::F16: {
+      const uint16_t* p = static_cast<const uint16_t*>(data) + i;
+      for (int64_t j = 0; j < n; ++j) out[j] = f16_to_f32(p[j]);
+      return;
+    }
+    default:
+      std::memcpy(out, static_cast<const float*>(data) + i, static_cast<size_t>(n) * sizeof(float));
+  }
+}
+
+void gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, MatRef B, int64_t ldb, float* C,
+             int64_t ldc, bool accumulate, ThreadPool* pool, Arith arith) {
+  gemm_detail::gemm_nt_with(gemm_detail::active_kernels(), M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool,
+                            arith);
+}
+
+void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, MatRef B, int64_t ldb, float* C,
+             int64_t ldc, bool accumulate, ThreadPool* pool, Arith arith) {
+  gemm_detail::gemm_nn_with(gemm_detail::active_kernels(), M, N, K, A, lda, B, ldb, C, ldc, accumulate, pool,
+                            arith);
 }
 
 const char* gemm_kernel_name() { return gemm_detail::active_kernels().name; }

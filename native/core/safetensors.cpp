@@ -21,6 +21,7 @@
 #include <set>
 
 #include "errors.h"
+#include "half.h"
 #include "json.h"
 
 namespace hs {
@@ -578,37 +579,6 @@ size_t SafetensorsWriter::finish() {
 // ---------------------------------------------------------------------------
 // Conversion
 
-namespace {
-
-float half_to_float(uint16_t h) {
-  uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1F;
-  uint32_t mant = h & 0x3FF;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {
-      // Subnormal: normalise the mantissa.
-      int e = -1;
-      do {
-        ++e;
-        mant <<= 1;
-      } while ((mant & 0x400) == 0);
-      bits = sign | (static_cast<uint32_t>(127 - 15 - e) << 23) | ((mant & 0x3FF) << 13);
-    }
-  } else if (exp == 0x1F) {
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + (127 - 15)) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-}  // namespace
-
 void convert_to_f32(const TensorView& t, float* out) {
   const size_t n = static_cast<size_t>(t.numel());
   switch (t.dtype) {
@@ -619,7 +589,7 @@ void convert_to_f32(const TensorView& t, float* out) {
       for (size_t i = 0; i < n; ++i) {
         uint16_t h;
         std::memcpy(&h, t.data + 2 * i, 2);
-        out[i] = half_to_float(h);
+        out[i] = f16_to_f32(h);
       }
       return;
     case DType::BF16:

@@ -1,19 +1,23 @@
-// Checkpoint -> fp32 weights.
+// Checkpoint -> weights.
 //
 // expected_tensors() lists the Hugging Face tensor names and shapes a config needs.
 // load_weights() checks the whole list against the checkpoint first and reports
-// every missing name and every shape mismatch in one error, then converts each
-// tensor to an owned fp32 buffer and wires the per-layer pointers.
+// every missing name and every shape mismatch in one error, then wires each matrix
+// to the checkpoint's mapping in its own dtype (a copy only where the file's bytes
+// are misaligned for the dtype, or where the options ask for one), copies the
+// norms and biases to fp32, and wires the per-layer pointers.
 #include "weights.h"
 
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
 #include "errors.h"
+#include "half.h"
 
 namespace hs {
 
@@ -89,7 +93,7 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& cfg) {
   return out;
 }
 
-std::unique_ptr<Weights> load_weights(const ModelConfig& cfg, const Checkpoint& ckpt) {
+std::unique_ptr<Weights> load_weights(const ModelConfig& cfg, const Checkpoint& ckpt, const WeightOptions& opts) {
   const std::vector<ExpectedTensor> expected = expected_tensors(cfg);
 
   // Pass 1: check everything, report everything.
@@ -128,35 +132,66 @@ std::unique_ptr<Weights> load_weights(const ModelConfig& cfg, const Checkpoint& 
     fail(code::kSafetensorsDtype, where + ": tensors must be F32, F16 or BF16: " + join(bad_dtype));
   }
 
-  // Pass 2: convert.
+  // Pass 2: hold. Matrices (2-D) stay in the mapping; vectors become fp32 copies.
   auto w = std::make_unique<Weights>();
   w->layers.resize(static_cast<size_t>(cfg.num_layers));
-  std::set<std::string> dtypes;
-  std::vector<const float*> ptrs(expected.size(), nullptr);
+  std::set<std::string> dtypes, held;
+  std::vector<MatRef> refs(expected.size());
   w->storage.reserve(expected.size());
+  w->storage16.reserve(expected.size());
+  auto copy_f32 = [&](const TensorView& t) {
+    w->storage.emplace_back(static_cast<size_t>(t.numel()));
+    convert_to_f32(t, w->storage.back().data());
+    w->copied_bytes += w->storage.back().size() * sizeof(float);
+    return MatRef(w->storage.back().data());
+  };
   for (size_t i = 0; i < expected.size(); ++i) {
     const TensorView* t = views[i];
     if (!t) continue;
-    w->storage.emplace_back(static_cast<size_t>(t->numel()));
-    convert_to_f32(*t, w->storage.back().data());
-    ptrs[i] = w->storage.back().data();
-    w->bytes += w->storage.back().size() * sizeof(float);
     w->parameters += t->numel();
     dtypes.insert(dtype_name(t->dtype));
+    const size_t n = static_cast<size_t>(t->numel());
+    const WType src = t->dtype == DType::BF16 ? WType::BF16 : t->dtype == DType::F16 ? WType::F16 : WType::F32;
+    const bool matrix = expected[i].shape.size() == 2;
+    const bool aligned = reinterpret_cast<uintptr_t>(t->data) % static_cast<uintptr_t>(wtype_size(src)) == 0;
+    if (!matrix || opts.f32_copy) {
+      refs[i] = copy_f32(*t);
+    } else if (opts.bf16 && src != WType::BF16) {
+      std::vector<float> wide(n);
+      convert_to_f32(*t, wide.data());
+      w->storage16.emplace_back(n);
+      for (size_t j = 0; j < n; ++j) w->storage16.back()[j] = f32_to_bf16(wide[j]);
+      w->copied_bytes += n * 2;
+      refs[i] = MatRef(w->storage16.back().data(), WType::BF16);
+    } else if (!aligned && src == WType::F32) {
+      refs[i] = copy_f32(*t);
+    } else if (!aligned) {
+      w->storage16.emplace_back(n);
+      std::memcpy(w->storage16.back().data(), t->data, n * 2);
+      w->copied_bytes += n * 2;
+      refs[i] = MatRef(w->storage16.back().data(), src);
+    } else if (src == WType::F32) {
+      refs[i] = MatRef(reinterpret_cast<const float*>(t->data));
+    } else {
+      refs[i] = MatRef(reinterpret_cast<const uint16_t*>(t->data), src);
+    }
+    w->bytes += n * static_cast<size_t>(wtype_size(refs[i].type));
+    if (matrix) held.insert(wtype_name(refs[i].type));
   }
   w->source_dtype = dtypes.size() == 1 ? *dtypes.begin() : "mixed";
+  w->matrix_dtype = held.size() == 1 ? *held.begin() : "mixed";
 
   // Wire the pointers by name.
   const std::string layers_prefix = "model.layers.";
   for (size_t i = 0; i < expected.size(); ++i) {
     const std::string& name = expected[i].name;
-    const float* p = ptrs[i];
+    const MatRef m = refs[i];
     if (name == "model.embed_tokens.weight") {
-      w->embed = p;
+      w->embed = m;
     } else if (name == "model.norm.weight") {
-      w->final_norm = p;
+      w->final_norm = m.f32();
     } else if (name == "lm_head.weight") {
-      w->lm_head = p;
+      w->lm_head = m;
     } else if (name.compare(0, layers_prefix.size(), layers_prefix) == 0) {
       size_t dot = name.find('.', layers_prefix.size());
       size_t l = std::stoul(name.substr(layers_prefix.size(), dot - layers_prefix.size()));
@@ -164,13 +199,18 @@ std::unique_ptr<Weights> load_weights(const ModelConfig& cfg, const Checkpoint& 
       LayerWeights& L = w->layers[l];
       static const struct {
         const char* suffix;
+        MatRef LayerWeights::*member;
+      } kMatrices[] = {
+          {"self_attn.q_proj.weight", &LayerWeights::q},  {"self_attn.k_proj.weight", &LayerWeights::k},
+          {"self_attn.v_proj.weight", &LayerWeights::v},  {"self_attn.o_proj.weight", &LayerWeights::o},
+          {"mlp.gate_proj.weight", &LayerWeights::gate}, {"mlp.up_proj.weight", &LayerWeights::up},
+          {"mlp.down_proj.weight", &LayerWeights::down},
+      };
+      static const struct {
+        const char* suffix;
         const float* LayerWeights::*member;
-      } kFields[] = {
+      } kVectors[] = {
           {"input_layernorm.weight", &LayerWeights::input_norm},
-          {"self_attn.q_proj.weight", &LayerWeights::q},
-          {"self_attn.k_proj.weight", &LayerWeights::k},
-          {"self_attn.v_proj.weight", &LayerWeights::v},
-          {"self_attn.o_proj.weight", &LayerWeights::o},
           {"self_attn.q_proj.bias", &LayerWeights::q_bias},
           {"self_attn.k_proj.bias", &LayerWeights::k_bias},
           {"self_attn.v_proj.bias", &LayerWeights::v_bias},
@@ -178,17 +218,21 @@ std::unique_ptr<Weights> load_weights(const ModelConfig& cfg, const Checkpoint& 
           {"self_attn.q_norm.weight", &LayerWeights::q_norm},
           {"self_attn.k_norm.weight", &LayerWeights::k_norm},
           {"post_attention_layernorm.weight", &LayerWeights::post_norm},
-          {"mlp.gate_proj.weight", &LayerWeights::gate},
-          {"mlp.up_proj.weight", &LayerWeights::up},
-          {"mlp.down_proj.weight", &LayerWeights::down},
           {"mlp.gate_proj.bias", &LayerWeights::gate_bias},
           {"mlp.up_proj.bias", &LayerWeights::up_bias},
           {"mlp.down_proj.bias", &LayerWeights::down_bias},
       };
       bool wired = false;
-      for (const auto& f : kFields) {
+      for (const auto& f : kMatrices) {
         if (field == f.suffix) {
-          L.*(f.member) = p;
+          L.*(f.member) = m;
+          wired = true;
+          break;
+        }
+      }
+      for (const auto& f : kVectors) {
+        if (!wired && field == f.suffix) {
+          L.*(f.member) = m.f32();
           wired = true;
           break;
         }
@@ -202,14 +246,21 @@ std::unique_ptr<Weights> load_weights(const ModelConfig& cfg, const Checkpoint& 
   return w;
 }
 
-std::unique_ptr<LoadedModel> load_model_dir(const std::string& dir) {
+std::unique_ptr<LoadedModel> load_model_dir(const std::string& dir, const WeightOptions& options) {
+  WeightOptions opts = options;
+  if (const char* v = std::getenv("HOPSCOTCH_WEIGHTS")) {
+    if (std::string(v) == "f32-copy") opts.f32_copy = true;
+  }
   auto model = std::make_unique<LoadedModel>();
   model->dir = dir;
   const std::string config_path = (!dir.empty() && dir.back() == '/') ? dir + "config.json" : dir + "/config.json";
   model->config = parse_config(read_config_file(config_path), config_path);
-  std::unique_ptr<Checkpoint> ckpt = Checkpoint::open_dir(dir);
-  model->weights = load_weights(model->config, *ckpt);
-  model->fingerprint = model_fingerprint(model->config, *ckpt);
+  model->checkpoint = Checkpoint::open_dir(dir);
+  model->weights = load_weights(model->config, *model->checkpoint, opts);
+  model->fingerprint = model_fingerprint(model->config, *model->checkpoint);
+  // Every weight copied (f32_copy, or bf16 from an F32/F16 checkpoint): nothing points into
+  // the mapping any more, so unmap it rather than keep the pages the copy read resident.
+  if (model->weights->copied_bytes == model->weights->bytes) model->checkpoint.reset();
   return model;
 }
 

@@ -159,7 +159,7 @@ class CudaEngine final : public Engine {
 
   void init_common();
   void activate() const;
-  void upload_bf16(bf16* dst, const float* src, size_t n, const char* what);
+  void upload_bf16(bf16* dst, MatRef src, size_t n, const char* what);
   const float* upload_f32(const float* src, size_t n, const char* what);
   void* alloc(size_t bytes, const char* what);
   void compute_inv_freq();
@@ -265,7 +265,7 @@ CudaEngine::CudaEngine(const LoadedModel& model) : cfg_(model.config) {
   bf16* embed = static_cast<bf16*>(alloc(V * H * sizeof(bf16), "embedding"));
   upload_bf16(embed, wt.embed, V * H, "embedding");
   embed_ = lm_head_ = embed;
-  if (wt.lm_head != wt.embed && wt.lm_head != nullptr) {
+  if (wt.lm_head != wt.embed && static_cast<bool>(wt.lm_head)) {
     bf16* head = static_cast<bf16*>(alloc(V * H * sizeof(bf16), "lm_head"));
     upload_bf16(head, wt.lm_head, V * H, "lm_head");
     lm_head_ = head;
@@ -276,7 +276,7 @@ CudaEngine::CudaEngine(const LoadedModel& model) : cfg_(model.config) {
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = wt.layers[l];
     DeviceLayer& d = layers_[l];
-    d.has_attn = lw.q != nullptr && !(l < static_cast<int>(c.attention_absent.size()) && c.attention_absent[l]);
+    d.has_attn = static_cast<bool>(lw.q) && !(l < static_cast<int>(c.attention_absent.size()) && c.attention_absent[l]);
     d.in_norm = upload_f32(lw.input_norm, H, "input_layernorm");
     d.post_norm = upload_f32(lw.post_norm, H, "post_attention_layernorm");
     if (d.has_attn) {
@@ -367,14 +367,20 @@ CudaEngine::~CudaEngine() {
 
 void CudaEngine::activate() const { check(cudaSetDevice(device_), "cudaSetDevice"); }
 
-void CudaEngine::upload_bf16(bf16* dst, const float* src, size_t n, const char* what) {
-  if (src == nullptr) fail(code::kMissingTensor, std::string("CUDA engine: weight ") + what + " is missing");
+void CudaEngine::upload_bf16(bf16* dst, MatRef src, size_t n, const char* what) {
+  if (!src) fail(code::kMissingTensor, std::string("CUDA engine: weight ") + what + " is missing");
+  // Weights are held in the checkpoint's dtype: widen a chunk to fp32 on the host
+  // (exact), then cast to bf16 on the device as for fp32 weights.
   const size_t chunk = std::min(n, kUploadChunk);
   staging_.reserve(std::max<size_t>(chunk, 1) * sizeof(float), "weight upload staging");
+  std::vector<float> host(src.type == WType::F32 ? 0 : chunk);
   for (size_t off = 0; off < n; off += chunk) {
     const size_t m = std::min(chunk, n - off);
-    check(cudaMemcpyAsync(staging_.get(), src + off, m * sizeof(float), cudaMemcpyHostToDevice, stream_), what);
+    const float* from = src.type == WType::F32 ? src.f32() + off : host.data();
+    if (src.type != WType::F32) src.widen(static_cast<int64_t>(off), static_cast<int64_t>(m), host.data());
+    check(cudaMemcpyAsync(staging_.get(), from, m * sizeof(float), cudaMemcpyHostToDevice, stream_), what);
     launch_cast_fwd({staging_.as<float>(), dst + off, static_cast<int64_t>(m)}, stream_);
+    if (src.type != WType::F32) check(cudaStreamSynchronize(stream_), what);  // `host` is reused
   }
 }
 

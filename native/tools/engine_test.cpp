@@ -193,7 +193,7 @@ struct RefModel {
     const std::vector<double> invf = ref_inv_freq(c);
     std::vector<double> x(size_t(T) * H);
     for (int t = 0; t < T; ++t)
-      for (int i = 0; i < H; ++i) x[size_t(t) * H + i] = w.embed[size_t(toks[t]) * H + i] * c.embedding_multiplier;
+      for (int i = 0; i < H; ++i) x[size_t(t) * H + i] = w.embed.get(int64_t(toks[t]) * H + i) * c.embedding_multiplier;
     std::vector<double> n;
     for (int l = 0; l < c.num_layers; ++l) {
       if (states) states->push_back(x);
@@ -203,9 +203,9 @@ struct RefModel {
         for (size_t i = 0; i < x.size(); ++i) x1[i] = th.v[1][l] * x[i];
       } else {
         rms(x, lw.input_norm, n, T, H, c.rms_eps);
-        std::vector<double> q = lin(n, T, H, lw.q, lw.q_bias, nH * D);
-        std::vector<double> k = lin(n, T, H, lw.k, lw.k_bias, nKV * D);
-        std::vector<double> v = lin(n, T, H, lw.v, lw.v_bias, nKV * D);
+        std::vector<double> q = lin(n, T, H, lw.q.f32(), lw.q_bias, nH * D);
+        std::vector<double> k = lin(n, T, H, lw.k.f32(), lw.k_bias, nKV * D);
+        std::vector<double> v = lin(n, T, H, lw.v.f32(), lw.v_bias, nKV * D);
         if (c.qk_norm) {
           std::vector<double> tmp;
           rms(q, lw.q_norm, tmp, T * nH, D, c.rms_eps);
@@ -246,20 +246,20 @@ struct RefModel {
                 o[(size_t(t) * nH + h) * D + e] += s[j] / z * v[(size_t(j) * nKV + kh) * D + e];
           }
         }
-        std::vector<double> A = lin(o, T, nH * D, lw.o, lw.o_bias, H);
+        std::vector<double> A = lin(o, T, nH * D, lw.o.f32(), lw.o_bias, H);
         for (size_t i = 0; i < x.size(); ++i) x1[i] = th.v[0][l] * rm * A[i] + th.v[1][l] * x[i];
       }
       if (x1s) x1s->push_back(x1);
       rms(x1, lw.post_norm, n, T, H, c.rms_eps);
-      std::vector<double> g = lin(n, T, H, lw.gate, lw.gate_bias, I);
-      std::vector<double> u = lin(n, T, H, lw.up, lw.up_bias, I);
+      std::vector<double> g = lin(n, T, H, lw.gate.f32(), lw.gate_bias, I);
+      std::vector<double> u = lin(n, T, H, lw.up.f32(), lw.up_bias, I);
       for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
-      std::vector<double> M = lin(g, T, I, lw.down, lw.down_bias, H);
+      std::vector<double> M = lin(g, T, I, lw.down.f32(), lw.down_bias, H);
       for (size_t i = 0; i < x.size(); ++i) x[i] = th.v[2][l] * rm * M[i] + th.v[3][l] * x1[i];
     }
     if (states) states->push_back(x);
     rms(x, w.final_norm, n, T, H, c.rms_eps);
-    std::vector<double> logits = lin(n, T, H, w.lm_head, nullptr, c.vocab);
+    std::vector<double> logits = lin(n, T, H, w.lm_head.f32(), nullptr, c.vocab);
     for (auto& z : logits) z /= c.logits_scaling;
     return logits;
   }

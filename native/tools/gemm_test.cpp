@@ -32,6 +32,7 @@
 #include "errors.h"
 #include "gemm.h"
 #include "gemm_internal.h"
+#include "half.h"
 #include "threadpool.h"
 
 using hs::ThreadPool;
@@ -236,6 +237,83 @@ void test_small_kernels_direct(const std::vector<std::pair<const char*, const Ge
       check(bad == 0, std::string(name) + " small_" + op_name(op) + " kernel with M=37 on columns [5,141)");
     }
   }
+}
+
+// 16-bit weights: a bf16 or f16 B must give bit-for-bit what its fp32 widening gives
+// (every kernel, every correctness shape, direct small-M paths included, 1 and 2
+// threads); and Arith::BF16 must equal fp32 arithmetic on A rounded to bf16 first.
+// Padding of the 16-bit B is NaN too, so reading it would show.
+void test_half_weights(const std::vector<std::pair<const char*, const GemmKernels*>>& kernels) {
+  ThreadPool pool2(2);
+  uint32_t seed = 777;
+  for (const Case& c : correctness_cases()) {
+    for (Op op : {Op::kNT, Op::kNN}) {
+      const Problem p(op, c, false, seed++);
+      std::mt19937 rng(seed);
+      for (hs::WType type : {hs::WType::BF16, hs::WType::F16}) {
+        std::vector<uint16_t> b16(p.B.size());
+        for (size_t i = 0; i < b16.size(); ++i) {
+          if (std::isnan(p.B[i])) {
+            b16[i] = type == hs::WType::BF16 ? 0x7FC0 : 0x7E00;
+          } else if (type == hs::WType::BF16) {
+            b16[i] = hs::f32_to_bf16(p.B[i]);
+          } else {
+            // Random finite f16: any sign and mantissa, exponents 0 (subnormal) to 17.
+            const uint32_t r = rng();
+            b16[i] = static_cast<uint16_t>((r & 0x83FFu) | (((r >> 16) % 18u) << 10));
+          }
+        }
+        std::vector<float> wide(b16.size());
+        for (size_t i = 0; i < b16.size(); ++i)
+          wide[i] = type == hs::WType::BF16 ? hs::bf16_to_f32(b16[i]) : hs::f16_to_f32(b16[i]);
+        std::vector<float> a_round(p.A);
+        for (float& x : a_round)
+          if (!std::isnan(x)) x = hs::round_bf16(x);
+        for (const auto& [name, kern] : kernels) {
+          const std::string what = describe(op, c, name, hs::wtype_name(type));
+          auto run = [&](hs::MatRef B, const float* A, ThreadPool* pool, hs::Arith arith) {
+            std::vector<float> C = p.C0;
+            if (op == Op::kNT)
+              hs::gemm_detail::gemm_nt_with(*kern, c.M, c.N, c.K, A, p.lda, B, p.ldb, C.data(), p.ldc, c.accumulate,
+                                            pool, arith);
+            else
+              hs::gemm_detail::gemm_nn_with(*kern, c.M, c.N, c.K, A, p.lda, B, p.ldb, C.data(), p.ldc, c.accumulate,
+                                            pool, arith);
+            return C;
+          };
+          const hs::MatRef b_half(b16.data(), type), b_wide(wide.data());
+          const auto want = run(b_wide, p.A.data(), nullptr, hs::Arith::F32);
+          const auto got1 = run(b_half, p.A.data(), nullptr, hs::Arith::F32);
+          const auto got2 = run(b_half, p.A.data(), &pool2, hs::Arith::F32);
+          check(std::memcmp(want.data(), got1.data(), want.size() * sizeof(float)) == 0,
+                what + " equals its fp32 widening");
+          check(std::memcmp(want.data(), got2.data(), want.size() * sizeof(float)) == 0,
+                what + " equals its fp32 widening (2 threads)");
+          if (type == hs::WType::BF16) {
+            const auto want_r = run(b_wide, a_round.data(), nullptr, hs::Arith::F32);
+            const auto got_r = run(b_half, p.A.data(), &pool2, hs::Arith::BF16);
+            check(std::memcmp(want_r.data(), got_r.data(), want_r.size() * sizeof(float)) == 0,
+                  what + " Arith::BF16 equals fp32 on bf16-rounded A");
+          }
+        }
+      }
+    }
+  }
+}
+
+// bf16/f16 conversions against values worked out by hand.
+void test_half_conversions() {
+  check(hs::bf16_to_f32(0x3F80) == 1.0f && hs::bf16_to_f32(0xC040) == -3.0f, "bf16 -> f32");
+  check(hs::f16_to_f32(0x3C00) == 1.0f && hs::f16_to_f32(0xC200) == -3.0f, "f16 -> f32 normal");
+  check(hs::f16_to_f32(0x0001) == std::ldexp(1.0f, -24) && hs::f16_to_f32(0x03FF) == std::ldexp(1023.0f, -24),
+        "f16 -> f32 subnormal");
+  check(std::isinf(hs::f16_to_f32(0x7C00)) && std::isnan(hs::f16_to_f32(0x7E00)), "f16 -> f32 inf/nan");
+  // Nearest even: 1 + 2^-8 is a tie between 1 and 1 + 2^-7 -> 1; 1 + 3*2^-8 -> 1 + 2^-6.
+  check(hs::f32_to_bf16(1.0f + std::ldexp(1.0f, -8)) == 0x3F80, "f32 -> bf16 tie to even (down)");
+  check(hs::f32_to_bf16(1.0f + 3 * std::ldexp(1.0f, -8)) == 0x3F82, "f32 -> bf16 tie to even (up)");
+  check(hs::f32_to_bf16(1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20)) == 0x3F81, "f32 -> bf16 above tie");
+  check(std::isnan(hs::bf16_to_f32(hs::f32_to_bf16(std::numeric_limits<float>::quiet_NaN()))), "f32 -> bf16 NaN");
+  check(std::isinf(hs::bf16_to_f32(hs::f32_to_bf16(3.4e38f))), "f32 -> bf16 overflows to inf");
 }
 
 // The kernel the dispatch should pick on this CPU under HOPSCOTCH_CPU_KERNEL=`cap`.
@@ -493,6 +571,8 @@ int main(int argc, char** argv) {
 
   test_correctness(kernels);
   test_small_kernels_direct(kernels);
+  test_half_conversions();
+  test_half_weights(kernels);
   test_public_entry_points();
   test_argument_errors();
   test_env_override(argv[0], "scalar");

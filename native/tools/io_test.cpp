@@ -818,7 +818,7 @@ void test_weights(const std::string& dir, const std::string& model_dir) {
     CHECK(w->lm_head != w->embed);
     std::vector<float> lm(16 * 8);
     convert_to_f32(*ck->find("lm_head.weight"), lm.data());
-    CHECK(std::memcmp(w->lm_head, lm.data(), lm.size() * 4) == 0);
+    CHECK(std::memcmp(w->lm_head.data, lm.data(), lm.size() * 4) == 0);
     CHECK_EQ(w->source_dtype, "F32");
   }
   // Tied without lm_head: lm_head aliases the embedding.
@@ -829,11 +829,11 @@ void test_weights(const std::string& dir, const std::string& model_dir) {
     write_tensor_file(d + "/model.safetensors", specs_for(c, false), 0.0f);
     auto ck = Checkpoint::open_dir(d);
     auto w = load_weights(c, *ck);
-    CHECK(w->lm_head == w->embed && w->embed != nullptr);
+    CHECK(w->lm_head == w->embed && w->embed);
     CHECK(w->layers.size() == 2 && w->layers[1].q && w->layers[1].down && !w->layers[1].q_bias);
     float first;
     std::memcpy(&first, ck->find("model.embed_tokens.weight")->data, 4);
-    CHECK_EQ(w->embed[0], first);
+    CHECK_EQ(w->embed.get(0), first);
   }
   // DeciLM-style absent attention: no q/k/v/o for that layer.
   {
@@ -892,16 +892,25 @@ void test_weights(const std::string& dir, const std::string& model_dir) {
   CHECK_EQ(m->config.arch, "LlamaForCausalLM");
   CHECK_EQ(w.parameters, 260032);
   CHECK_EQ(w.bytes, 260032u * 4u);
-  CHECK_EQ(w.storage.size(), 47u);
+  // Norms are fp32 copies (5 layers x 2 + final, 64 wide); the matrices point into the mapping.
+  CHECK_EQ(w.storage.size(), 11u);
+  CHECK_EQ(w.copied_bytes, 11u * 64u * 4u);
+  CHECK(w.storage16.empty());
   CHECK_EQ(w.source_dtype, "F32");
+  CHECK_EQ(w.matrix_dtype, "F32");
   CHECK(w.lm_head == w.embed);
   CHECK_EQ(w.layers.size(), 5u);
+  {
+    const auto& f = *m->checkpoint->files()[0];
+    const uint8_t* p = static_cast<const uint8_t*>(w.layers[4].down.data);
+    CHECK(p >= f.bytes() && p + 64 * 172 * 4 <= f.bytes() + f.size());
+  }
   // Reference values read from the file independently (Python struct).
   CHECK_EQ(w.final_norm[0], 2.45830894f);
   CHECK_EQ(w.final_norm[3], 1.10783184f);
-  CHECK_EQ(w.embed[1], 0.561895609f);
-  CHECK_EQ(w.layers[4].down[3], 0.203118116f);
-  CHECK_EQ(w.layers[4].down[64 * 172 - 1], -0.0035068716388195753f);
+  CHECK_EQ(w.embed.get(1), 0.561895609f);
+  CHECK_EQ(w.layers[4].down.get(3), 0.203118116f);
+  CHECK_EQ(w.layers[4].down.get(64 * 172 - 1), -0.0035068716388195753f);
   auto ck = Checkpoint::open_dir(model_dir);
   CHECK_EQ(ck->names().size(), 47u);
   CHECK_EQ(ck->files()[0]->metadata().at("format"), "pt");

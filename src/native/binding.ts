@@ -41,7 +41,11 @@ export interface NativeModelInfo {
   device: 'cpu' | 'cuda';
   fingerprint: string;
   dir: string;
+  /** Bytes of the weights as held: mapped from the checkpoint, or copied. */
   weightBytes: number;
+  /** Dtype the weight matrices are held in ('F32', 'BF16', 'F16' or 'mixed'). */
+  weightDtype: string;
+  precision: 'f32' | 'bf16';
 }
 
 export interface NativeModel {
@@ -130,7 +134,12 @@ export interface CudaProbe {
 }
 
 export interface Binding {
-  Model: { load(dir: string, opts: { device: 'cpu' | 'cuda'; threads?: number }): Promise<NativeModel> };
+  Model: {
+    load(
+      dir: string,
+      opts: { device: 'cpu' | 'cuda'; threads?: number; precision?: 'f32' | 'bf16' },
+    ): Promise<NativeModel>;
+  };
   inspectSafetensors(path: string): {
     tensors: SafetensorsTensorInfo[];
     metadata: Record<string, string>;

@@ -61,6 +61,7 @@ describe('entry points', () => {
     expectTypeOf<LoadOptions>().toEqualTypeOf<{
       device?: 'cpu' | 'cuda' | 'auto';
       threads?: number;
+      precision?: 'f32' | 'bf16';
       log?: (message: string) => void;
     }>();
 
@@ -226,6 +227,7 @@ describe('data types', () => {
 
 describe('Model', () => {
   it('has the engine primitives with their result types, and disposes', () => {
+    expectTypeOf<Model['precision']>().toEqualTypeOf<'f32' | 'bf16'>();
     expectTypeOf<Model['lossAndGrad']>().toEqualTypeOf<(samples: Sample[], theta: Theta, opts?: BatchOptions) => Promise<LossAndGradResult>>();
     expectTypeOf<Model['loss']>().toEqualTypeOf<(samples: Sample[], theta: Theta, opts?: BatchOptions) => Promise<LossResult>>();
     expectTypeOf<Model['logits']>().toEqualTypeOf<(tokens: number[], opts?: { theta?: Theta; skip?: number[] }) => Promise<Float32Array>>();
