@@ -210,6 +210,25 @@ describe('select --plan / probe --plan', () => {
   });
 });
 
+describe('successive halving', () => {
+  it("a survivor's score is its exhaustive probe's score bit for bit; the dropped rank after every survivor", async () => {
+    const exhaustive = await selectBlocks(model, data, { ...OPTS, probing: 'exhaustive' });
+    expect(reference.skipped).toEqual(exhaustive.skipped);
+    let survivors = 0;
+    for (const e of reference.trace) {
+      const ex = exhaustive.trace.find((x) => x.step === e.step && x.candidate === e.candidate)!;
+      if (e.droppedAt === undefined) {
+        survivors++;
+        expect(e.score).toBe(ex.score);
+        expect(e.validation).toBe(ex.validation);
+      } else expect(e.droppedAt).toBeLessThan(OPTS.probeSteps);
+    }
+    expect(survivors).toBe(2); // one per step: the pick
+    expect(reference.probeTokens!).toBeLessThan(exhaustive.probeTokens!);
+    expect(reference.probing).toEqual({ kind: 'halving', eta: 2, minFraction: 1 / 16 });
+  }, 120_000);
+});
+
 describe('selectBlocks({ workers })', () => {
   it('gives the in-process selection bit for bit', async () => {
     const events: string[] = [];
