@@ -79,6 +79,7 @@ export function selectionSettings(a: SelectArgs): Record<string, unknown> {
 export function stepBest(trace: readonly TraceEntry[]): TraceEntry[] {
   const best = new Map<number, TraceEntry>();
   for (const e of trace) {
+    if (e.droppedAt !== undefined) continue; // dropped early by halving: scored over fewer steps
     const b = best.get(e.step);
     if (!b || e.score < b.score || (e.score === b.score && e.candidate < b.candidate)) best.set(e.step, e);
   }
@@ -99,7 +100,7 @@ export function describeSelection(sel: Selection): string[] {
         String(s),
         ...layers.map((l) => {
           const e = sel.trace.find((x) => x.step === s && x.candidate === l);
-          return e ? `${formatLoss(e.score)}${chosen.has(l) ? '*' : ' '}` : '-';
+          return e ? `${formatLoss(e.score)}${chosen.has(l) ? '*' : e.droppedAt !== undefined ? '~' : ' '}` : '-';
         }),
       ]);
     }
@@ -117,7 +118,10 @@ export function describeSelection(sel: Selection): string[] {
     lines.push('');
   }
   if (sel.probeOptimizerSteps !== undefined && sel.probeOptimizerSteps > 0)
-    lines.push(`probes       ${sel.probeSteps} steps each; ${sel.probeOptimizerSteps} steps, ${sel.probeTokens} tokens in all`, '');
+    lines.push(
+      `probes       ${sel.probeSteps} steps each${sel.probing?.kind === 'halving' ? ` by successive halving (eta ${sel.probing.eta}, first slice ${sel.probing.minFraction} of the budget; ~ = dropped early, score over its slice)` : ''}; ${sel.probeOptimizerSteps} steps, ${sel.probeTokens} tokens in all`,
+      '',
+    );
   lines.push(...describeTheta(sel.theta, sel.skipped));
   return lines;
 }

@@ -56,6 +56,9 @@ export class ProgressReporter {
         if (!this.#multi || e.batch === e.batches)
           this.line(`generate   ${e.batch}/${e.batches} batches, ${e.samples} samples${e.dropped ? `, ${e.dropped} empty dropped` : ''}`);
         break;
+      case 'probe-round':
+        if (e.rounds > 1) this.line(`step ${e.step}     probe round ${e.round}/${e.rounds}: ${e.candidates} candidates up to ${e.steps} steps`);
+        break;
       case 'probe-start':
         this.#track(`step ${e.step} probe layer ${e.candidate}`, 'batches', 0, 1, '-');
         break;

@@ -25,6 +25,7 @@ import defaultExport, {
   type LossResult,
   type Model,
   type ModelConfig,
+  type ProbingOption,
   type ProgressCallback,
   type ProgressEvent,
   type PromptInput,
@@ -113,6 +114,8 @@ describe('entry points', () => {
       tokenMean?: boolean;
       probeSubset?: number;
       shortlist?: number;
+      probing?: ProbingOption;
+      workers?: number;
       rescaleAfter?: boolean;
       checkpoint?: string;
       onProgress?: ProgressCallback;
@@ -236,13 +239,16 @@ describe('Model', () => {
 describe('progress events', () => {
   it('are a union tagged by `type` that narrows', () => {
     expectTypeOf<ProgressEvent['type']>().toEqualTypeOf<
-      'probe-start' | 'batch' | 'probe-end' | 'step-end' | 'rescale-epoch' | 'validation' | 'eta' | 'generate'
+      'probe-start' | 'probe-round' | 'batch' | 'probe-end' | 'step-end' | 'rescale-epoch' | 'validation' | 'eta' | 'generate'
     >();
     const handle = (e: ProgressEvent): number => {
       switch (e.type) {
         case 'probe-start':
           expectTypeOf(e).toEqualTypeOf<{ type: 'probe-start'; step: number; candidate: number; candidates: number }>();
           return e.candidates;
+        case 'probe-round':
+          expectTypeOf(e).toEqualTypeOf<{ type: 'probe-round'; step: number; round: number; rounds: number; candidates: number; steps: number }>();
+          return e.steps;
         case 'batch':
           expectTypeOf(e).toEqualTypeOf<{
             type: 'batch';
@@ -357,6 +363,7 @@ describe('errors', () => {
       EXPORT: 'HOPSCOTCH_ERR_EXPORT',
       ABORTED: 'HOPSCOTCH_ERR_ABORTED',
       NON_FINITE: 'HOPSCOTCH_ERR_NON_FINITE',
+      PLAN: 'HOPSCOTCH_ERR_PLAN',
     } as const;
     expectTypeOf(ErrorCodes).toEqualTypeOf<typeof expected>();
     expectTypeOf<ErrorCode>().toEqualTypeOf<(typeof expected)[keyof typeof expected]>();
