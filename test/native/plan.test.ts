@@ -227,6 +227,31 @@ describe('successive halving', () => {
     expect(reference.probeTokens!).toBeLessThan(exhaustive.probeTokens!);
     expect(reference.probing).toEqual({ kind: 'halving', eta: 2, minFraction: 1 / 16 });
   }, 120_000);
+
+  it('resumes from a checkpoint taken between the jobs of a round, bit for bit', async () => {
+    const checkpoint = join(dir, 'halving-ckpt.json');
+    for (const stopAfter of [2, 7]) {
+      await rm(checkpoint, { force: true });
+      const ac = new AbortController();
+      let ends = 0;
+      const first = await selectBlocks(model, data, {
+        ...OPTS,
+        checkpoint,
+        signal: ac.signal,
+        onProgress: (e) => {
+          if (e.type === 'probe-end' && ++ends === stopAfter) ac.abort();
+        },
+      }).then(
+        () => 'finished',
+        (e: Error) => e.name,
+      );
+      expect(first).not.toBe('finished');
+      const saved = JSON.parse(await readFile(checkpoint, 'utf8'));
+      expect(saved.state.rounds?.flat().length ?? 0).toBeGreaterThan(0);
+      const resumed = await selectBlocks(model, data, { ...OPTS, checkpoint });
+      expect(comparable(resumed)).toEqual(comparable(reference));
+    }
+  }, 180_000);
 });
 
 describe('selectBlocks({ workers })', () => {
