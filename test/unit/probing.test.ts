@@ -88,3 +88,15 @@ describe('nextRound', () => {
     expect(nextRound([0, 1, 2], 1, targets, 2, [[o(2, 2, 1), o(0, 2, 3), o(1, 2, 0.5)], [o(1, 4, 0.4), o(2, 4, 0.9)]])).toBeNull();
   });
 });
+
+describe('removalCurve with halving', () => {
+  it('takes each step from the candidates that ran the whole budget', async () => {
+    const { removalCurve } = await import('../../src/plot/figures.js');
+    const trace = [
+      { step: 1, candidate: 0, score: 1, droppedAt: 2 }, // lower, but over 2 steps only
+      { step: 1, candidate: 1, score: 3 },
+      { step: 1, candidate: 2, score: 4, droppedAt: 4 },
+    ];
+    expect(removalCurve(trace)).toEqual([{ k: 1, layer: 1, loss: 3 }]);
+  });
+});
