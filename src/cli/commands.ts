@@ -156,7 +156,7 @@ function addSelectOptions(cmd: Command, countFlag: string): Command {
     .addOption(intOption('--probe-subset <n>', 'rank candidates on n samples of the data (rescales use all)', { min: 1 }))
     .addOption(intOption('--shortlist <n>', 'probe only the n candidates with the best first-order score', { min: 1 }))
     .option('--checkpoint <file>', 'save progress here after every probe and rescale; an existing file is resumed')
-    .addOption(new Option('--probing <mode>', 'probe every candidate the whole budget (the paper) or by successive halving').choices(['exhaustive', 'halving']))
+    .addOption(new Option('--probing <mode>', 'successive halving (default) or every candidate the whole budget (the paper)').choices(['exhaustive', 'halving']))
     .addOption(intOption('--workers <n>', 'run the probe jobs in n worker processes (one GPU each on CUDA)', { min: 1 }));
 }
 

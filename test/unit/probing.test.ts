@@ -29,7 +29,8 @@ function play(candidates: number[], keep: number, targets: number[], score: (c: 
 
 describe('probing options', () => {
   it('defaults and checks', async () => {
-    expect(resolveProbing(undefined)).toEqual({ kind: 'exhaustive' });
+    expect(resolveProbing(undefined)).toEqual({ kind: 'halving', eta: 2, minFraction: 1 / 16 });
+    expect(resolveProbing('exhaustive')).toEqual({ kind: 'exhaustive' });
     expect(halving).toEqual({ kind: 'halving', eta: 2, minFraction: 1 / 16 });
     expect(resolveProbing({ kind: 'halving', eta: 3 })).toEqual({ kind: 'halving', eta: 3, minFraction: 1 / 16 });
     await expectCode(() => resolveProbing({ kind: 'halving', eta: 1 }), 'HOPSCOTCH_ERR_ARGUMENT');

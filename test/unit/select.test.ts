@@ -138,7 +138,8 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const base: SelectOptions = { batchSize: 8, seed: 3 };
+// These tests pin exhaustive probing (the paper's): they check its properties; halving has its own (probing.test.ts, native/plan.test.ts).
+const base: SelectOptions = { batchSize: 8, seed: 3, probing: 'exhaustive' };
 
 describe('selectBlocks: iterative-greedy', () => {
   it('skips the cheapest layer each step and records candidates x steps probes', async () => {
