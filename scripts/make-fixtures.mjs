@@ -140,6 +140,27 @@ function safetensorsBytes(tensors, dtype) {
  */
 const EOS_LIST_IDS = [15, 255];
 
+/**
+ * `{ layer: scale }` for `count` distinct layers of `layers`, drawn by a seeded
+ * Fisher-Yates shuffle (mulberry32), never layer 0: the planted near-redundant blocks.
+ */
+function plantedSubset(layers, count, seed, scale) {
+  let a = seed >>> 0;
+  const rand = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const idx = Array.from({ length: layers - 1 }, (_, i) => i + 1);
+  for (let i = idx.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [idx[i], idx[j]] = [idx[j], idx[i]];
+  }
+  return Object.fromEntries(idx.slice(0, count).sort((x, y) => x - y).map((l) => [l, scale]));
+}
+
 const FIXTURES = [
   {
     name: 'llama-gqa',
@@ -208,6 +229,20 @@ const FIXTURES = [
     arch: 'LlamaForCausalLM', modelType: 'llama', seed: 11,
     hidden: 64, layers: 6, heads: 8, kvHeads: 2, headDim: 8, intermediate: 128, tied: false, dtype: 'F32',
     attentionScale: { 1: 0.05, 4: 0.05 },
+  },
+  {
+    name: 'llama-planted-16',
+    description: 'Llama with 16 layers; o_proj scaled by 0.05 in 4 layers drawn with seed 16 (plantedSubset): the near-redundant blocks a selection should find first',
+    arch: 'LlamaForCausalLM', modelType: 'llama', seed: 16,
+    hidden: 64, layers: 16, heads: 8, kvHeads: 2, headDim: 8, intermediate: 128, tied: false, dtype: 'F32',
+    attentionScale: plantedSubset(16, 4, 16, 0.05),
+  },
+  {
+    name: 'llama-planted-32',
+    description: 'Llama with 32 layers; o_proj scaled by 0.05 in 6 layers drawn with seed 32 (plantedSubset): the near-redundant blocks a selection should find first',
+    arch: 'LlamaForCausalLM', modelType: 'llama', seed: 32,
+    hidden: 64, layers: 32, heads: 8, kvHeads: 2, headDim: 8, intermediate: 128, tied: false, dtype: 'F32',
+    attentionScale: plantedSubset(32, 6, 32, 0.05),
   },
   {
     name: 'llama-f16',

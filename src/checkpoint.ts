@@ -23,6 +23,7 @@ import { basename, dirname, join } from 'node:path';
 import { ErrorCodes, HopscotchError } from './errors.js';
 import type { ThetaJson } from './theta.js';
 import type { TrainState } from './train.js';
+import type { ProbeOutcome } from './probing.js';
 
 /**
  * Writes `contents` to `file` atomically: a temporary file in the same folder is
@@ -101,6 +102,8 @@ export interface TraceEntry {
   train?: number;
   /** Held-out loss at the probe's final theta (when there are held-out samples). */
   validation?: number;
+  /** Optimizer steps of the probe when successive halving dropped it before the whole budget. */
+  droppedAt?: number;
 }
 
 /** The rescale that ended a step. */
@@ -132,7 +135,9 @@ export interface SelectionState {
   /** Scores of every completed ranking, all steps. */
   trace: TraceEntry[];
   /** Probe results already computed in the current step (before its ranking completes). */
-  probes: { candidate: number; score: number; train?: number; validation?: number }[];
+  probes: { candidate: number; score: number; train?: number; validation?: number; droppedAt?: number }[];
+  /** Outcomes of the probe jobs of the current step, by round (absent or null between steps). */
+  rounds?: ProbeOutcome[][] | null;
   /** The rescale in progress (after the step's pick), resumed at batch granularity. */
   rescale: { step: number; stopAfter: 'count' | 'maxLoss' | 'exhausted' | null; state: TrainState | null } | null;
   /** Work done by probes: optimizer steps and training tokens. */

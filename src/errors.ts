@@ -36,6 +36,7 @@ export const ErrorCodes = {
   EXPORT: 'HOPSCOTCH_ERR_EXPORT',
   ABORTED: 'HOPSCOTCH_ERR_ABORTED',
   NON_FINITE: 'HOPSCOTCH_ERR_NON_FINITE',
+  PLAN: 'HOPSCOTCH_ERR_PLAN',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -18,6 +18,7 @@ import { inspect, load, resolveDevice } from './model.js';
 import { loadDataset, loadPrompts, recoverySet, saveDataset, splitDataset } from './dataset.js';
 import { rescale } from './rescale.js';
 import { selectBlocks, selectionFromJSON, selectionToJSON } from './select.js';
+import { planSelection, runPlanJob } from './plan.js';
 import { STRATEGIES } from './strategies.js';
 import * as evalLib from './eval/index.js';
 import * as plotLib from './plot/index.js';
@@ -55,6 +56,26 @@ export {
   type SelectOptions,
   type SelectionJson,
 } from './select.js';
+export {
+  DEFAULT_ETA,
+  DEFAULT_MIN_FRACTION,
+  runProbeJob,
+  type Probing,
+  type ProbingOption,
+  type ProbeContext,
+  type ProbeJob,
+  type ProbeOutcome,
+} from './probing.js';
+export {
+  jobIndexFromEnv,
+  planSelection,
+  readPlan,
+  runPlanJob,
+  type PlanJobResult,
+  type PlanState,
+  type ProbePlan,
+  type ProbeResultFile,
+} from './plan.js';
 export { trainTheta, type TrainBudget, type TrainResult, type TrainSpec, type TrainState, type TrainStop } from './train.js';
 export {
   STRATEGIES,
@@ -100,6 +121,8 @@ export const hopscotch = {
   loadDataset,
   splitDataset,
   selectBlocks,
+  planSelection,
+  runPlanJob,
   selectionToJSON,
   selectionFromJSON,
   rescale,

@@ -22,6 +22,19 @@ export interface ProbeStartEvent {
   candidates: number;
 }
 
+/**
+ * A round of probe jobs starts: `candidates` jobs train up to `steps` optimizer steps
+ * (exhaustive probing: one round; successive halving: one per slice of the budget).
+ */
+export interface ProbeRoundEvent {
+  type: 'probe-round';
+  step: number;
+  round: number;
+  rounds: number;
+  candidates: number;
+  steps: number;
+}
+
 /** One optimizer step was taken. `step` is the selection step (0 for a standalone rescale). */
 export interface BatchEvent {
   type: 'batch';
@@ -126,6 +139,7 @@ export interface TruncatedEvent {
 
 export type ProgressEvent =
   | ProbeStartEvent
+  | ProbeRoundEvent
   | BatchEvent
   | ProbeEndEvent
   | StepEndEvent

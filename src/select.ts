@@ -35,7 +35,8 @@ import { validateSkip } from './rescale.js';
 import { type SelectOptions, type SelectSettings, resolveSelectOptions } from './select-options.js';
 import type { StrategyContext } from './strategies.js';
 import { type ThetaJson, clone, fromJSON, ones, toJSON, validate as validateTheta } from './theta.js';
-import { meanLoss, noNegativeZero, trainTheta } from './train.js';
+import { noNegativeZero, trainTheta } from './train.js';
+import { type Probing, type ProbeContext, type ProbeExecutor, finalOutcomes, inProcessExecutor, nextRound, roundTargets } from './probing.js';
 import type { Dataset, LayerStats, Model, Sample, Theta } from './types.js';
 
 export { DEFAULT_PROBE_STEPS, type SelectOptions } from './select-options.js';
@@ -60,6 +61,8 @@ export interface Selection {
   firstOrder?: TraceEntry[];
   /** Optimizer steps of each probe. */
   probeSteps?: number;
+  /** How the probes were scheduled: every candidate the whole budget, or successive halving. */
+  probing?: Probing;
   /** Work done by all probes: optimizer steps and training tokens (prompt + response). */
   probeOptimizerSteps?: number;
   probeTokens?: number;
@@ -89,7 +92,24 @@ export function selectionFromJSON(json: SelectionJson): Selection {
  * exactly what an uninterrupted run returns.
  */
 export async function selectBlocks(model: Model, data: Dataset, opts: SelectOptions = {}): Promise<Selection> {
-  const run = await SelectionRun.open(model, data, opts);
+  if (opts.workers !== undefined && opts.workers > 1) {
+    const { selectWithWorkers } = await import('./workers.js');
+    return selectWithWorkers(model, data, opts);
+  }
+  return runSelection(model, data, opts);
+}
+
+/**
+ * The loop of {@link selectBlocks} with the probe jobs run by `executor` (in this
+ * process by default; worker processes and plan directories supply their own).
+ */
+export async function runSelection(
+  model: Model,
+  data: Dataset,
+  opts: SelectOptions,
+  executor?: (cfg: SelectSettings) => ProbeExecutor,
+): Promise<Selection> {
+  const run = await SelectionRun.open(model, data, opts, executor);
   while (!run.finished) {
     if (!run.rescaling) {
       const candidates = run.candidates();
@@ -113,14 +133,16 @@ export async function selectBlocks(model: Model, data: Dataset, opts: SelectOpti
 const PROBE_STREAM = 0x50524f42;
 const RESCALE_STREAM = 0x52455343;
 
-const byScore = (a: { candidate: number; score: number }, b: { candidate: number; score: number }) =>
-  a.score - b.score || a.candidate - b.candidate;
+/** Lowest score first; candidates dropped early by halving after those that ran the whole budget. */
+const byScore = (a: TraceEntry, b: TraceEntry) =>
+  (b.droppedAt ?? Infinity) - (a.droppedAt ?? Infinity) || a.score - b.score || a.candidate - b.candidate;
 
 /** A selection in progress: its settings, its durable state and the work of each phase. */
 class SelectionRun {
   private theta: Theta;
   private readonly emit: (e: ProgressEvent) => void;
   private readonly eta = new EtaEstimator();
+  private readonly executor: ProbeExecutor;
 
   private constructor(
     private readonly model: Model,
@@ -129,13 +151,20 @@ class SelectionRun {
     private readonly file: string | undefined,
     private readonly signal: AbortSignal | undefined,
     onProgress: SelectOptions['onProgress'],
+    executor: ((cfg: SelectSettings) => ProbeExecutor) | undefined,
   ) {
     this.theta = fromJSON(st.theta);
     this.emit = safeCallback(onProgress);
+    this.executor = executor ? executor(cfg) : inProcessExecutor(model, cfg.rankData, cfg.plan.validation);
   }
 
   /** Checks the options, then starts a run or resumes the one in `opts.checkpoint`. */
-  static async open(model: Model, data: Dataset, opts: SelectOptions): Promise<SelectionRun> {
+  static async open(
+    model: Model,
+    data: Dataset,
+    opts: SelectOptions,
+    executor?: (cfg: SelectSettings) => ProbeExecutor,
+  ): Promise<SelectionRun> {
     const cfg = resolveSelectOptions(model, data, opts);
     const n = model.config.numLayers;
     const file = opts.checkpoint;
@@ -168,7 +197,7 @@ class SelectionRun {
       timings: [],
       stoppedBy: null,
     };
-    const run = new SelectionRun(model, cfg, state, file, opts.signal, opts.onProgress);
+    const run = new SelectionRun(model, cfg, state, file, opts.signal, opts.onProgress, executor);
     if (file !== undefined && state.stoppedBy === null) await run.save();
     return run;
   }
@@ -196,6 +225,7 @@ class SelectionRun {
     if (recorded.length > 0) return recorded;
     const started = performance.now();
     const candidates = await this.shortlisted(all);
+    if (cfg.strategy.probes) await this.probeRounds(candidates);
     const frozen = Object.freeze([...candidates]);
     const ctx: StrategyContext = {
       model: this.model,
@@ -226,6 +256,7 @@ class SelectionRun {
       const entry: TraceEntry = { step, candidate, score: noNegativeZero(score) };
       if (probed?.train !== undefined) entry.train = probed.train;
       if (probed?.validation !== undefined) entry.validation = probed.validation;
+      if (probed?.droppedAt !== undefined) entry.droppedAt = probed.droppedAt;
       return entry;
     });
     st.trace.push(...scores);
@@ -361,6 +392,7 @@ class SelectionRun {
       timings: st.timings,
       stoppedBy: st.stoppedBy ?? 'exhausted',
       probeSteps: cfg.probeSteps,
+      probing: cfg.probing,
       probeOptimizerSteps: st.probeSteps,
       probeTokens: st.probeTokens,
       trainSamples: cfg.plan.train.length,
@@ -370,45 +402,78 @@ class SelectionRun {
     return sel;
   }
 
-  /** The Hopscotch probe of one candidate (recorded result on resume). */
-  private async probe(candidate: number, candidates: number): Promise<number> {
+  /** What the probe jobs of this step share. */
+  private probeContext(): ProbeContext {
     const { st, cfg } = this;
-    const step = st.step;
+    return {
+      step: st.step,
+      skipped: [...st.skipped],
+      theta: toJSON(this.theta),
+      lr: cfg.probeLr,
+      batchSize: cfg.batchSize,
+      tokenCap: cfg.tokenCap ?? null,
+      seed: mixSeed(cfg.seed, PROBE_STREAM, st.step),
+      tokenMean: cfg.tokenMean,
+      score: cfg.probeScore,
+      probeSteps: cfg.probeSteps,
+    };
+  }
+
+  /**
+   * Probes every candidate of the step (exhaustive or successive halving, see
+   * probing.ts) through the executor; each outcome is checkpointed as it arrives, and
+   * the final scores land in `st.probes`, where the strategy's `probe` finds them.
+   */
+  private async probeRounds(candidates: readonly number[]): Promise<void> {
+    const { st, cfg } = this;
+    if (candidates.every((c) => st.probes.some((p) => p.candidate === c))) return;
+    const keep = cfg.strategy.schedule === 'iterative' ? 1 : Math.min(cfg.count ?? candidates.length, candidates.length);
+    const targets = roundTargets(cfg.probing, cfg.probeSteps, candidates.length, keep);
+    const eta = cfg.probing.kind === 'halving' ? cfg.probing.eta : 2;
+    const rounds = (st.rounds ??= []);
+    const ctx = this.probeContext();
+    const rt = { signal: this.signal, emit: this.emit, onBatch: (ms: number) => this.eta.record(1, ms), candidates: candidates.length };
+    for (;;) {
+      const next = nextRound(candidates, keep, targets, eta, rounds);
+      if (next === null) break;
+      const r = next.round;
+      this.emit({ type: 'probe-round', step: st.step, round: r + 1, rounds: targets.length, candidates: next.jobs.length, steps: targets[r] });
+      await this.executor.run(ctx, next.jobs, rt, async (o) => {
+        (rounds[r] ??= []).push(o);
+        await this.save();
+        this.emitEta(0, 0);
+      });
+    }
+    for (const f of finalOutcomes(candidates, targets, rounds)) {
+      if (st.probes.some((p) => p.candidate === f.candidate)) continue;
+      const entry: SelectionState['probes'][number] = { candidate: f.candidate, score: f.score, train: f.train };
+      if (f.validation !== undefined) entry.validation = f.validation;
+      if (f.droppedAt !== undefined) entry.droppedAt = f.droppedAt;
+      st.probes.push(entry);
+      st.probeSteps += f.steps;
+      st.probeTokens += f.tokens;
+    }
+    st.rounds = null;
+    await this.save();
+  }
+
+  /** The Hopscotch probe of one candidate (recorded result on resume), for strategies that probe one by one. */
+  private async probe(candidate: number, candidates: number): Promise<number> {
+    const { st } = this;
     const cached = st.probes.find((p) => p.candidate === candidate);
     if (cached) return cached.score;
-    this.emit({ type: 'probe-start', step, candidate, candidates });
-    const skip = [...st.skipped, candidate];
-    const res = await trainTheta({
-      model: this.model,
-      data: cfg.rankData,
-      skip,
-      theta: this.theta,
-      lr: cfg.probeLr,
-      budget: { kind: 'steps', steps: cfg.probeSteps },
-      batchSize: cfg.batchSize,
-      tokenCap: cfg.tokenCap,
-      seed: mixSeed(cfg.seed, PROBE_STREAM, step),
-      tokenMean: cfg.tokenMean,
-      phase: 'probe',
-      step,
-      candidate,
-      emit: this.emit,
-      signal: this.signal,
-      onBatch: (ms) => this.eta.record(1, ms),
+    const ctx = this.probeContext();
+    const rt = { signal: this.signal, emit: this.emit, onBatch: (ms: number) => this.eta.record(1, ms), candidates };
+    await this.executor.run(ctx, [{ candidate, steps: ctx.probeSteps, resume: null }], rt, async (o) => {
+      const entry: SelectionState['probes'][number] = { candidate, score: o.score, train: o.train };
+      if (o.validation !== undefined) entry.validation = o.validation;
+      st.probes.push(entry);
+      st.probeSteps += o.steps;
+      st.probeTokens += o.tokens;
+      await this.save();
     });
-    const entry: SelectionState['probes'][number] = { candidate, score: res.meanLoss, train: res.meanLoss };
-    if (cfg.plan.validation !== undefined) {
-      entry.validation = await meanLoss(this.model, cfg.plan.validation, res.theta, { skip, tokenMean: cfg.tokenMean, batchSize: cfg.batchSize, tokenCap: cfg.tokenCap, signal: this.signal });
-      this.emit({ type: 'validation', loss: entry.validation, step, phase: 'probe', candidate });
-      if (cfg.probeScore === 'validation') entry.score = entry.validation;
-    }
-    st.probes.push(entry);
-    st.probeSteps += res.steps;
-    st.probeTokens += res.tokens;
-    await this.save();
-    this.emit({ type: 'probe-end', step, candidate, score: entry.score });
     this.emitEta(candidates - st.probes.length, 0);
-    return entry.score;
+    return st.probes.find((p) => p.candidate === candidate)!.score;
   }
 
   /** The candidates left after first-order shortlisting (all of them without `shortlist`). */

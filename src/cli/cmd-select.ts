@@ -3,6 +3,7 @@
  * strategy) and prints the selection: skipped layers, theta, and every probe score.
  */
 import { selectBlocks, selectionToJSON, type Selection, type SelectOptions } from '../select.js';
+import { planSelection } from '../plan.js';
 import { checkSelectOptions } from '../select-options.js';
 import type { Dataset, Model } from '../types.js';
 import type { StrategyName } from '../strategies.js';
@@ -36,6 +37,10 @@ export interface SelectArgs {
   probeSubset?: number;
   shortlist?: number;
   checkpoint?: string;
+  /** Successive halving instead of exhaustive probing. */
+  probing?: 'exhaustive' | 'halving';
+  /** Probe jobs in this many worker processes. */
+  workers?: number;
 }
 
 export interface SelectCommandArgs {
@@ -44,6 +49,8 @@ export interface SelectCommandArgs {
   select: SelectArgs;
   save?: string;
   json: boolean;
+  /** Plan directory: write the step's probe jobs there instead of running them (and merge their results). */
+  plan?: string;
 }
 
 /** `selectBlocks` options from the parsed arguments (progress and signal added by the caller). */
@@ -64,7 +71,7 @@ export async function prepareSelect(model: Model, a: SelectArgs, progress: Progr
 
 /** The selection's settings as recorded next to its result (and in adapter metadata on export). */
 export function selectionSettings(a: SelectArgs): Record<string, unknown> {
-  const { checkpoint: _checkpoint, ...rest } = a;
+  const { checkpoint: _checkpoint, workers: _workers, ...rest } = a;
   return Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
 }
 
@@ -72,6 +79,7 @@ export function selectionSettings(a: SelectArgs): Record<string, unknown> {
 export function stepBest(trace: readonly TraceEntry[]): TraceEntry[] {
   const best = new Map<number, TraceEntry>();
   for (const e of trace) {
+    if (e.droppedAt !== undefined) continue; // dropped early by halving: scored over fewer steps
     const b = best.get(e.step);
     if (!b || e.score < b.score || (e.score === b.score && e.candidate < b.candidate)) best.set(e.step, e);
   }
@@ -92,7 +100,7 @@ export function describeSelection(sel: Selection): string[] {
         String(s),
         ...layers.map((l) => {
           const e = sel.trace.find((x) => x.step === s && x.candidate === l);
-          return e ? `${formatLoss(e.score)}${chosen.has(l) ? '*' : ' '}` : '-';
+          return e ? `${formatLoss(e.score)}${chosen.has(l) ? '*' : e.droppedAt !== undefined ? '~' : ' '}` : '-';
         }),
       ]);
     }
@@ -110,7 +118,10 @@ export function describeSelection(sel: Selection): string[] {
     lines.push('');
   }
   if (sel.probeOptimizerSteps !== undefined && sel.probeOptimizerSteps > 0)
-    lines.push(`probes       ${sel.probeSteps} steps each; ${sel.probeOptimizerSteps} steps, ${sel.probeTokens} tokens in all`, '');
+    lines.push(
+      `probes       ${sel.probeSteps} steps each${sel.probing?.kind === 'halving' ? ` by successive halving (eta ${sel.probing.eta}, first slice ${sel.probing.minFraction} of the budget; ~ = dropped early, score over its slice)` : ''}; ${sel.probeOptimizerSteps} steps, ${sel.probeTokens} tokens in all`,
+      '',
+    );
   lines.push(...describeTheta(sel.theta, sel.skipped));
   return lines;
 }
@@ -134,6 +145,28 @@ export async function runSelect(args: SelectCommandArgs): Promise<void> {
   const model = await openModel(args.model);
   try {
     const opts = await prepareSelect(model, args.select, progress);
+    if (args.plan !== undefined) {
+      const planDir = args.plan;
+      const state = await interruptible(progress, async (signal) => {
+        const data = await obtainDataset(model, args.data, progress, signal);
+        return planSelection(model, data, planDir, { ...opts, onProgress: progress.onProgress, signal });
+      });
+      if (state.state === 'planned') {
+        if (args.json) printJson({ state: 'planned', jobs: state.jobs, dir: state.dir, plan: state.plan, step: state.step, missing: state.missing });
+        else
+          printLines([
+            `planned      ${state.jobs} probe jobs (step ${state.step}, plan ${state.plan}), ${state.missing.length} without a result`,
+            `run each     hopscotch probe --plan ${state.dir} --job I   (I = 0..${state.jobs - 1}; or as a Slurm array / Kubernetes Indexed Job)`,
+            `then again   hopscotch select ... --plan ${state.dir}`,
+          ]);
+        return;
+      }
+      const json = { ...selectionToJSON(state.selection), settings: selectionSettings(args.select) };
+      if (args.save !== undefined) await saveJson(args.save, json);
+      if (args.json) printJson({ state: 'done', ...json });
+      else printLines(describeSelection(state.selection));
+      return;
+    }
     const sel = await interruptible(progress, async (signal) => {
       const data = await obtainDataset(model, args.data, progress, signal);
       return selectBlocks(model, data, { ...opts, onProgress: progress.onProgress, signal });

@@ -21,6 +21,7 @@ import { registerEval } from './cmd-eval.js';
 import { registerExport } from './cmd-export.js';
 import { runRescale } from './cmd-rescale.js';
 import { runRun } from './cmd-run.js';
+import { runProbe } from './cmd-probe.js';
 import { type SelectArgs, runSelect } from './cmd-select.js';
 import type { DataArgs, ModelArgs } from './cmd-shared.js';
 import { formatCount, printJson } from './output.js';
@@ -156,7 +157,9 @@ function addSelectOptions(cmd: Command, countFlag: string): Command {
     .addOption(intOption('--rescale-patience <n>', `epochs without a better held-out loss before a rescale stops (default ${DEFAULT_PATIENCE})`, { min: 1 }))
     .addOption(intOption('--probe-subset <n>', 'rank candidates on n samples of the data (rescales use all)', { min: 1 }))
     .addOption(intOption('--shortlist <n>', 'probe only the n candidates with the best first-order score', { min: 1 }))
-    .option('--checkpoint <file>', 'save progress here after every probe and rescale; an existing file is resumed');
+    .option('--checkpoint <file>', 'save progress here after every probe and rescale; an existing file is resumed')
+    .addOption(new Option('--probing <mode>', 'successive halving (default) or every candidate the whole budget (the paper)').choices(['exhaustive', 'halving']))
+    .addOption(intOption('--workers <n>', 'run the probe jobs in n worker processes (one GPU each on CUDA)', { min: 1 }));
 }
 
 /** Held-out data: a file, or a fraction of the recovery set. */
@@ -196,6 +199,8 @@ function selectArgs(o: SelectOpts & { skip?: number }, count: number | undefined
     probeSubset: o.probeSubset,
     shortlist: o.shortlist,
     checkpoint: o.checkpoint,
+    probing: o.probing,
+    workers: o.workers,
   };
 }
 
@@ -259,9 +264,25 @@ function registerSelect(program: Command): void {
     .description('choose attention blocks to skip and learn theta for them (prints skipped layers, theta and every probe score)');
   addValidationOptions(addSelectOptions(addDataOptions(addModelOptions(cmd)), '--count <k>'))
     .option('--save <file>', 'also write the selection JSON to this file')
+    .option('--plan <dir>', "write the step's probe jobs to this folder and stop (run them with hopscotch probe); run again to merge their results and go on")
     .option('--json', 'print the selection as one JSON object (the last stdout line)')
-    .action(async (o: ModelOpts & DataOpts & SelectOpts & { save?: string; json?: boolean }) => {
-      await runSelect({ model: modelArgs(o), data: dataArgs(o), select: selectArgs(o, o.count), save: o.save, json: o.json ?? false });
+    .action(async (o: ModelOpts & DataOpts & SelectOpts & { save?: string; json?: boolean; plan?: string }) => {
+      await runSelect({ model: modelArgs(o), data: dataArgs(o), select: selectArgs(o, o.count), save: o.save, json: o.json ?? false, plan: o.plan });
+    });
+}
+
+function registerProbe(program: Command): void {
+  program
+    .command('probe')
+    .description('run one probe job of a plan written by select --plan (a task of a Slurm array or Kubernetes Indexed Job)')
+    .requiredOption('--plan <dir>', 'plan folder written by hopscotch select --plan')
+    .addOption(intOption('--job <i>', 'job index (default: SLURM_ARRAY_TASK_ID, else JOB_COMPLETION_INDEX)', { min: 0 }))
+    .option('--model <dir>', "model folder (default: the plan's; it must have the plan's fingerprint)")
+    .addOption(new Option('--device <device>', 'engine device').choices(['cpu', 'cuda', 'auto']).default('auto'))
+    .addOption(intOption('--threads <n>', 'CPU threads (default: all cores)', { min: 1 }))
+    .option('--json', 'print the job result as one JSON object (the last stdout line)')
+    .action(async (o: { plan: string; job?: number; model?: string; device: Device | 'auto'; threads?: number; json?: boolean }) => {
+      await runProbe({ plan: o.plan, job: o.job, model: o.model, device: o.device, threads: o.threads, json: o.json ?? false });
     });
 }
 
@@ -405,6 +426,7 @@ export function registerCommands(program: Command): void {
   registerSelect(program);
   registerRescale(program);
   registerData(program);
+  registerProbe(program);
   registerExport(program);
   registerEval(program);
   registerBench(program);

@@ -68,6 +68,9 @@ export class ProgressReporter {
             `otherwise raise --max-new-tokens`,
         );
         break;
+      case 'probe-round':
+        if (e.rounds > 1) this.line(`step ${e.step}     probe round ${e.round}/${e.rounds}: ${e.candidates} candidates up to ${e.steps} steps`);
+        break;
       case 'probe-start':
         this.#track(`step ${e.step} probe layer ${e.candidate}`, 'batches', 0, 1, '-');
         break;

@@ -58,6 +58,7 @@ export function probeLossChart(trace: readonly TraceEntry[], opts: { title?: str
 export function removalCurve(trace: readonly TraceEntry[]): { k: number; layer: number; loss: number; validation?: number }[] {
   const byStep = new Map<number, TraceEntry>();
   for (const e of trace) {
+    if (e.droppedAt !== undefined) continue; // dropped early by successive halving: a score over fewer steps
     const cur = byStep.get(e.step);
     if (!cur || e.score < cur.score || (e.score === cur.score && e.candidate < cur.candidate)) byStep.set(e.step, e);
   }

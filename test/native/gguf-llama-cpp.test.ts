@@ -74,7 +74,7 @@ async function llamaCppGreedy(file: string, prompt: number[], n: number, f32Cach
     try {
       const seq = ctx.getSequence();
       const out: number[] = [];
-      for await (const t of seq.evaluate(prompt, { temperature: 0 })) {
+      for await (const t of seq.evaluate(prompt as unknown as Parameters<typeof seq.evaluate>[0], { temperature: 0 })) {
         out.push(t as number);
         if (out.length >= n) break;
       }

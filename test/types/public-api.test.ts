@@ -25,6 +25,8 @@ import defaultExport, {
   type LossResult,
   type Model,
   type ModelConfig,
+  type Probing,
+  type ProbingOption,
   type ProgressCallback,
   type ProgressEvent,
   type PromptInput,
@@ -122,6 +124,8 @@ describe('entry points', () => {
       tokenMean?: boolean;
       probeSubset?: number;
       shortlist?: number;
+      probing?: ProbingOption;
+      workers?: number;
       rescaleAfter?: boolean;
       checkpoint?: string;
       onProgress?: ProgressCallback;
@@ -190,7 +194,7 @@ describe('data types', () => {
     // A plain { prompt, response } is still a Sample.
     expectTypeOf<{ prompt: number[]; response: number[] }>().toMatchTypeOf<Sample>();
     expectTypeOf<Dataset>().toEqualTypeOf<Sample[]>();
-    expectTypeOf<TraceEntry>().toEqualTypeOf<{ step: number; candidate: number; score: number; train?: number; validation?: number }>();
+    expectTypeOf<TraceEntry>().toEqualTypeOf<{ step: number; candidate: number; score: number; train?: number; validation?: number; droppedAt?: number }>();
     expectTypeOf<Selection>().toEqualTypeOf<{
       fingerprint?: string;
       strategy: string;
@@ -206,6 +210,7 @@ describe('data types', () => {
       probeTokens?: number;
       trainSamples?: number;
       validationSamples?: number;
+      probing?: Probing;
     }>();
     expectTypeOf<SelectionJson['theta']>().toEqualTypeOf<theta.ThetaJson>();
     expectTypeOf<Fit>().toEqualTypeOf<{
@@ -266,13 +271,16 @@ describe('Model', () => {
 describe('progress events', () => {
   it('are a union tagged by `type` that narrows', () => {
     expectTypeOf<ProgressEvent['type']>().toEqualTypeOf<
-      'probe-start' | 'batch' | 'probe-end' | 'step-end' | 'rescale-epoch' | 'validation' | 'eta' | 'generate' | 'recovery-set' | 'truncated'
+      'probe-start' | 'probe-round' | 'batch' | 'probe-end' | 'step-end' | 'rescale-epoch' | 'validation' | 'eta' | 'generate' | 'recovery-set' | 'truncated'
     >();
     const handle = (e: ProgressEvent): number => {
       switch (e.type) {
         case 'probe-start':
           expectTypeOf(e).toEqualTypeOf<{ type: 'probe-start'; step: number; candidate: number; candidates: number }>();
           return e.candidates;
+        case 'probe-round':
+          expectTypeOf(e).toEqualTypeOf<{ type: 'probe-round'; step: number; round: number; rounds: number; candidates: number; steps: number }>();
+          return e.steps;
         case 'batch':
           expectTypeOf(e).toEqualTypeOf<{
             type: 'batch';
@@ -413,6 +421,7 @@ describe('errors', () => {
       EXPORT: 'HOPSCOTCH_ERR_EXPORT',
       ABORTED: 'HOPSCOTCH_ERR_ABORTED',
       NON_FINITE: 'HOPSCOTCH_ERR_NON_FINITE',
+      PLAN: 'HOPSCOTCH_ERR_PLAN',
     } as const;
     expectTypeOf(ErrorCodes).toEqualTypeOf<typeof expected>();
     expectTypeOf<ErrorCode>().toEqualTypeOf<(typeof expected)[keyof typeof expected]>();

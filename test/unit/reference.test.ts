@@ -188,8 +188,8 @@ describe('make-fixtures', () => {
   it('lists every fixture in the manifest, each a folder the reference loads', () => {
     const names = manifest().fixtures.map((f) => f.name);
     expect(names).toEqual([
-      'llama-gqa', 'llama-tied-bf16', 'llama3-rope', 'qwen2', 'qwen3', 'granite', 'mistral', 'llama-sharded', 'llama-inert', 'llama-planted', 'llama-f16',
-      'llama-hd128-gqa4', 'llama-ctx128', 'llama-eos-list',
+      'llama-gqa', 'llama-tied-bf16', 'llama3-rope', 'qwen2', 'qwen3', 'granite', 'mistral', 'llama-sharded', 'llama-inert', 'llama-planted',
+      'llama-planted-16', 'llama-planted-32', 'llama-f16', 'llama-hd128-gqa4', 'llama-ctx128', 'llama-eos-list',
     ]);
     for (const f of manifest().fixtures) {
       const dir = path.join(first, f.name);

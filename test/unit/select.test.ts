@@ -140,10 +140,12 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-// One epoch per probe (20 samples in batches of 8: 3 steps) and one epoch per rescale on
-// all the data: the loop's mechanics with a small, exactly countable budget. The defaults
-// (longer probes, converging rescales on a held-out slice) are tested further down.
-const base: SelectOptions = { batchSize: 8, seed: 3, probeSteps: 3, rescaleEpochs: 1 };
+// One epoch per probe (20 samples in batches of 8: 3 steps), one epoch per rescale on all
+// the data, and exhaustive probing (the paper's): the loop's mechanics with a small,
+// exactly countable budget. The defaults (longer probes, converging rescales on a
+// held-out slice) are tested further down; halving has its own tests (probing.test.ts,
+// native/plan.test.ts).
+const base: SelectOptions = { batchSize: 8, seed: 3, probeSteps: 3, rescaleEpochs: 1, probing: 'exhaustive' };
 
 describe('selectBlocks: iterative-greedy', () => {
   it('skips the cheapest layer each step and records candidates x steps probes', async () => {
@@ -476,7 +478,7 @@ describe('selectBlocks: the method\'s defaults', () => {
 
   it('probes train for DEFAULT_PROBE_STEPS steps on small data, cycling reshuffled epochs', async () => {
     const events: ProgressEvent[] = [];
-    const sel = await selectBlocks(fake({ a: A }), data, { batchSize: 8, count: 1, rescaleEpochs: 1, onProgress: (e) => events.push(e) });
+    const sel = await selectBlocks(fake({ a: A }), data, { batchSize: 8, count: 1, rescaleEpochs: 1, probing: 'exhaustive', onProgress: (e) => events.push(e) });
     const probe0 = events.filter((e) => e.type === 'batch' && e.phase === 'probe' && e.candidate === 0) as Extract<ProgressEvent, { type: 'batch' }>[];
     expect(sel.probeSteps).toBe(64);
     expect(probe0).toHaveLength(64);
@@ -486,7 +488,7 @@ describe('selectBlocks: the method\'s defaults', () => {
     const tokens = data.reduce((t, x) => t + x.prompt.length + x.response.length, 0);
     expect(sel.probeTokens).toBeGreaterThan(6 * 21 * tokens);
     // A longer probe ranks closer to min over theta: the scores fall with the budget.
-    const short = await selectBlocks(fake({ a: A }), data, { batchSize: 8, count: 1, rescaleEpochs: 1, probeSteps: 3 });
+    const short = await selectBlocks(fake({ a: A }), data, { batchSize: 8, count: 1, rescaleEpochs: 1, probeSteps: 3, probing: 'exhaustive' });
     for (const e of sel.trace) expect(e.score).toBeLessThan(short.trace.find((x) => x.candidate === e.candidate)!.score);
   });
 
