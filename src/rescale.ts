@@ -244,7 +244,9 @@ export async function rescale(model: Model, data: Dataset, opts: RescaleOptions)
   check(Number.isInteger(seed), `seed must be an integer, got ${seed}`);
   const tokenMean = opts.tokenMean ?? false;
   const plan = planRescale(data, { ...opts, seed });
-  makeBatches(data, { batchSize, tokenCap: opts.tokenCap, seed, epoch: 0 }); // checks batchSize and tokenCap
+  // batchSize and tokenCap against every sample, held-out ones included, before any work.
+  makeBatches(data, { batchSize, tokenCap: opts.tokenCap, seed, epoch: 0 });
+  if (opts.validation !== undefined) makeBatches(opts.validation, { batchSize, tokenCap: opts.tokenCap, seed, epoch: 0 });
   const start = startTheta(model, skip, opts.theta);
   const emit = safeCallback(opts.onProgress);
 

@@ -218,7 +218,9 @@ export function resolveSelectOptions(model: Model, data: Dataset, opts: SelectOp
       'probeScore or maxLossOn "validation" needs held-out samples: give a validation set or a holdout fraction > 0',
     );
   const batching = { batchSize, tokenCap, seed };
-  makeBatches(plan.train, { ...batching, epoch: 0 }); // checks batchSize and tokenCap
+  // batchSize and tokenCap against every sample, held-out ones included, before any work.
+  makeBatches(data, { ...batching, epoch: 0 });
+  if (opts.validation !== undefined) makeBatches(opts.validation, { ...batching, epoch: 0 });
   const rankData =
     probeSubset === undefined || probeSubset >= plan.train.length
       ? plan.train
