@@ -309,9 +309,9 @@ export async function rescale(model: Model, data: Dataset, opts: RescaleOptions)
       onBatch: (ms) => {
         eta.record(1, ms);
         const now = performance.now();
-        if (now - lastEta >= 1000) {
+        const done = latest ? latest.losses.length : 0;
+        if (lastEta === 0 || now - lastEta >= 1000 || done + 1 >= maxEpochs * perEpoch) {
           lastEta = now;
-          const done = latest ? latest.losses.length : 0;
           emit({ type: 'eta', seconds: eta.seconds(Math.max(0, maxEpochs * perEpoch - done)) ?? 0 });
         }
       },

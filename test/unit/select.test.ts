@@ -376,7 +376,8 @@ describe('selectBlocks: checkpoints', () => {
     // 8 calls = probes of layers 0 and 1 (3 batches each) + 2 batches of layer 2's probe:
     // the checkpoint holds the two finished probes of step 1.
     expect(ckpt.state.step).toBe(1);
-    expect(ckpt.state.probes.map((p: { candidate: number }) => p.candidate)).toEqual([0, 1]);
+    // (Outcomes of the step's probing round, moved to `probes` once the ranking is complete.)
+    expect(ckpt.state.rounds[0].map((p: { candidate: number }) => p.candidate)).toEqual([0, 1]);
     expect(ckpt.state.stoppedBy).toBeNull();
   });
 
@@ -494,7 +495,7 @@ describe('selectBlocks: the method\'s defaults', () => {
 
   it('holds out a fixed validation slice that no probe or rescale ever trains on', async () => {
     const { model, trained, validated } = recorded({ a: A });
-    const sel = await selectBlocks(model, data, { batchSize: 8, count: 2, probeSteps: 5 });
+    const sel = await selectBlocks(model, data, { batchSize: 8, count: 2, probeSteps: 5, probing: 'exhaustive' });
     expect(sel.validationSamples).toBe(4); // round(0.2 * 20)
     expect(sel.trainSamples).toBe(16);
     expect(validated.size).toBe(4);
@@ -548,7 +549,7 @@ describe('selectBlocks: the method\'s defaults', () => {
   });
 
   it('a kill during the rescale step resumes at batch granularity, bit-identical to an uninterrupted run', async () => {
-    const opts: SelectOptions = { batchSize: 4, count: 2, probeSteps: 3, rescaleMaxEpochs: 6, rescalePatience: 3, seed: 5 };
+    const opts: SelectOptions = { batchSize: 4, count: 2, probeSteps: 3, rescaleMaxEpochs: 6, rescalePatience: 3, seed: 5, probing: 'exhaustive' };
     const ref = await selectBlocks(fake({ a: A }), data, opts);
     const file = join(dir, 'ckpt.json');
     // Step 1: 6 probes x 3 steps = 18 calls; its rescale follows (16 training samples: 4 batches an epoch).
