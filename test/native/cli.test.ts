@@ -241,7 +241,7 @@ describe('mistakes are caught before the expensive work', () => {
     const sel = join(work, 'sel-for-export.json');
     const r1 = await cli(['select', '--model', inert, '--data', dataFile, '--count', '1', '--probe-steps', '2', '--rescale-epochs', '1', '--device', 'cpu', '--save', sel]);
     expect(r1.code, r1.stderr).toBe(0);
-    const r = await cli(['export', '--model', fixtureDir('llama-gqa'), '--fit', sel, '--format', 'scales', '--out', join(work, 'wrong-model')]);
+    const r = await cli(['export', '--model', fixtureDir('llama-gqa'), '--fit', sel, '--format', 'scales', '--out', join(work, 'wrong-model'), '--device', 'cpu']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^hopscotch: HOPSCOTCH_ERR_FINGERPRINT: /);
     expect(existsSync(join(work, 'wrong-model'))).toBe(false);
