@@ -73,7 +73,7 @@ function expectSameFit(a: FitJson, b: FitJson): void {
  * Reads a checkpoint that a running process may be replacing: null while it does not
  * exist yet; a file that exists but does not parse counts as torn.
  */
-function readWhileRunning(file: string, torn: { count: number }): { state: { losses: number[]; done: boolean } } | null {
+function readWhileRunning(file: string, torn: { count: number }): { state: { losses: number[]; stoppedBy: string | null } } | null {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -124,7 +124,7 @@ describe('hopscotch rescale --checkpoint', () => {
     expectSameFit(lastJson(r), reference);
     const c = JSON.parse(readFileSync(ckpt, 'utf8'));
     expect(c.format).toBe('hopscotch-rescale-checkpoint');
-    expect(c.state.done).toBe(true);
+    expect(c.state.stoppedBy).toBe('epochs');
     expect(c.state.losses).toEqual(reference.losses);
     const again = await cli([...rescaleArgs, '--checkpoint', ckpt]);
     expect(again.code, again.stderr).toBe(0);
@@ -151,8 +151,8 @@ describe('hopscotch rescale --checkpoint', () => {
       child.kill('SIGKILL');
       const killed = await done;
       expect(killed.signal, `run ${run}: the process finished before the kill`).toBe('SIGKILL');
-      const state = JSON.parse(readFileSync(ckpt, 'utf8')).state as { losses: number[]; done: boolean };
-      expect(state.done).toBe(false);
+      const state = JSON.parse(readFileSync(ckpt, 'utf8')).state as { losses: number[]; stoppedBy: string | null };
+      expect(state.stoppedBy).toBeNull();
       expect(state.losses.length).toBeGreaterThanOrEqual(target);
       expect(state.losses.length).toBeLessThan(STEPS);
       // What was recorded is the start of the uninterrupted run.
@@ -178,7 +178,7 @@ describe('hopscotch rescale --checkpoint', () => {
     expect(r.stdout).toBe('');
     const c = JSON.parse(readFileSync(ckpt, 'utf8'));
     expect(c.format).toBe('hopscotch-rescale-checkpoint');
-    expect(c.state.done).toBe(false);
+    expect(c.state.stoppedBy).toBeNull();
     expect(c.state.losses).toEqual(reference.losses.slice(0, c.state.losses.length));
     const resumed = await cli([...rescaleArgs, '--checkpoint', ckpt]);
     expect(resumed.code, resumed.stderr).toBe(0);
