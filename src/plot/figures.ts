@@ -95,9 +95,11 @@ export function removalCurveChart(trace: readonly TraceEntry[], opts: RemovalCur
   if (opts.baseLoss !== undefined && Number.isFinite(opts.baseLoss)) probe.unshift({ x: 0, y: opts.baseLoss });
   // The held-out loss of each step's best probe, on the selection's own validation split.
   const validation = curve.every((c) => c.validation !== undefined) ? curve.map((c) => ({ x: c.k, y: c.validation! })) : [];
-  if (validation.length && opts.baseValidation !== undefined && Number.isFinite(opts.baseValidation)) validation.unshift({ x: 0, y: opts.baseValidation });
+  const withBase = validation.length > 0 && opts.baseValidation !== undefined && Number.isFinite(opts.baseValidation);
+  if (withBase) validation.unshift({ x: 0, y: opts.baseValidation! });
   const heldOut = (opts.heldOut ?? []).map((y, k) => ({ x: k, y }));
-  const onCurve = heldOut.length ? heldOut : validation.length ? validation : probe;
+  // The elbow is taken on held-out data when there is a whole curve of it (k = 0 included).
+  const onCurve = heldOut.length ? heldOut : withBase ? validation : probe;
   const i = elbowIndex(
     onCurve.map((p) => p.y),
     onCurve.map((p) => p.x),

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { loadAdapter } from '../../src/adapter.js';
-import { loadPrompts, recoverySet } from '../../src/dataset.js';
+import { loadPrompts, recoverySet, splitDataset } from '../../src/dataset.js';
+import { DEFAULT_HOLDOUT } from '../../src/rescale.js';
 import { load } from '../../src/model.js';
 import { ones } from '../../src/theta.js';
 import { demoModel, root } from '../helpers.js';
@@ -94,7 +95,9 @@ describe('examples/custom-strategy', () => {
     const model = await load(demoModel, { device: 'cpu' });
     try {
       const prompts = await loadPrompts(join(root, 'data', 'prompts', 'story-openings.jsonl'), { limit: 24 });
-      const data = await recoverySet(model, prompts, { maxNewTokens: 48, stop: [1, 2], batchSize: 12 });
+      const all = await recoverySet(model, prompts, { maxNewTokens: 48, stop: [1, 2], batchSize: 12 });
+      // A strategy ranks on the training part: selectBlocks holds out 20% (seed 0) by default.
+      const data = splitDataset(all, { fraction: DEFAULT_HOLDOUT, seed: 0 }).train;
       const theta = ones(model.config.numLayers);
       theta.bAtt[layer] = 0;
       const { loss } = await model.loss(data, theta, { skip: [layer] });
