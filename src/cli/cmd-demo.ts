@@ -167,7 +167,7 @@ export async function runDemo(args: DemoCommandArgs): Promise<void> {
     printLines([
       `hopscotch demo: ${model.config.arch}, ${model.config.numLayers} layers, on ${model.device}`,
       `recovery set ${r.data.length} greedy answers to story openings: ${r.train.length} train, ${r.heldOut.length} held out for evaluation`,
-      `selection and rescale with the library's defaults: probes of ${r.sel.probeSteps} steps; rescales until the loss on ${r.sel.validationSamples} of the training samples stops improving (final: ${r.fit.epochLosses.length} epochs)`,
+      `selection and rescale with the library's defaults: probes of ${r.sel.probeSteps} steps${r.sel.probing?.kind === 'halving' ? ' for the candidates that survive successive halving' : ''}; rescales until the loss on ${r.sel.validationSamples} of the training samples stops improving (final: ${r.fit.epochLosses.length} epochs)`,
       '',
       `skipped attention of layer(s) ${r.sel.skipped.join(', ')} (iterative greedy)`,
       '',
