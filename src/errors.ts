@@ -55,6 +55,11 @@ export function check(ok: unknown, message: string, code: ErrorCode = ErrorCodes
   if (!ok) throw new HopscotchError(code, message);
 }
 
+/** True for an integer > 0 (the type of every count, step and epoch option). */
+export function isPositiveInteger(x: unknown): x is number {
+  return Number.isInteger(x) && (x as number) > 0;
+}
+
 /** Re-types an error that came from the addon (it carries `code`) as a HopscotchError. */
 export function fromNative(err: unknown): HopscotchError {
   if (err instanceof HopscotchError) return err;

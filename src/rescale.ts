@@ -27,7 +27,7 @@ import {
   writeCheckpoint,
 } from './checkpoint.js';
 import { datasetDigest, splitDataset } from './dataset.js';
-import { ErrorCodes, HopscotchError, check } from './errors.js';
+import { ErrorCodes, HopscotchError, check, isPositiveInteger } from './errors.js';
 import { EtaEstimator, safeCallback } from './progress.js';
 import { THETA_KEYS, clone, ones, validate } from './theta.js';
 import { checkSamples } from './samples.js';
@@ -188,10 +188,9 @@ export function planRescale(
   data: Dataset,
   o: { epochs?: number; maxEpochs?: number; patience?: number; holdout?: number; validation?: Dataset; seed: number },
 ): RescalePlan {
-  const posInt = (x: unknown) => Number.isInteger(x) && (x as number) > 0;
-  check(o.epochs === undefined || posInt(o.epochs), `epochs must be a positive integer, got ${o.epochs}`);
-  check(o.maxEpochs === undefined || posInt(o.maxEpochs), `maxEpochs must be a positive integer, got ${o.maxEpochs}`);
-  check(o.patience === undefined || posInt(o.patience), `patience must be a positive integer, got ${o.patience}`);
+  check(o.epochs === undefined || isPositiveInteger(o.epochs), `epochs must be a positive integer, got ${o.epochs}`);
+  check(o.maxEpochs === undefined || isPositiveInteger(o.maxEpochs), `maxEpochs must be a positive integer, got ${o.maxEpochs}`);
+  check(o.patience === undefined || isPositiveInteger(o.patience), `patience must be a positive integer, got ${o.patience}`);
   check(
     o.holdout === undefined || (Number.isFinite(o.holdout) && o.holdout >= 0 && o.holdout < 1),
     `holdout must be a fraction in [0, 1), got ${o.holdout}`,

@@ -6,7 +6,7 @@
 import { makeBatches, mixSeed, shuffledIndices } from './batching.js';
 import type { RunIdentity } from './checkpoint.js';
 import { datasetDigest } from './dataset.js';
-import { ErrorCodes, HopscotchError, check } from './errors.js';
+import { ErrorCodes, HopscotchError, check, isPositiveInteger } from './errors.js';
 import type { ProgressCallback } from './progress.js';
 import { DEFAULT_HOLDOUT, type RescalePlan, planRescale, validateSkip } from './rescale.js';
 import { checkSamples } from './samples.js';
@@ -127,6 +127,8 @@ export interface SelectSettings {
   plan: RescalePlan;
   /** The data probes rank on: the training part, or its `probeSubset`. */
   rankData: Sample[];
+  /** Optimizer steps in one epoch of the training part (the rescales' epochs). */
+  trainEpochSteps: number;
   /** Layers that can be skipped at all (not excluded, attention present). */
   available: number[];
   identity: RunIdentity;
@@ -149,7 +151,6 @@ function resolveStrategy(s: StrategyName | SelectionStrategy): SelectionStrategy
   return s;
 }
 
-const posInt = (x: unknown) => Number.isInteger(x) && (x as number) > 0;
 
 /**
  * Every check of `opts` that needs only the model (no data, no compute): the CLI runs it
@@ -176,18 +177,18 @@ export function checkSelectOptions(model: Model, opts: SelectOptions): { strateg
   check(probeScore === 'train' || probeScore === 'validation', `probeScore must be "train" or "validation", got ${probeScore}`);
   check(Number.isFinite(probeLr) && probeLr > 0, `probeLr must be a positive number, got ${probeLr}`);
   check(Number.isFinite(rescaleLr) && rescaleLr > 0, `rescaleLr must be a positive number, got ${rescaleLr}`);
-  check(opts.probeSteps === undefined || posInt(opts.probeSteps), `probeSteps must be a positive integer, got ${opts.probeSteps}`);
-  check(opts.rescaleEpochs === undefined || posInt(opts.rescaleEpochs), `rescaleEpochs must be a positive integer, got ${opts.rescaleEpochs}`);
-  check(opts.rescaleMaxEpochs === undefined || posInt(opts.rescaleMaxEpochs), `rescaleMaxEpochs must be a positive integer, got ${opts.rescaleMaxEpochs}`);
-  check(opts.rescalePatience === undefined || posInt(opts.rescalePatience), `rescalePatience must be a positive integer, got ${opts.rescalePatience}`);
+  check(opts.probeSteps === undefined || isPositiveInteger(opts.probeSteps), `probeSteps must be a positive integer, got ${opts.probeSteps}`);
+  check(opts.rescaleEpochs === undefined || isPositiveInteger(opts.rescaleEpochs), `rescaleEpochs must be a positive integer, got ${opts.rescaleEpochs}`);
+  check(opts.rescaleMaxEpochs === undefined || isPositiveInteger(opts.rescaleMaxEpochs), `rescaleMaxEpochs must be a positive integer, got ${opts.rescaleMaxEpochs}`);
+  check(opts.rescalePatience === undefined || isPositiveInteger(opts.rescalePatience), `rescalePatience must be a positive integer, got ${opts.rescalePatience}`);
   check(
     opts.holdout === undefined || (Number.isFinite(opts.holdout) && opts.holdout >= 0 && opts.holdout < 1),
     `holdout must be a fraction in [0, 1), got ${opts.holdout}`,
   );
   check(Number.isInteger(seed), `seed must be an integer, got ${seed}`);
-  check(probeSubset === undefined || posInt(probeSubset), `probeSubset must be a positive integer, got ${probeSubset}`);
-  check(shortlist === undefined || posInt(shortlist), `shortlist must be a positive integer, got ${shortlist}`);
-  check(opts.workers === undefined || posInt(opts.workers), `workers must be a positive integer, got ${opts.workers}`);
+  check(probeSubset === undefined || isPositiveInteger(probeSubset), `probeSubset must be a positive integer, got ${probeSubset}`);
+  check(shortlist === undefined || isPositiveInteger(shortlist), `shortlist must be a positive integer, got ${shortlist}`);
+  check(opts.workers === undefined || isPositiveInteger(opts.workers), `workers must be a positive integer, got ${opts.workers}`);
   resolveProbing(opts.probing);
   return { strategy, available };
 }
@@ -278,6 +279,7 @@ export function resolveSelectOptions(model: Model, data: Dataset, opts: SelectOp
     probing,
     plan,
     rankData,
+    trainEpochSteps: makeBatches(plan.train, { ...batching, epoch: 0 }).length,
     available,
     identity,
   };

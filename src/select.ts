@@ -497,7 +497,7 @@ class SelectionRun {
   /** Emits the estimated seconds left: the optimizer steps still to take at the measured rate. */
   private emitEta(probesLeftThisStep: number, rescaleStepsLeft: number): void {
     const { cfg, st } = this;
-    const perEpoch = makeBatches(cfg.plan.train, { batchSize: cfg.batchSize, tokenCap: cfg.tokenCap, seed: cfg.seed, epoch: 0 }).length;
+    const perEpoch = cfg.trainEpochSteps;
     const b = cfg.plan.budget;
     // A converging rescale is estimated at the epochs the last one took (its maximum before any).
     const last = st.losses.at(-1)?.epochs;

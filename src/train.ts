@@ -21,7 +21,7 @@
  */
 import { Adam, type AdamState } from './adam.js';
 import { makeBatches } from './batching.js';
-import { ErrorCodes, HopscotchError, check } from './errors.js';
+import { ErrorCodes, HopscotchError, check, isPositiveInteger } from './errors.js';
 import { type ProgressEvent, throwIfAborted } from './progress.js';
 import { type ThetaJson, clone, fromJSON, toJSON, validate } from './theta.js';
 import type { Model, Sample, Theta } from './types.js';
@@ -126,12 +126,11 @@ export const noNegativeZero = (x: number) => (x === 0 ? 0 : x);
 /** Checks a budget; HOPSCOTCH_ERR_ARGUMENT naming the bad field. */
 export function checkBudget(b: TrainBudget): void {
   check(b && typeof b === 'object', 'budget must be { kind: "steps" | "epochs" | "converge", ... }');
-  const posInt = (x: unknown) => Number.isInteger(x) && (x as number) > 0;
-  if (b.kind === 'steps') check(posInt(b.steps), `budget steps must be a positive integer, got ${b.steps}`);
-  else if (b.kind === 'epochs') check(posInt(b.epochs), `budget epochs must be a positive integer, got ${b.epochs}`);
+  if (b.kind === 'steps') check(isPositiveInteger(b.steps), `budget steps must be a positive integer, got ${b.steps}`);
+  else if (b.kind === 'epochs') check(isPositiveInteger(b.epochs), `budget epochs must be a positive integer, got ${b.epochs}`);
   else if (b.kind === 'converge') {
-    check(posInt(b.maxEpochs), `maxEpochs must be a positive integer, got ${b.maxEpochs}`);
-    check(posInt(b.patience), `patience must be a positive integer, got ${b.patience}`);
+    check(isPositiveInteger(b.maxEpochs), `maxEpochs must be a positive integer, got ${b.maxEpochs}`);
+    check(isPositiveInteger(b.patience), `patience must be a positive integer, got ${b.patience}`);
   } else check(false, `budget kind must be "steps", "epochs" or "converge", got ${(b as { kind: unknown }).kind}`);
 }
 

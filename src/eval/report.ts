@@ -17,7 +17,7 @@ import { join } from 'node:path';
 
 import type { TraceEntry } from '../checkpoint.js';
 import { writeFileAtomic } from '../checkpoint.js';
-import { ErrorCodes, HopscotchError, check } from '../errors.js';
+import { ErrorCodes, HopscotchError, check, isPositiveInteger } from '../errors.js';
 import { elbowIndex } from '../plot/elbow.js';
 import { mmdChart, probeLossChart, removalCurve, removalCurveChart, rescaleLossChart, spectralHeatmap, speedChart } from '../plot/figures.js';
 import { ones } from '../theta.js';
@@ -129,23 +129,22 @@ export interface EvaluateOptions {
  */
 export function checkEvaluateOptions(model: Model, opts: EvaluateOptions): void {
   const ctx = model.config.maxPositionEmbeddings;
-  const posInt = (x: unknown) => Number.isInteger(x) && (x as number) > 0;
   if (opts.text) {
     const w = opts.text.windowLength ?? Math.min(1024, ctx);
     check(Number.isInteger(w) && w >= 2, `text: windowLength must be an integer >= 2, got ${w}`);
     check(w <= ctx, `text: windowLength ${w} exceeds the model's context (max_position_embeddings ${ctx})`);
-    check(opts.text.maxWindows === undefined || posInt(opts.text.maxWindows), `text: maxWindows must be a positive integer, got ${opts.text.maxWindows}`);
+    check(opts.text.maxWindows === undefined || isPositiveInteger(opts.text.maxWindows), `text: maxWindows must be a positive integer, got ${opts.text.maxWindows}`);
   }
   if (opts.gsm8k) {
     const { limit, nShot = 5, maxNewTokens = 256 } = opts.gsm8k;
-    check(limit === undefined || posInt(limit), `gsm8k: limit must be a positive integer, got ${limit}`);
+    check(limit === undefined || isPositiveInteger(limit), `gsm8k: limit must be a positive integer, got ${limit}`);
     check(Number.isInteger(nShot) && nShot >= 0, `gsm8k: nShot must be a non-negative integer, got ${nShot}`);
-    check(posInt(maxNewTokens), `gsm8k: maxNewTokens must be a positive integer, got ${maxNewTokens}`);
+    check(isPositiveInteger(maxNewTokens), `gsm8k: maxNewTokens must be a positive integer, got ${maxNewTokens}`);
     check(maxNewTokens < ctx, `gsm8k: maxNewTokens ${maxNewTokens} leaves no room for a prompt in the model's context (max_position_embeddings ${ctx})`);
   }
   if (opts.speed) {
     const { promptTokens = 128, newTokens = 32 } = opts.speed;
-    check(posInt(promptTokens) && posInt(newTokens), `speed: promptTokens and newTokens must be positive integers, got ${promptTokens} and ${newTokens}`);
+    check(isPositiveInteger(promptTokens) && isPositiveInteger(newTokens), `speed: promptTokens and newTokens must be positive integers, got ${promptTokens} and ${newTokens}`);
     check(
       promptTokens + newTokens + 1 <= ctx,
       `speed: promptTokens ${promptTokens} + newTokens ${newTokens} + 1 exceeds the model's context (max_position_embeddings ${ctx})`,
