@@ -13,6 +13,7 @@
 
 #include "errors.h"
 #include "half.h"
+#include "safetensors.h"
 
 namespace hs::gguf {
 
@@ -227,27 +228,12 @@ uint64_t fnv1a64(const uint8_t* p, size_t n, uint64_t h) {
 // Reader
 
 std::unique_ptr<File> File::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(code::kIo, path + ": cannot open: " + errno_text());
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(code::kIo, path + ": not a regular file");
-  }
+  const ReadOnlyMapping m = map_readonly(path);
   std::unique_ptr<File> f(new File());
   f->path_ = path;
-  f->size_ = static_cast<size_t>(st.st_size);
-  if (f->size_ > 0) {
-    void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      std::string why = errno_text();
-      ::close(fd);
-      fail(code::kIo, path + ": mmap failed: " + why);
-    }
-    f->base_ = static_cast<const uint8_t*>(p);
-    f->mapped_ = true;
-  }
-  ::close(fd);
+  f->size_ = m.size;
+  f->base_ = m.base;
+  f->mapped_ = m.mapped;
   f->parse();
   return f;
 }

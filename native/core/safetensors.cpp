@@ -182,7 +182,7 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 // ---------------------------------------------------------------------------
 // SafetensorsFile
 
-std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+ReadOnlyMapping map_readonly(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(code::kIo, path + ": cannot open: " + errno_text());
   struct stat st;
@@ -195,20 +195,29 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     ::close(fd);
     fail(code::kIo, path + ": not a regular file");
   }
-  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
-  f->path_ = path;
-  f->size_ = static_cast<size_t>(st.st_size);
-  if (f->size_ > 0) {
-    void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ReadOnlyMapping m;
+  m.size = static_cast<size_t>(st.st_size);
+  if (m.size > 0) {
+    void* p = ::mmap(nullptr, m.size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       std::string why = errno_text();
       ::close(fd);
       fail(code::kIo, path + ": mmap failed: " + why);
     }
-    f->base_ = static_cast<const uint8_t*>(p);
-    f->mapped_ = true;
+    m.base = static_cast<const uint8_t*>(p);
+    m.mapped = true;
   }
   ::close(fd);
+  return m;
+}
+
+std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+  const ReadOnlyMapping m = map_readonly(path);
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = path;
+  f->size_ = m.size;
+  f->base_ = m.base;
+  f->mapped_ = m.mapped;
   f->parse();
   return f;
 }

@@ -29,6 +29,16 @@ struct TensorView {
 };
 
 // One mapped safetensors file.
+// A regular file mapped read-only (a zero-length file is not mapped: base is null).
+// Throws HOPSCOTCH_ERR_IO naming the path when it cannot be opened, is not a regular
+// file or cannot be mapped. Shared by the safetensors and GGUF readers.
+struct ReadOnlyMapping {
+  const uint8_t* base = nullptr;
+  size_t size = 0;
+  bool mapped = false;
+};
+ReadOnlyMapping map_readonly(const std::string& path);
+
 class SafetensorsFile {
  public:
   // Maps and validates. Throws hs::Error (HOPSCOTCH_ERR_IO / _SAFETENSORS_HEADER /
