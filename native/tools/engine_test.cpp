@@ -642,6 +642,190 @@ void check_validation() {
   check(se->generate({{1, 2, 3}}, st, g8)[0].size() == 5, "generate: prompt 3 + 5 new = 8 fits");
 }
 
+// ---------------------------------------------------------------- one front, one driver
+
+// The hs::Engine front with no device behind it, as the CUDA engine has it: every call is
+// checked by Engine's own (non-virtual) methods before a backend method runs, and this
+// backend only counts the calls that reach it. Runs on a machine without a GPU.
+class FrontOnly final : public Engine {
+ public:
+  explicit FrontOnly(const ModelConfig& c) : Engine(c) {}
+  const char* device() const override { return "none"; }
+  int reached = 0;
+
+ protected:
+  LossResult run_loss(const std::vector<Sample>&, const Theta&, const BatchOptions&, bool) override {
+    ++reached;
+    return {};
+  }
+  std::vector<float> run_logits(const std::vector<int32_t>&, const Theta&, const std::vector<int>&) override {
+    ++reached;
+    return {};
+  }
+  LayerStats run_layer_stats(const std::vector<Sample>&, const Theta&, const std::vector<int>&,
+                             const std::vector<int>&) override {
+    ++reached;
+    return {};
+  }
+  size_t generation_group() const override { return 1; }
+  std::unique_ptr<Decoder> open_decoder(const Theta&, const std::vector<int>&) override {
+    ++reached;
+    return nullptr;
+  }
+};
+
+// Every error code a call can raise, each through the CPU engine and through the front
+// the CUDA engine runs (FrontOnly): the same code from both, and no backend reached.
+void check_error_codes() {
+  ModelConfig c = base_config();
+  c.max_position = 12;
+  c.attention_absent = {false, false, true};
+  auto model = make_model(c, 311);
+  auto cpu = make_cpu_engine(*model, 1);
+  FrontOnly front(c);
+  const Theta th = Theta::ones(c.num_layers);
+  const std::vector<Sample> ok = random_samples(c.vocab, {{3, 3}}, 312);
+  BatchOptions bo;
+  bo.skip = {2};
+  GenerateOptions go;
+  go.skip = {2};
+  go.max_new_tokens = 2;
+  auto with = [](std::vector<Sample> s, const std::function<void(std::vector<Sample>&)>& edit) {
+    edit(s);
+    return s;
+  };
+  struct Mistake {
+    const char* code;
+    std::string what;
+    std::function<void(Engine&)> call;
+  };
+  Theta short_theta = th;
+  short_theta.s_att.pop_back();
+  Theta nan_theta = th;
+  nan_theta.b_mlp[1] = NAN;
+  BatchOptions repeated = bo, outside = bo, absent = bo, capped = bo;
+  repeated.skip = {2, 2};
+  outside.skip = {2, 3};
+  absent.skip = {};
+  capped.token_cap = 5;
+  GenerateOptions bad_stop = go, long_gen = go;
+  bad_stop.stop = {c.vocab};
+  long_gen.max_new_tokens = 10;
+  const std::vector<Mistake> mistakes = {
+      {code::kEmptyBatch, "loss: no samples", [&](Engine& e) { e.loss({}, th, bo, false); }},
+      {code::kEmptyBatch, "logits: no tokens", [&](Engine& e) { e.logits({}, th, {2}); }},
+      {code::kEmptyBatch, "layer_stats: a sample with no tokens",
+       [&](Engine& e) { e.layer_stats(with(ok, [](auto& s) { s[0].prompt.clear(), s[0].response.clear(); }), th, {2}, {}); }},
+      {code::kTokenRange, "loss: token >= vocab",
+       [&](Engine& e) { e.loss(with(ok, [&](auto& s) { s[0].response[1] = c.vocab; }), th, bo, true); }},
+      {code::kTokenRange, "loss: token < 0",
+       [&](Engine& e) { e.loss(with(ok, [](auto& s) { s[0].prompt[0] = -1; }), th, bo, true); }},
+      {code::kTokenRange, "logits: token >= vocab", [&](Engine& e) { e.logits({1, c.vocab}, th, {2}); }},
+      {code::kTokenRange, "generate: prompt token >= vocab", [&](Engine& e) { e.generate({{1, c.vocab}}, th, go); }},
+      {code::kTokenRange, "generate: stop token >= vocab", [&](Engine& e) { e.generate({{1, 2}}, th, bad_stop); }},
+      {code::kEmptyResponse, "loss: empty response",
+       [&](Engine& e) { e.loss(with(ok, [](auto& s) { s[0].response.clear(); }), th, bo, true); }},
+      {code::kArgument, "loss: empty prompt",
+       [&](Engine& e) { e.loss(with(ok, [](auto& s) { s[0].prompt.clear(); }), th, bo, true); }},
+      {code::kArgument, "generate: empty prompt", [&](Engine& e) { e.generate({{1}, {}}, th, go); }},
+      {code::kArgument, "layer_stats: hidden layer > num_layers",
+       [&](Engine& e) { e.layer_stats(ok, th, {2}, {0, c.num_layers + 1}); }},
+      {code::kArgument, "layer_stats: hidden layer < 0", [&](Engine& e) { e.layer_stats(ok, th, {2}, {-1}); }},
+      {code::kTokenCap, "loss: batch above the token cap", [&](Engine& e) { e.loss(ok, th, capped, false); }},
+      {code::kContext, "loss: sample longer than the context",
+       [&](Engine& e) { e.loss(random_samples(c.vocab, {{7, 6}}, 313), th, bo, false); }},
+      {code::kContext, "logits: tokens longer than the context",
+       [&](Engine& e) { e.logits(std::vector<int32_t>(13, 1), th, {2}); }},
+      {code::kContext, "generate: prompt + max_new_tokens longer than the context",
+       [&](Engine& e) { e.generate({{1, 2, 3}}, th, long_gen); }},
+      {code::kTheta, "loss: theta too short", [&](Engine& e) { e.loss(ok, short_theta, bo, true); }},
+      {code::kTheta, "logits: NaN in theta", [&](Engine& e) { e.logits({1, 2}, nan_theta, {2}); }},
+      {code::kTheta, "generate: NaN in theta", [&](Engine& e) { e.generate({{1, 2}}, nan_theta, go); }},
+      {code::kTheta, "layer_stats: theta too short", [&](Engine& e) { e.layer_stats(ok, short_theta, {2}, {}); }},
+      {code::kSkip, "loss: skip lists a layer twice", [&](Engine& e) { e.loss(ok, th, repeated, false); }},
+      {code::kSkip, "loss: skip index = num_layers", [&](Engine& e) { e.loss(ok, th, outside, false); }},
+      {code::kSkip, "loss: a layer without attention weights not skipped",
+       [&](Engine& e) { e.loss(ok, th, absent, false); }},
+      {code::kSkip, "logits: skip index < 0", [&](Engine& e) { e.logits({1, 2}, th, {-1, 2}); }},
+      {code::kSkip, "layer_stats: skip lists a layer twice", [&](Engine& e) { e.layer_stats(ok, th, {2, 2}, {}); }},
+  };
+  for (const Mistake& m : mistakes) {
+    const std::string on_cpu = expect_error(m.code, [&] { m.call(*cpu); });
+    const std::string on_front = expect_error(m.code, [&] { m.call(front); });
+    check(on_cpu.empty() && on_front.empty(), std::string(m.code) + " " + m.what + " (CPU engine and the CUDA front)",
+          on_cpu.empty() ? on_front : on_cpu);
+  }
+  check(front.reached == 0, "no refused call reaches a backend", fmt("%.0f calls reached it", front.reached));
+  front.loss(ok, th, bo, true);
+  front.logits({1, 2}, th, {2});
+  front.layer_stats(ok, th, {2}, {0, c.num_layers});
+  check(front.reached == 3, "the front passes checked calls on to the backend", fmt("%.0f of 3", front.reached));
+}
+
+// A decoder whose next token is a fixed function of (prompt, position): checks the step
+// loop of generate_greedy (grouping, positions, stop tokens, max_new_tokens) without a model.
+class ScriptedDecoder final : public Decoder {
+ public:
+  static int32_t token(const std::vector<int32_t>& prompt, int64_t position) {
+    return static_cast<int32_t>((prompt[0] * 5 + position * position * 3 + static_cast<int64_t>(prompt.size())) % 17);
+  }
+  void prefill(const std::vector<std::vector<int32_t>>& prompts, int64_t, std::vector<int32_t>& next) override {
+    group_ = prompts;
+    position_.clear();
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      position_.push_back(static_cast<int64_t>(prompts[i].size()) - 1);
+      next[i] = token(prompts[i], position_[i]);
+    }
+    widest = std::max(widest, prompts.size());
+  }
+  void decode(const std::vector<int>& seqs, const std::vector<int32_t>&, const std::vector<int64_t>& positions,
+              std::vector<int32_t>& next) override {
+    for (size_t r = 0; r < seqs.size(); ++r) {
+      in_order = in_order && positions[r] == position_[seqs[r]] + 1;
+      position_[seqs[r]] = positions[r];
+      next[r] = token(group_[seqs[r]], positions[r]);
+    }
+  }
+  size_t widest = 0;
+  bool in_order = true;
+
+ private:
+  std::vector<std::vector<int32_t>> group_;
+  std::vector<int64_t> position_;
+};
+
+void check_generation_driver() {
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4}, {5, 6}, {7, 8, 9, 10}, {2}};
+  for (bool include_stop : {false, true}) {
+    GenerateOptions go;
+    go.max_new_tokens = 6;
+    go.stop = {0, 10};
+    go.include_stop = include_stop;
+    // The reference: each prompt on its own, token by token.
+    std::vector<std::vector<int32_t>> want;
+    for (const auto& p : prompts) {
+      std::vector<int32_t> o;
+      for (int64_t q = static_cast<int64_t>(p.size()) - 1; static_cast<int64_t>(o.size()) < go.max_new_tokens; ++q) {
+        const int32_t t = ScriptedDecoder::token(p, q);
+        if (t == 0 || t == 10) {
+          if (include_stop) o.push_back(t);
+          break;
+        }
+        o.push_back(t);
+      }
+      want.push_back(o);
+    }
+    for (size_t group : {size_t(0), size_t(1), size_t(2)}) {
+      ScriptedDecoder d;
+      const auto got = generate_greedy(prompts, go, group, d);
+      const size_t expect_width = group == 0 ? prompts.size() : group;
+      check(got == want && d.in_order && d.widest == expect_width,
+            "generate_greedy: groups of " + std::to_string(group) + (include_stop ? ", stop kept" : ", stop dropped") +
+                " equal the one-prompt reference");
+    }
+  }
+}
+
 // ---------------------------------------------------------------- (f) stories260k
 
 void check_stories(const std::string& dir) {
@@ -734,6 +918,8 @@ int main(int argc, char** argv) {
     check_packing_recompute_threads();
     check_generate();
     check_validation();
+    check_error_codes();
+    check_generation_driver();
     check_stories(stories);
   } catch (const std::exception& e) {
     check(false, "unexpected exception", e.what());
