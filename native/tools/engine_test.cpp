@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "engine.h"
+#include "engine_mistakes.h"
 #include "errors.h"
 #include "json.h"
 
@@ -683,79 +684,17 @@ void check_error_codes() {
   auto model = make_model(c, 311);
   auto cpu = make_cpu_engine(*model, 1);
   FrontOnly front(c);
-  const Theta th = Theta::ones(c.num_layers);
-  const std::vector<Sample> ok = random_samples(c.vocab, {{3, 3}}, 312);
-  BatchOptions bo;
-  bo.skip = {2};
-  GenerateOptions go;
-  go.skip = {2};
-  go.max_new_tokens = 2;
-  auto with = [](std::vector<Sample> s, const std::function<void(std::vector<Sample>&)>& edit) {
-    edit(s);
-    return s;
-  };
-  struct Mistake {
-    const char* code;
-    std::string what;
-    std::function<void(Engine&)> call;
-  };
-  Theta short_theta = th;
-  short_theta.s_att.pop_back();
-  Theta nan_theta = th;
-  nan_theta.b_mlp[1] = NAN;
-  BatchOptions repeated = bo, outside = bo, absent = bo, capped = bo;
-  repeated.skip = {2, 2};
-  outside.skip = {2, 3};
-  absent.skip = {};
-  capped.token_cap = 5;
-  GenerateOptions bad_stop = go, long_gen = go;
-  bad_stop.stop = {c.vocab};
-  long_gen.max_new_tokens = 10;
-  const std::vector<Mistake> mistakes = {
-      {code::kEmptyBatch, "loss: no samples", [&](Engine& e) { e.loss({}, th, bo, false); }},
-      {code::kEmptyBatch, "logits: no tokens", [&](Engine& e) { e.logits({}, th, {2}); }},
-      {code::kEmptyBatch, "layer_stats: a sample with no tokens",
-       [&](Engine& e) { e.layer_stats(with(ok, [](auto& s) { s[0].prompt.clear(), s[0].response.clear(); }), th, {2}, {}); }},
-      {code::kTokenRange, "loss: token >= vocab",
-       [&](Engine& e) { e.loss(with(ok, [&](auto& s) { s[0].response[1] = c.vocab; }), th, bo, true); }},
-      {code::kTokenRange, "loss: token < 0",
-       [&](Engine& e) { e.loss(with(ok, [](auto& s) { s[0].prompt[0] = -1; }), th, bo, true); }},
-      {code::kTokenRange, "logits: token >= vocab", [&](Engine& e) { e.logits({1, c.vocab}, th, {2}); }},
-      {code::kTokenRange, "generate: prompt token >= vocab", [&](Engine& e) { e.generate({{1, c.vocab}}, th, go); }},
-      {code::kTokenRange, "generate: stop token >= vocab", [&](Engine& e) { e.generate({{1, 2}}, th, bad_stop); }},
-      {code::kEmptyResponse, "loss: empty response",
-       [&](Engine& e) { e.loss(with(ok, [](auto& s) { s[0].response.clear(); }), th, bo, true); }},
-      {code::kArgument, "loss: empty prompt",
-       [&](Engine& e) { e.loss(with(ok, [](auto& s) { s[0].prompt.clear(); }), th, bo, true); }},
-      {code::kArgument, "generate: empty prompt", [&](Engine& e) { e.generate({{1}, {}}, th, go); }},
-      {code::kArgument, "layer_stats: hidden layer > num_layers",
-       [&](Engine& e) { e.layer_stats(ok, th, {2}, {0, c.num_layers + 1}); }},
-      {code::kArgument, "layer_stats: hidden layer < 0", [&](Engine& e) { e.layer_stats(ok, th, {2}, {-1}); }},
-      {code::kTokenCap, "loss: batch above the token cap", [&](Engine& e) { e.loss(ok, th, capped, false); }},
-      {code::kContext, "loss: sample longer than the context",
-       [&](Engine& e) { e.loss(random_samples(c.vocab, {{7, 6}}, 313), th, bo, false); }},
-      {code::kContext, "logits: tokens longer than the context",
-       [&](Engine& e) { e.logits(std::vector<int32_t>(13, 1), th, {2}); }},
-      {code::kContext, "generate: prompt + max_new_tokens longer than the context",
-       [&](Engine& e) { e.generate({{1, 2, 3}}, th, long_gen); }},
-      {code::kTheta, "loss: theta too short", [&](Engine& e) { e.loss(ok, short_theta, bo, true); }},
-      {code::kTheta, "logits: NaN in theta", [&](Engine& e) { e.logits({1, 2}, nan_theta, {2}); }},
-      {code::kTheta, "generate: NaN in theta", [&](Engine& e) { e.generate({{1, 2}}, nan_theta, go); }},
-      {code::kTheta, "layer_stats: theta too short", [&](Engine& e) { e.layer_stats(ok, short_theta, {2}, {}); }},
-      {code::kSkip, "loss: skip lists a layer twice", [&](Engine& e) { e.loss(ok, th, repeated, false); }},
-      {code::kSkip, "loss: skip index = num_layers", [&](Engine& e) { e.loss(ok, th, outside, false); }},
-      {code::kSkip, "loss: a layer without attention weights not skipped",
-       [&](Engine& e) { e.loss(ok, th, absent, false); }},
-      {code::kSkip, "logits: skip index < 0", [&](Engine& e) { e.logits({1, 2}, th, {-1, 2}); }},
-      {code::kSkip, "layer_stats: skip lists a layer twice", [&](Engine& e) { e.layer_stats(ok, th, {2, 2}, {}); }},
-  };
-  for (const Mistake& m : mistakes) {
+  for (const test::Mistake& m : test::engine_mistakes(c)) {
     const std::string on_cpu = expect_error(m.code, [&] { m.call(*cpu); });
     const std::string on_front = expect_error(m.code, [&] { m.call(front); });
     check(on_cpu.empty() && on_front.empty(), std::string(m.code) + " " + m.what + " (CPU engine and the CUDA front)",
           on_cpu.empty() ? on_front : on_cpu);
   }
   check(front.reached == 0, "no refused call reaches a backend", fmt("%.0f calls reached it", front.reached));
+  const Theta th = Theta::ones(c.num_layers);
+  const std::vector<Sample> ok = random_samples(c.vocab, {{3, 3}}, 312);
+  BatchOptions bo;
+  bo.skip = {2};
   front.loss(ok, th, bo, true);
   front.logits({1, 2}, th, {2});
   front.layer_stats(ok, th, {2}, {0, c.num_layers});
