@@ -16,13 +16,12 @@ import { ErrorCodes, HopscotchError } from '../errors.js';
 import type { Device, Sample } from '../types.js';
 import { ProgressReporter } from './progress-bar.js';
 import {
-  STOP_DESCRIPTION,
   argumentError,
   fractionOption,
+  generationOptions,
   interruptible,
   intOption,
   jsonOption,
-  layerListOption,
   modelOptions,
   openModel,
   printResult,
@@ -167,11 +166,8 @@ export function registerData(program: Command): void {
     .requiredOption('--out <file>', 'dataset file to write (must not exist unless --force)')
     .addOption(fractionOption('--holdout <fraction>', 'share of the samples written to a validation file instead, in (0, 1)', { open: true }))
     .option('--val-out <file>', 'validation file (default: --out with .val before its extension)')
-    .addOption(intOption('--seed <n>', 'seed of the validation split', {}, 0))
-    .addOption(intOption('--limit <n>', 'use the first n prompts', { min: 1 }))
-    .addOption(intOption('--max-new-tokens <n>', 'longest answer, stop token included (also capped by the context)', { min: 1 }, 256))
-    .addOption(layerListOption('--stop <ids>', STOP_DESCRIPTION))
-    .addOption(intOption('--gen-batch-size <n>', 'prompts per generation call', { min: 1 }, 8))
+    .addOption(intOption('--seed <n>', 'seed of the validation split', {}, 0));
+  generationOptions.addTo(cmd)
     .option('--no-chat-template', 'encode prompts as plain text even when the tokenizer has a chat template')
     .option('--force', 'replace existing dataset files (never a folder)')
     .addOption(jsonOption())

@@ -182,18 +182,19 @@ export const jsonOption = () => new Option('--json', 'print the result as one JS
 // group's values out of commander's parsed options (values left unset are left out).
 
 export class OptionGroup<T> {
-  constructor(private readonly make: () => Option[]) {}
+  /** `options` makes fresh Option objects for each command. */
+  constructor(readonly options: () => Option[]) {}
 
   /** Adds the group's options to `cmd`. */
   addTo(cmd: Command): Command {
-    for (const o of this.make()) cmd.addOption(o);
+    for (const o of this.options()) cmd.addOption(o);
     return cmd;
   }
 
   /** The group's values in `opts`. */
   pick(opts: object): T {
     const values = opts as Record<string, unknown>;
-    const names = this.make().map((o) => o.attributeName());
+    const names = this.options().map((o) => o.attributeName());
     return Object.fromEntries(names.filter((n) => values[n] !== undefined).map((n) => [n, values[n]])) as T;
   }
 }
@@ -210,29 +211,35 @@ export const modelOptions = new OptionGroup<ModelArgs>(() => [
   threadsOption(),
 ]);
 
-/** Where the samples come from: prompts answered by the model, or a saved dataset. */
-export interface DataArgs {
-  prompts?: string;
-  data?: string;
+/** How the model answers the prompts of a recovery set. */
+export interface GenerationArgs {
   limit?: number;
   maxNewTokens: number;
   /** Token ids that end a generated answer (default: the tokenizer's stop ids). */
   stop?: number[];
   /** Prompts per generation call. */
   genBatchSize: number;
+}
+
+export const generationOptions = new OptionGroup<GenerationArgs>(() => [
+  intOption('--limit <n>', 'use the first n prompts (or samples)', { min: 1 }),
+  intOption('--max-new-tokens <n>', 'longest generated answer, stop token included (also capped by the context)', { min: 1 }, 256),
+  layerListOption('--stop <ids>', "token ids that end an answer (default: every eos id of the model and its chat template's end-of-turn token)"),
+  intOption('--gen-batch-size <n>', 'prompts per generation call', { min: 1 }, 8),
+]);
+
+/** Where the samples come from: prompts answered by the model, or a saved dataset. */
+export interface DataArgs extends GenerationArgs {
+  prompts?: string;
+  data?: string;
   /** Write the generated recovery set here. */
   saveData?: string;
 }
 
-export const STOP_DESCRIPTION = "token ids that end an answer (default: every eos id of the model and its chat template's end-of-turn token)";
-
 export const dataOptions = new OptionGroup<DataArgs>(() => [
   new Option('--prompts <file>', 'prompts JSONL ({"prompt"} | {"messages"} | {"question"} per line), answered greedily by the model').conflicts('data'),
   new Option('--data <file>', 'recovery set JSONL written by --save-data or saveDataset()'),
-  intOption('--limit <n>', 'use the first n prompts (or samples)', { min: 1 }),
-  intOption('--max-new-tokens <n>', 'longest generated answer', { min: 1 }, 256),
-  layerListOption('--stop <ids>', STOP_DESCRIPTION),
-  intOption('--gen-batch-size <n>', 'prompts per generation call', { min: 1 }, 8),
+  ...generationOptions.options(),
   new Option('--save-data <file>', 'write the generated recovery set to this file'),
 ]);
 

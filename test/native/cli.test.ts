@@ -10,7 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadPrompts, recoverySet, saveDataset } from '../../src/dataset.js';
 import { inspect, load } from '../../src/model.js';
 import type { Sample } from '../../src/types.js';
-import { type CliResult, mainJs, startCli } from './cli-run.js';
+import { type CliResult, jsonResult, mainJs, startCli, waitFor } from './cli-run.js';
 import { demoModel, fixtureDir, root } from '../helpers.js';
 
 const inert = fixtureDir('llama-inert');
@@ -22,10 +22,7 @@ const start = (args: string[]) => startCli(work, args);
 
 const cli = (args: string[]) => start(args).done;
 
-function lastJson(r: Result): Record<string, unknown> {
-  const lines = r.stdout.trimEnd().split('\n');
-  return JSON.parse(lines[lines.length - 1]) as Record<string, unknown>;
-}
+const lastJson = (r: Result) => jsonResult(r);
 
 /** The fixture's own greedy answers to 48 story openings (the tokenizer is the demo model's). */
 async function fixtureData(): Promise<Sample[]> {
@@ -48,14 +45,6 @@ function checkpointProgress(file: string): number {
     return c.state.trace.length + c.state.probes.length + c.state.losses.length;
   } catch {
     return -1;
-  }
-}
-
-async function waitFor(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
   }
 }
 
@@ -84,7 +73,6 @@ describe('hopscotch inspect', () => {
   it('--json prints the summary and the fingerprint load() computes', async () => {
     const r = await cli(['inspect', demoModel, '--json']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout.trimEnd().split('\n')).toHaveLength(1);
     const j = lastJson(r) as { config: { numLayers: number; arch: string }; fingerprint: string };
     expect(j.config.arch).toBe('LlamaForCausalLM');
     expect(j.config.numLayers).toBe(5);
