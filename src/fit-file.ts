@@ -14,7 +14,7 @@
  */
 import { readFileSync } from 'node:fs';
 
-import { writeFileAtomic } from './checkpoint.js';
+import { type TraceEntry, writeFileAtomic } from './checkpoint.js';
 import { ErrorCodes, HopscotchError } from './errors.js';
 import { checkSkip, checkTheta } from './layers.js';
 import type { Fit } from './rescale.js';
@@ -30,6 +30,8 @@ export interface FitFile {
   fingerprint?: string;
   /** The settings recorded with the fit ({} when none). */
   settings: Record<string, unknown>;
+  /** A selection's scores, when the file has them. */
+  trace?: TraceEntry[];
 }
 
 /** The JSON form of a fit, as {@link writeFitFile} writes it and `--json` prints it. */
@@ -59,16 +61,16 @@ export async function writeFitFile(file: string, fit: Fit, settings: Record<stri
 
 /**
  * Reads theta and its skip list from `file`: a fit, a selection or a bare theta (see the
- * file comment). With `model`, theta must have its layer count, the skip list its layer
- * range, and a recorded fingerprint must be the model's (HOPSCOTCH_ERR_FINGERPRINT);
- * without, the skip list is checked against theta's own length. Errors: an unreadable
- * file or one that is not a JSON object, HOPSCOTCH_ERR_ARGUMENT; theta, HOPSCOTCH_ERR_THETA;
- * the skip list, HOPSCOTCH_ERR_SKIP. `opts.requireSkip` refuses a file without one.
+ * file comment). With `opts.model`, theta must have its layer count, the skip list its
+ * layer range, and a recorded fingerprint must be the model's (HOPSCOTCH_ERR_FINGERPRINT);
+ * without, the skip list is checked against theta's own length. `opts.requireSkip` refuses
+ * a file that records no skip list. Errors: an unreadable file, one that is not a JSON
+ * object or lacks a required field, HOPSCOTCH_ERR_ARGUMENT; theta, HOPSCOTCH_ERR_THETA;
+ * the skip list, HOPSCOTCH_ERR_SKIP.
  */
 export function readFitFile(
   file: string,
-  model?: Pick<Model, 'fingerprint' | 'dir'> & { config: { numLayers: number } },
-  opts: { requireSkip?: boolean } = {},
+  opts: { requireSkip?: boolean; model?: Pick<Model, 'fingerprint' | 'dir'> & { config: { numLayers: number } } } = {},
 ): FitFile {
   let j: unknown;
   try {
@@ -85,6 +87,7 @@ export function readFitFile(
   } catch (err) {
     throw new HopscotchError(ErrorCodes.THETA, `${file}: ${(err as Error).message}`, { cause: err });
   }
+  const model = opts.model;
   const numLayers = model?.config.numLayers ?? theta.bAtt.length;
   checkTheta(theta, numLayers, { name: `${file}: theta` });
   const out: FitFile = { theta, settings: {} };
@@ -93,7 +96,7 @@ export function readFitFile(
     out.skipped = [...rec.skipped];
   }
   if (opts.requireSkip && out.skipped === undefined)
-    throw new HopscotchError(ErrorCodes.SKIP, `${file} records no skip list ("skipped")`);
+    throw new HopscotchError(ErrorCodes.ARGUMENT, `${file}: a fit file records "skipped" and "theta"`);
   if (!bare && rec.fingerprint !== undefined) {
     if (typeof rec.fingerprint !== 'string') throw new HopscotchError(ErrorCodes.ARGUMENT, `${file}: "fingerprint" must be a string`);
     if (model && rec.fingerprint !== model.fingerprint)
@@ -105,5 +108,12 @@ export function readFitFile(
   }
   if (!bare && rec.settings && typeof rec.settings === 'object' && !Array.isArray(rec.settings))
     out.settings = rec.settings as Record<string, unknown>;
+  if (!bare && Array.isArray(rec.trace) && rec.trace.every(isTraceEntry)) out.trace = rec.trace;
   return out;
+}
+
+/** A selection's trace entry: integer step and candidate, a finite score. */
+function isTraceEntry(e: unknown): e is TraceEntry {
+  const x = e as { step?: unknown; candidate?: unknown; score?: unknown } | null;
+  return !!x && Number.isInteger(x.step) && Number.isInteger(x.candidate) && typeof x.score === 'number' && Number.isFinite(x.score);
 }

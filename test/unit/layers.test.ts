@@ -118,7 +118,7 @@ describe('fit file', () => {
     await writeFitFile(f, fit, { lr: 0.003 });
     const written = JSON.parse(readFileSync(f, 'utf8'));
     expect(written).toEqual(JSON.parse(JSON.stringify(fitToJson(fit, { lr: 0.003 }))));
-    const back = readFitFile(f, model);
+    const back = readFitFile(f, { model });
     expect(back.skipped).toEqual([2, 1]);
     expect(back.fingerprint).toBe('abc');
     expect(back.settings).toEqual({ lr: 0.003 });
@@ -132,11 +132,13 @@ describe('fit file', () => {
 
   it('reads a selection, an older fit and a bare theta', () => {
     const theta = toJSON(thetaOf(5));
-    const sel = readFitFile(file('sel.json', { strategy: 'iterative-greedy', skipped: [3], theta, trace: [] }), model);
+    const trace = [{ step: 1, candidate: 3, score: 1.5 }];
+    const sel = readFitFile(file('sel.json', { strategy: 'iterative-greedy', skipped: [3], theta, trace }), { model });
     expect(sel.skipped).toEqual([3]);
+    expect(sel.trace).toEqual(trace);
     const older = readFitFile(file('older.json', { fingerprint: 'abc', skipped: [0], theta, epochLosses: [], settings: { k: 1 } }));
     expect(older).toMatchObject({ skipped: [0], fingerprint: 'abc', settings: { k: 1 } });
-    const bare = readFitFile(file('bare.json', theta), model);
+    const bare = readFitFile(file('bare.json', theta), { model });
     expect(bare.skipped).toBeUndefined();
     expect(Array.from(bare.theta.sAtt)).toEqual(theta.sAtt);
   });
@@ -146,12 +148,13 @@ describe('fit file', () => {
     await expectCode(() => readFitFile(join(work, 'missing.json')), 'HOPSCOTCH_ERR_ARGUMENT');
     await expectCode(() => readFitFile(file('text.json', 'not json')), 'HOPSCOTCH_ERR_ARGUMENT');
     await expectCode(() => readFitFile(file('array.json', [1, 2])), 'HOPSCOTCH_ERR_ARGUMENT');
-    await expectCode(() => readFitFile(file('short.json', { skipped: [], theta: toJSON(ones(L - 1)) }), model), 'HOPSCOTCH_ERR_THETA');
+    await expectCode(() => readFitFile(file('short.json', { skipped: [], theta: toJSON(ones(L - 1)) }), { model }), 'HOPSCOTCH_ERR_THETA');
     await expectCode(() => readFitFile(file('strings.json', { skipped: [], theta: { ...theta, bMlp: ['1'] } })), 'HOPSCOTCH_ERR_THETA');
-    await expectCode(() => readFitFile(file('range.json', { skipped: [L], theta }), model), 'HOPSCOTCH_ERR_SKIP');
+    await expectCode(() => readFitFile(file('range.json', { skipped: [L], theta }), { model }), 'HOPSCOTCH_ERR_SKIP');
     await expectCode(() => readFitFile(file('twice.json', { skipped: [1, 1], theta })), 'HOPSCOTCH_ERR_SKIP');
-    await expectCode(() => readFitFile(file('noskip.json', theta), model, { requireSkip: true }), 'HOPSCOTCH_ERR_SKIP');
+    await expectCode(() => readFitFile(file('noskip.json', theta), { model, requireSkip: true }), 'HOPSCOTCH_ERR_ARGUMENT');
+    await expectCode(() => readFitFile(file('noskip2.json', { theta }), { requireSkip: true }), 'HOPSCOTCH_ERR_ARGUMENT');
     await expectCode(() => readFitFile(file('fp.json', { skipped: [], theta, fingerprint: 7 })), 'HOPSCOTCH_ERR_ARGUMENT');
-    await expectCode(() => readFitFile(file('other.json', { skipped: [], theta, fingerprint: 'xyz' }), model), 'HOPSCOTCH_ERR_FINGERPRINT');
+    await expectCode(() => readFitFile(file('other.json', { skipped: [], theta, fingerprint: 'xyz' }), { model }), 'HOPSCOTCH_ERR_FINGERPRINT');
   });
 });
