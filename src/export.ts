@@ -352,7 +352,7 @@ interface FoldPlan {
   residualFactor: { min: number; max: number };
 }
 
-/** Running residual factor and the per-layer output scales of the fold (DESIGN section 4). */
+/** Running residual factor and the per-layer output scales of the fold (docs/concepts.md, "Folding θ into the weights"). */
 export function foldFactors(theta: Theta, skipped: number[]): { att: number[]; mlp: number[]; c: number[] } {
   const L = theta.bAtt.length;
   const skip = new Set(skipped);

@@ -101,7 +101,7 @@ export * as evaluation from './eval/index.js';
 export * as plot from './plot/index.js';
 export { gsm8k } from './eval/index.js';
 
-/** The library as one namespace, as in the design's examples. */
+/** The library as one namespace, as in the README's examples. */
 export const hopscotch = {
   load,
   inspect,
