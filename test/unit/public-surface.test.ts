@@ -26,10 +26,11 @@ function documented(): { name: string; kind: string }[] {
 }
 
 const entry = join(root, 'src', 'index.ts');
-const program = ts.createProgram({
-  rootNames: [entry],
-  options: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, strict: true, noEmit: true },
-});
+const config = ts.getParsedCommandLineOfConfigFile(join(root, 'tsconfig.build.json'), {}, {
+  ...ts.sys,
+  onUnRecoverableConfigFileDiagnostic: () => {},
+})!;
+const program = ts.createProgram({ rootNames: [entry], options: { ...config.options, noEmit: true } });
 const checker = program.getTypeChecker();
 const moduleSymbol = checker.getSymbolAtLocation(program.getSourceFile(entry)!)!;
 const rootExports = checker.getExportsOfModule(moduleSymbol);
