@@ -51,8 +51,16 @@ export {
   type SplitOptions,
 } from './dataset.js';
 export { rescale, evaluateLoss, type Fit, type RescaleOptions } from './rescale.js';
-export { selectBlocks, selectionFromJSON, selectionToJSON, type Selection, type SelectOptions, type SelectionJson } from './select.js';
-export type { Probing, ProbingOption, ProbeJob, ProbeOutcome } from './probing.js';
+export {
+  selectBlocks,
+  selectionFromJSON,
+  selectionToJSON,
+  type Selection,
+  type SelectOptions,
+  type SelectionJson,
+  type StopReason,
+} from './select.js';
+export type { Probing, ProbingOption, ProbeContext, ProbeJob, ProbeOutcome } from './probing.js';
 export {
   jobIndexFromEnv,
   planSelection,
@@ -94,7 +102,14 @@ export { progressStream, type ProgressStream } from './progress-stream.js';
 export type { TraceEntry, StepLoss, StepTiming } from './checkpoint.js';
 export { EXPORT_FORMATS, exportConstraints, exportModel, type ExportFit, type ExportFormat, type ExportOptions, type ExportResult } from './export.js';
 export { loadAdapter, readAdapter, type Adapter, type AdapterMetadata } from './adapter.js';
-export { GGUF_TENSOR_TYPES, inspectGguf, readGgufTensor, type GgufPlan, type GgufTensorTypeName } from './gguf.js';
+export {
+  GGUF_TENSOR_TYPES,
+  inspectGguf,
+  readGgufTensor,
+  type GgufArchitecture,
+  type GgufTensorTypeName,
+  type GgufTokenizerInfo,
+} from './gguf.js';
 export type { GgufInfo, GgufKeyValue, GgufTensorInfo, GgufValueType } from './native/binding.js';
 export * as theta from './theta.js';
 export * as evaluation from './eval/index.js';

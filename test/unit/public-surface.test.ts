@@ -64,6 +64,12 @@ describe('the public surface (src/index.ts) equals docs/public-api.md', () => {
       const t = resolved(s);
       reachable.add(t);
       if (t.flags & ts.SymbolFlags.ValueModule) for (const m of checker.getExportsOfModule(t)) reachable.add(resolved(m));
+      // `export type A = B` gives B a public name (GgufTensorTypeName = the binding's GgufTensorType).
+      const decl = t.declarations?.[0];
+      if (decl && ts.isTypeAliasDeclaration(decl) && ts.isTypeReferenceNode(decl.type)) {
+        const renamed = checker.getSymbolAtLocation(decl.type.typeName);
+        if (renamed) reachable.add(resolved(renamed));
+      }
     }
     const src = join(root, 'src');
     const leaks = new Set<string>();
