@@ -655,7 +655,7 @@ void names() {
   const std::string checks = read_source("native/cuda/kernel_checks.cpp");
   const std::set<std::string> twin_names = matches(twins, std::regex(R"((\w+_(?:fwd|bwd))_ref\()"));
   // Check names: the "<op>_<dir>" literals, and the attention names attention_check_name builds.
-  std::set<std::string> check_names = matches(checks, std::regex(R"("(\w+_(?:fwd|bwd))")"));
+  std::set<std::string> check_names = matches(checks, std::regex(R"re("(\w+_(?:fwd|bwd))")re"));
   if (checks.find(R"(attention_check_name(impl, "fwd", c))") != std::string::npos &&
       checks.find(R"(attention_check_name(impl, "bwd", c))") != std::string::npos &&
       checks.find("AttentionImpl::Fma, AttentionImpl::Mma") != std::string::npos)
