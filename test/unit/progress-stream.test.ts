@@ -1,9 +1,13 @@
-// progressStream: a call's onProgress events as an async iterable, and its result.
+// progressStream: a call's onProgress events as an async iterable, and its result; on
+// stand-in calls, and on a real one (recoverySet on the bundled model) against the same
+// call with a plain callback.
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { HopscotchError } from '../../src/errors.js';
-import { hopscotch, progressStream, type ProgressEvent } from '../../src/index.js';
+import { hopscotch, load, loadPrompts, progressStream, recoverySet, type ProgressEvent } from '../../src/index.js';
 import type { ProgressCallback } from '../../src/progress.js';
+import { demoModel, root } from '../helpers.js';
 
 const eta = (seconds: number): ProgressEvent => ({ type: 'eta', seconds });
 const tick = () => new Promise<void>((r) => setTimeout(r, 1));
@@ -81,6 +85,21 @@ describe('progressStream', () => {
     const run = progressStream((onProgress) => work(onProgress, 2));
     for await (const _ of run) void _;
     expect(() => run[Symbol.asyncIterator]()).toThrow(/iterated once/);
+  });
+
+  it('streams the events of a real call, the same as its callback receives, and its result', async () => {
+    await using model = await load(demoModel, { device: 'cpu', threads: 1 });
+    const prompts = await loadPrompts(join(root, 'data', 'prompts', 'story-openings.jsonl'), { limit: 6 });
+    const opts = { maxNewTokens: 8, batchSize: 2 };
+    const viaCallback: ProgressEvent[] = [];
+    const expected = await recoverySet(model, prompts, { ...opts, onProgress: (e) => viaCallback.push(e) });
+    const run = progressStream((onProgress) => recoverySet(model, prompts, { ...opts, onProgress }));
+    const streamed: ProgressEvent[] = [];
+    for await (const e of run) streamed.push(e);
+    // Three batches, the summary, and the warning that 8 new tokens cut most answers.
+    expect(streamed.map((e) => e.type)).toEqual(['generate', 'generate', 'generate', 'recovery-set', 'truncated']);
+    expect(streamed).toEqual(viaCallback);
+    expect(await run.result).toEqual(expected);
   });
 
   it('is on the hopscotch namespace', () => {
