@@ -29,6 +29,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const lib = await import(join(root, 'dist', 'index.js'));
+const { f16FromF32 } = await import(join(root, 'dist', 'export.js'));
 const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
 const loadDuring = [];
 const sampler = setInterval(() => loadDuring.push(os.loadavg()[0]), 10_000);
@@ -92,11 +93,11 @@ function writeModel(dir) {
   const tensors = shapes.map(([name, shape]) => {
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Uint16Array(n);
-    if (shape.length === 1) data.fill(lib.f16FromF32(1));
+    if (shape.length === 1) data.fill(f16FromF32(1));
     else {
       // Uniform with variance 1 / fan_in (embeddings: 1), so activations stay O(1).
       const a = Math.sqrt(3 / (name.includes('embed') ? 1 : shape[1]));
-      for (let i = 0; i < n; i++) data[i] = lib.f16FromF32((2 * uniform() - 1) * a);
+      for (let i = 0; i < n; i++) data[i] = f16FromF32((2 * uniform() - 1) * a);
     }
     return { name, dtype: 'F16', shape, data };
   });

@@ -28,7 +28,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { readTensorBytes, writeAdapterFile, ADAPTER_FILE } from './adapter.js';
 import { throwIfAborted } from './progress.js';
 import { ErrorCodes, HopscotchError, fromNative } from './errors.js';
-import { GGUF_TENSOR_TYPES, ggufArchitecture, planGguf, type GgufPlan, type GgufTensorTypeName } from './gguf.js';
+import { GGUF_TENSOR_TYPES, ggufArchitecture, planGguf, type GgufArchitecture, type GgufTensorTypeName, type GgufTokenizerInfo } from './gguf.js';
 import { checkSkip, checkTheta } from './layers.js';
 import { load } from './model.js';
 import { binding, type SafetensorsTensorInfo, type WriteTensor } from './native/binding.js';
@@ -162,11 +162,11 @@ export interface ExportResult {
   residualFactor?: { min: number; max: number };
   /** What a `gguf` export wrote. */
   gguf?: {
-    architecture: GgufPlan['architecture'];
+    architecture: GgufArchitecture;
     tensorType: GgufTensorTypeName;
     /** 2-D weights written as F16 instead of Q8_0 (rows not a multiple of 32). */
     f16Fallback: string[];
-    tokenizer: GgufPlan['tokenizer'];
+    tokenizer: GgufTokenizerInfo;
     /** Layers written without attention (deci head_count 0). */
     attentionFree: number[];
   };
@@ -340,7 +340,7 @@ interface FoldPlan {
   residualFactor: { min: number; max: number };
 }
 
-/** Running residual factor and the per-layer output scales of the fold (DESIGN section 4). */
+/** Running residual factor and the per-layer output scales of the fold (docs/concepts.md, "Folding θ into the weights"). */
 export function foldFactors(theta: Theta, skipped: number[]): { att: number[]; mlp: number[]; c: number[] } {
   const L = theta.bAtt.length;
   const skip = new Set(skipped);

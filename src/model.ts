@@ -65,7 +65,10 @@ export function resolveDevice(requested: Device | 'auto' = 'auto'): { device: De
   if (requested === 'cpu') return { device: 'cpu', reason: 'requested' };
   const probe = binding().cudaProbe();
   if (requested === 'cuda') {
-    if (!probe.available) throw new HopscotchError(ErrorCodes.CUDA, `device 'cuda' is not usable: ${probe.message}`);
+    if (!probe.available) {
+      const code = probe.code === ErrorCodes.CUDA_ABI ? ErrorCodes.CUDA_ABI : ErrorCodes.CUDA;
+      throw new HopscotchError(code, `device 'cuda' is not usable: ${probe.message}`);
+    }
     return { device: 'cuda', reason: probe.message };
   }
   return probe.available

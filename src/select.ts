@@ -42,7 +42,8 @@ import type { Dataset, LayerStats, Model, Sample, Theta } from './types.js';
 
 export { DEFAULT_PROBE_STEPS, type SelectOptions } from './select-options.js';
 
-type StopReason = 'count' | 'maxLoss' | 'exhausted';
+/** Why a selection stopped: `count` blocks skipped, the `maxLoss` bound reached, or no candidate left. */
+export type StopReason = 'count' | 'maxLoss' | 'exhausted';
 
 /** The result of {@link selectBlocks}. Steps are numbered from 1. */
 export interface Selection {

@@ -707,6 +707,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cannot load %s: %s\n", lib_path.c_str(), dlerror());
     return 2;
   }
+  auto abi = reinterpret_cast<hopscotch_cuda_abi_fn>(dlsym(lib, "hopscotch_cuda_abi"));
+  if (!abi || abi() != HOPSCOTCH_CUDA_ABI) {
+    std::fprintf(stderr, "%s has ABI %s, this self-test needs ABI %d\n", lib_path.c_str(),
+                 abi ? std::to_string(abi()).c_str() : "none", HOPSCOTCH_CUDA_ABI);
+    return 2;
+  }
   auto version = reinterpret_cast<hopscotch_cuda_version_fn>(dlsym(lib, "hopscotch_cuda_version"));
   auto probe = reinterpret_cast<hopscotch_cuda_probe_fn>(dlsym(lib, "hopscotch_cuda_probe"));
   auto create = reinterpret_cast<hopscotch_cuda_create_fn>(dlsym(lib, "hopscotch_cuda_create"));
