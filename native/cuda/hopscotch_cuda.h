@@ -22,7 +22,7 @@ struct ModelConfig;
 
 // Bump with every change to engine.h, weights.h or config.h that changes a layout or a
 // virtual method of the types above, and with every change to these signatures.
-#define HOPSCOTCH_CUDA_ABI 1
+#define HOPSCOTCH_CUDA_ABI 2
 
 extern "C" {
 
