@@ -72,14 +72,7 @@ export function readFitFile(
   file: string,
   opts: { requireSkip?: boolean; model?: Pick<Model, 'fingerprint' | 'dir'> & { config: { numLayers: number } } } = {},
 ): FitFile {
-  let j: unknown;
-  try {
-    j = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new HopscotchError(ErrorCodes.ARGUMENT, `cannot read fit file ${file}: ${(err as Error).message}`, { cause: err });
-  }
-  if (!j || typeof j !== 'object' || Array.isArray(j)) throw new HopscotchError(ErrorCodes.ARGUMENT, `${file}: a fit file is a JSON object`);
-  const rec = j as Record<string, unknown>;
+  const rec = readJsonObject(file, 'fit file');
   const bare = !('theta' in rec);
   let theta: Theta;
   try {
@@ -112,8 +105,23 @@ export function readFitFile(
   return out;
 }
 
+/**
+ * The JSON object in `file` (a fit, a selection, a trace): an unreadable file, bad JSON or
+ * anything but an object is HOPSCOTCH_ERR_ARGUMENT naming `what` and the file.
+ */
+export function readJsonObject(file: string, what: string): Record<string, unknown> {
+  let j: unknown;
+  try {
+    j = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new HopscotchError(ErrorCodes.ARGUMENT, `cannot read ${what} ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!j || typeof j !== 'object' || Array.isArray(j)) throw new HopscotchError(ErrorCodes.ARGUMENT, `${file}: a ${what} is a JSON object`);
+  return j as Record<string, unknown>;
+}
+
 /** A selection's trace entry: integer step and candidate, a finite score. */
-function isTraceEntry(e: unknown): e is TraceEntry {
+export function isTraceEntry(e: unknown): e is TraceEntry {
   const x = e as { step?: unknown; candidate?: unknown; score?: unknown } | null;
   return !!x && Number.isInteger(x.step) && Number.isInteger(x.candidate) && typeof x.score === 'number' && Number.isFinite(x.score);
 }

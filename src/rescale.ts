@@ -113,12 +113,6 @@ export interface Fit {
   steps: number;
 }
 
-/**
- * Throws HOPSCOTCH_ERR_SKIP unless `skip` lists distinct layer indices in [0, numLayers):
- * {@link checkSkip}, under the name the command line imports it by.
- */
-export const validateSkip: (skip: readonly number[], numLayers: number) => void = checkSkip;
-
 function checkData(model: Model, data: readonly Sample[], name: string): void {
   checkSamples(data, model.config.vocabSize, { requireResponse: true, name, context: model.config.maxPositionEmbeddings });
 }

@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 
+import { bestOfEachStep } from '../checkpoint.js';
 import { ErrorCodes, HopscotchError } from '../errors.js';
 import { packageRoot } from '../native/binding.js';
 import { toJSON } from '../theta.js';
@@ -26,7 +27,6 @@ import {
   jsonOption,
   printResult,
   sparkline,
-  stepBest,
   table,
   threadsOption,
 } from './shared.js';
@@ -99,7 +99,7 @@ async function runDemo(args: DemoOptions): Promise<void> {
 
   const curve = [
     { step: 0, block: null as number | null, probeLoss: r.trainBaseLoss!, rescaledLoss: r.trainBaseLoss! },
-    ...stepBest(sel.trace).map((e) => ({
+    ...bestOfEachStep(sel.trace).map((e) => ({
       step: e.step,
       block: sel.skipped[e.step - 1] ?? null,
       probeLoss: e.score,

@@ -28,6 +28,7 @@ import {
   summaryRows,
   writeReport,
 } from '../eval/report.js';
+import { isTraceEntry, readJsonObject } from '../fit-file.js';
 import type { Model, Sample } from '../types.js';
 import {
   type ModelArgs,
@@ -35,14 +36,12 @@ import {
   interruptible,
   intListOption,
   intOption,
-  isTraceEntry,
   jsonOption,
   log,
   modelOptions,
   openModel,
   printResult,
   readFitFile,
-  readJsonObject,
 } from './shared.js';
 
 interface EvalOptions {

@@ -9,8 +9,9 @@
  */
 import type { Command } from 'commander';
 
-import { rescale, validateSkip } from '../rescale.js';
-import { toJSON } from '../theta.js';
+import { fitToJson } from '../fit-file.js';
+import { checkSkip } from '../layers.js';
+import { rescale } from '../rescale.js';
 import { ProgressReporter } from './progress-bar.js';
 import {
   type DataArgs,
@@ -19,7 +20,6 @@ import {
   type TrainingArgs,
   type ValidationArgs,
   argumentError,
-  checkFitForModel,
   dataArgs,
   dataOptions,
   describeTheta,
@@ -68,9 +68,9 @@ async function runRescale(args: RescaleCommandArgs): Promise<void> {
   const model = await openModel(args.model);
   try {
     // Everything that needs no compute is checked before the data are generated.
-    const start = r.theta === undefined ? undefined : checkFitForModel(r.theta, readFitFile(r.theta), model);
+    const start = r.theta === undefined ? undefined : readFitFile(r.theta, { model });
     const skip = start === undefined ? r.skip! : skipForTheta(r.theta!, start, r.skip);
-    validateSkip(skip, model.config.numLayers);
+    checkSkip(skip, model.config.numLayers);
     const validation = await obtainValidation(model, r.validation, progress);
     const fit = await interruptible(progress, async (signal) => {
       const data = await obtainDataset(model, args.data, progress, signal);
@@ -93,7 +93,7 @@ async function runRescale(args: RescaleCommandArgs): Promise<void> {
     });
     const { checkpoint: _c, skip: _s, theta: thetaFrom, ...rest } = r;
     const settings = Object.fromEntries(Object.entries({ ...rest, thetaFrom }).filter(([, v]) => v !== undefined));
-    const json = { ...fit, theta: toJSON(fit.theta), settings };
+    const json = fitToJson(fit, settings);
     if (args.save !== undefined) await saveJson(args.save, json);
     printResult(args.json, json, () => [
       `skipped      ${fit.skipped.join(', ') || '(none)'}`,

@@ -9,10 +9,11 @@
  */
 import { saveDataset } from '../dataset.js';
 import { checkOutput, exportConstraints, exportModel, type ExportFormat, type ExportResult } from '../export.js';
+import { fitOfSelection, writeFitFile } from '../fit-file.js';
 import { evaluateLoss, rescale, type Fit } from '../rescale.js';
 import { selectBlocks, selectionToJSON, type Selection } from '../select.js';
 import { checkSelectOptions } from '../select-options.js';
-import { ones, toJSON } from '../theta.js';
+import { ones } from '../theta.js';
 import type { Dataset, Device, ModelConfig, Theta } from '../types.js';
 import { ProgressReporter } from './progress-bar.js';
 import {
@@ -145,12 +146,7 @@ export async function runPipeline(spec: PipelineSpec): Promise<PipelineResult> {
             });
       const theta = fit?.theta ?? selection.theta;
       if (spec.saveFit !== undefined)
-        await saveJson(
-          spec.saveFit,
-          fit
-            ? { ...fit, theta: toJSON(fit.theta), settings }
-            : { fingerprint: model.fingerprint, skipped: skip, theta: toJSON(theta), epochLosses: [], settings },
-        );
+        await writeFitFile(spec.saveFit, fit ?? fitOfSelection({ fingerprint: model.fingerprint, skipped: skip, theta }), settings);
       time('rescale');
 
       let heldOutLoss: HeldOutLosses | undefined;

@@ -21,7 +21,8 @@
 import { readFileSync } from 'node:fs';
 import { type Command, Option } from 'commander';
 
-import { writeFileAtomic, type TraceEntry } from '../checkpoint.js';
+import { bestOfEachStep, writeFileAtomic, type TraceEntry } from '../checkpoint.js';
+import type { FitFile } from '../fit-file.js';
 import { loadDataset, loadPrompts, recoverySet, saveDataset } from '../dataset.js';
 import { ErrorCodes, HopscotchError } from '../errors.js';
 import { load } from '../model.js';
@@ -447,87 +448,9 @@ export async function interruptible<T>(progress: ProgressReporter | undefined, w
 // ---------------------------------------------------------------------------------------
 // Fit files: what `select --json`, `rescale --json`, `run --save-fit` write
 
-/** What a fit, selection or theta JSON file holds. */
-export interface FitFile {
-  theta: Theta;
-  /** The skip list the file records (fits and selections), if any. */
-  skipped?: number[];
-  /** The model the file was made for, if recorded. */
-  fingerprint?: string;
-  /** The settings recorded with it ({} when none). */
-  settings: Record<string, unknown>;
-  /** A selection's probe scores, when it has them. */
-  trace?: TraceEntry[];
-}
-
-export function readJsonObject(file: string, what: string): Record<string, unknown> {
-  let j: unknown;
-  try {
-    j = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new HopscotchError(ErrorCodes.ARGUMENT, `cannot read ${what} ${file}: ${(err as Error).message}`, { cause: err });
-  }
-  if (!j || typeof j !== 'object' || Array.isArray(j)) throw argumentError(`${file}: ${what} must be a JSON object`);
-  return j as Record<string, unknown>;
-}
-
-export const isTraceEntry = (e: unknown): e is TraceEntry => {
-  const x = e as { step?: unknown; candidate?: unknown; score?: unknown } | null;
-  return !!x && Number.isInteger(x.step) && Number.isInteger(x.candidate) && typeof x.score === 'number' && Number.isFinite(x.score);
-};
-
-/**
- * Reads a fit or selection file ({ skipped, theta: { bAtt, sAtt, bMlp, sMlp },
- * fingerprint?, settings?, trace? }) or a bare theta object. `requireSkip` refuses a file
- * without a skip list. An unreadable file is HOPSCOTCH_ERR_ARGUMENT, a bad theta
- * HOPSCOTCH_ERR_THETA, a bad skip list HOPSCOTCH_ERR_SKIP.
- */
-export function readFitFile(file: string, opts: { requireSkip?: boolean } = {}): FitFile {
-  const j = readJsonObject(file, 'fit file');
-  const rec = 'theta' in j;
-  let theta: Theta;
-  try {
-    theta = fromJSON((rec ? j.theta : j) as ThetaJson);
-  } catch (err) {
-    throw new HopscotchError(ErrorCodes.THETA, `${file}: ${(err as Error).message}`, { cause: err });
-  }
-  const out: FitFile = { theta, settings: {} };
-  if (!rec) {
-    if (opts.requireSkip) throw argumentError(`${file}: a fit file records "skipped" and "theta"`);
-    return out;
-  }
-  if (j.skipped === undefined) {
-    if (opts.requireSkip) throw argumentError(`${file}: "skipped" must be an array of layer indices`);
-  } else if (!Array.isArray(j.skipped) || j.skipped.some((l) => !Number.isInteger(l) || l < 0)) {
-    throw new HopscotchError(ErrorCodes.SKIP, `${file}: "skipped" must be an array of layer indices`);
-  } else out.skipped = j.skipped as number[];
-  if (j.fingerprint !== undefined) {
-    if (typeof j.fingerprint !== 'string') throw argumentError(`${file}: "fingerprint" must be a string`);
-    out.fingerprint = j.fingerprint;
-  }
-  if (j.settings && typeof j.settings === 'object') out.settings = j.settings as Record<string, unknown>;
-  if (Array.isArray(j.trace) && j.trace.every(isTraceEntry)) out.trace = j.trace;
-  return out;
-}
-
-/**
- * A fit file checked against the model it will be used with: as many layers
- * (HOPSCOTCH_ERR_THETA), the same fingerprint when recorded (HOPSCOTCH_ERR_FINGERPRINT),
- * skipped layers in range (HOPSCOTCH_ERR_SKIP).
- */
-export function checkFitForModel(file: string, fit: FitFile, model: Pick<Model, 'fingerprint' | 'config' | 'dir'>): FitFile {
-  const numLayers = model.config.numLayers;
-  if (fit.theta.bAtt.length !== numLayers)
-    throw new HopscotchError(ErrorCodes.THETA, `${file}: theta has ${fit.theta.bAtt.length} layers, the model has ${numLayers}`);
-  if (fit.fingerprint !== undefined && fit.fingerprint !== model.fingerprint)
-    throw new HopscotchError(
-      ErrorCodes.FINGERPRINT,
-      `${file} was made for the model with fingerprint ${fit.fingerprint}, not for ${model.dir} (${model.fingerprint})`,
-    );
-  if (fit.skipped?.some((l) => l >= numLayers))
-    throw new HopscotchError(ErrorCodes.SKIP, `${file}: "skipped" must be a list of layer indices in [0, ${numLayers})`);
-  return fit;
-}
+// The one reader is src/fit-file.ts (readFitFile: a fit, a selection or a bare theta,
+// checked against the model when given one).
+export { readFitFile, type FitFile } from '../fit-file.js';
 
 /**
  * The skip list of a rescale that starts from the theta in `file`: the file's own list
@@ -627,17 +550,6 @@ export function sparkline(values: readonly number[]): string {
     .join('');
 }
 
-/** Lowest score of every step: the loss-per-block-removed curve. */
-export function stepBest(trace: readonly TraceEntry[]): TraceEntry[] {
-  const best = new Map<number, TraceEntry>();
-  for (const e of trace) {
-    if (e.droppedAt !== undefined) continue; // dropped early by halving: scored over fewer steps
-    const b = best.get(e.step);
-    if (!b || e.score < b.score || (e.score === b.score && e.candidate < b.candidate)) best.set(e.step, e);
-  }
-  return [...best.values()].sort((x, y) => x.step - y.step);
-}
-
 export function describeTheta(theta: Theta, skipped: readonly number[]): string[] {
   const rows = [['layer', 'b_att', 's_att', 'b_mlp', 's_mlp', '']];
   for (let l = 0; l < theta.bAtt.length; l++)
@@ -673,7 +585,7 @@ export function describeSelection(sel: Selection): string[] {
     lines.push(...table(rows, layers.map((_, i) => i + 1)), '');
   }
   if (sel.losses.length > 0) {
-    const best = stepBest(sel.trace);
+    const best = bestOfEachStep(sel.trace);
     if (steps.length > 1)
       lines.push(`curve        ${sparkline(best.map((e) => e.score))}  (best score per step ${best.map((e) => formatLoss(e.score, 2)).join(' ')})`);
     lines.push(`rescaled     ${sel.losses.map((l) => `step ${l.step}: ${formatLoss(l.loss)}`).join(', ')}  (training loss)`);
