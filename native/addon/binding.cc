@@ -159,6 +159,8 @@ void PromiseWorker::OnError(const Napi::Error& e) {
 Napi::Function init_model_class(Napi::Env env, InstanceData* data);
 void init_safetensors(Napi::Env env, Napi::Object exports);
 void init_gguf(Napi::Env env, Napi::Object exports);
+void init_export(Napi::Env env, Napi::Object exports);
+void init_eval(Napi::Env env, Napi::Object exports);
 void init_cuda(Napi::Env env, Napi::Object exports);
 
 }  // namespace hsnapi
@@ -169,6 +171,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", hsnapi::init_model_class(env, data));
   hsnapi::init_safetensors(env, exports);
   hsnapi::init_gguf(env, exports);
+  hsnapi::init_export(env, exports);
+  hsnapi::init_eval(env, exports);
   hsnapi::init_cuda(env, exports);
   exports.Set("gemmKernel", Napi::String::New(env, hs::gemm_kernel_name()));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));

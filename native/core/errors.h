@@ -31,6 +31,7 @@ inline constexpr const char* kCuda = "HOPSCOTCH_ERR_CUDA";
 inline constexpr const char* kInternal = "HOPSCOTCH_ERR_INTERNAL";
 inline constexpr const char* kArgument = "HOPSCOTCH_ERR_ARGUMENT";
 inline constexpr const char* kExport = "HOPSCOTCH_ERR_EXPORT";
+inline constexpr const char* kAborted = "HOPSCOTCH_ERR_ABORTED";
 }  // namespace code
 
 class Error : public std::runtime_error {

@@ -76,6 +76,32 @@ export interface WriteTensor {
   data: ArrayBufferView;
 }
 
+/** A tensor of a model folder: its header entry and the safetensors file that holds it. */
+export interface CheckpointTensorInfo extends SafetensorsTensorInfo {
+  file: string;
+}
+
+/**
+ * One tensor of an `exportSafetensors` file: the checkpoint tensor `source` copied byte for
+ * byte, or multiplied by `scale` (widened to fp32, multiplied in float64, rounded to fp32,
+ * encoded in `dtype` round-to-nearest-even); zeros without a source.
+ */
+export interface FoldedTensor {
+  name: string;
+  /** The source's dtype. */
+  dtype: WriteTensor['dtype'];
+  shape: number[];
+  source?: string;
+  scale?: number;
+}
+
+/** Options of a power iteration: the start vector (normalized by the addon) and the stopping rule. */
+export interface NativePowerIteration {
+  start: Float64Array;
+  tolerance: number;
+  maxIterations: number;
+}
+
 /** One GGUF key/value as the addon reads and writes it. */
 export interface GgufKeyValue {
   key: string;
@@ -147,8 +173,39 @@ export interface Binding {
     fileSize: number;
   };
   inspectModel(dir: string): { config: ModelConfig; tensors: number; files: number; fingerprint: string };
-  readTensor(path: string, name: string): Float32Array;
+  /** Every tensor of a model folder: model.safetensors, or the shards of its (validated) index. */
+  inspectCheckpoint(dir: string): CheckpointTensorInfo[];
+  readTensor(path: string, name: string): Promise<Float32Array>;
   writeSafetensors(path: string, tensors: WriteTensor[], metadata: Record<string, string>, overwrite: boolean): Promise<number>;
+  /** Writes `path` (which must not exist) from the checkpoint in `modelDir`, one tensor at a time; resolves to the bytes written. */
+  exportSafetensors(
+    modelDir: string,
+    path: string,
+    tensors: FoldedTensor[],
+    metadata: Record<string, string>,
+    abort?: Int32Array,
+  ): Promise<number>;
+  topSingularValue(
+    values: Float32Array | Float64Array,
+    rows: number,
+    cols: number,
+    opts: NativePowerIteration,
+    abort?: Int32Array,
+  ): Promise<{ sigma: number; iterations: number; converged: boolean }>;
+  /** Power iteration on a 2-D F32/F16/BF16 tensor of a safetensors file. */
+  tensorTopSingularValue(
+    path: string,
+    name: string,
+    opts: NativePowerIteration,
+    abort?: Int32Array,
+  ): Promise<{ sigma: number; iterations: number; converged: boolean }>;
+  mmd2(
+    x: Float32Array | Float64Array,
+    y: Float32Array | Float64Array,
+    dim: number,
+    bandwidth: number | undefined,
+    abort?: Int32Array,
+  ): Promise<{ mmd2: number; bandwidth: number }>;
   exportGguf(
     modelDir: string,
     out: string,
@@ -176,4 +233,25 @@ export function binding(): Binding {
     cached = load(packageRoot);
   }
   return cached;
+}
+
+/**
+ * Runs a native call that polls an abort flag between units of work: the flag (an
+ * Int32Array over a SharedArrayBuffer) is set when `signal` aborts, and a call stopped that
+ * way rejects with `signal.reason`.
+ */
+export async function withAbortFlag<T>(signal: AbortSignal | undefined, call: (abort: Int32Array | undefined) => Promise<T>): Promise<T> {
+  if (!signal) return call(undefined);
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  const onAbort = () => Atomics.store(flag, 0, 1);
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await call(flag);
+  } catch (err) {
+    if (signal.aborted) throw signal.reason ?? err;
+    throw err;
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
 }
