@@ -12,15 +12,17 @@
  *   the stage this benchmark is about, with its own timer around `exportModel`;
  * - `baseline`: the same process writing the `scales` adapter instead (node, the library
  *   and the loaded model: the process baseline of `write`).
- * Reports medians of peak RSS and wall time, the largest tensor, and the 1-minute load
- * average around each run (the machine may be shared). Writes a JSON file.
+ * Reports medians of peak RSS, wall and CPU time, the largest tensor, the time a plain copy
+ * of the checkpoint file plus fsync takes (the disk's share of any export), whether the two
+ * builds wrote byte-identical folders, and the 1-minute load average around each run (the
+ * machine may be shared). Writes a JSON file.
  *
  *   npm run build:ts && node bench/export-hf.mjs --before /work/main [--reps 3] [--work /tmp/hopscotch-export-bench]
  *                                                 [--out docs/benchmarks/export-hf.json]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -95,7 +97,8 @@ function run(cmd, args) {
   const rssKb = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(t)[1]);
   const [, h, mi, se] = /Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)/.exec(t);
   const wall = Number(h ?? 0) * 3600 + Number(mi) * 60 + Number(se);
-  return { rssBytes: rssKb * 1024, wall, stdout, load: [loadBefore, os.loadavg()[0]] };
+  const cpu = Number(/User time \(seconds\): ([\d.]+)/.exec(t)[1]) + Number(/System time \(seconds\): ([\d.]+)/.exec(t)[1]);
+  return { rssBytes: rssKb * 1024, wall, cpu, stdout, load: [loadBefore, os.loadavg()[0]] };
 }
 
 /** sha256 of every file of a folder, read in 64 MB pieces. */
@@ -115,9 +118,25 @@ function digests(dir) {
   return out;
 }
 
+/** The disk's share: seconds to copy the checkpoint file and fsync it (the bytes an export must write). */
+function copySeconds() {
+  const to = join(WORK, 'copy.bin');
+  const t0 = performance.now();
+  copyFileSync(join(modelDir, 'model.safetensors'), to);
+  const fd = openSync(to, 'r+');
+  fsyncSync(fd);
+  closeSync(fd);
+  const s = (performance.now() - t0) / 1000;
+  rmSync(to);
+  return s;
+}
+
 const runs = [];
 const written = {};
+const copies = [];
 for (let rep = 1; rep <= REPS; rep++) {
+  copies.push(copySeconds());
+  log(`copy + fsync of the checkpoint: ${copies.at(-1).toFixed(2)} s`);
   for (const [build, pkg] of Object.entries(builds)) {
     const out = join(WORK, `out-${build}`);
     for (const stage of ['baseline', 'write', 'cli']) {
@@ -126,7 +145,7 @@ for (let rep = 1; rep <= REPS; rep++) {
         stage === 'cli'
           ? run(process.execPath, [join(pkg, 'dist', 'cli', 'main.js'), 'export', '--model', modelDir, '--fit', fitFile, '--format', 'hf', '--out', out, '--device', 'cpu', '--force'])
           : run(process.execPath, [here, '--child', pkg, stage, modelDir, fitFile, out]);
-      const row = { rep, build, stage, rssMB: r.rssBytes / 2 ** 20, wallSeconds: r.wall, load: r.load };
+      const row = { rep, build, stage, rssMB: r.rssBytes / 2 ** 20, wallSeconds: r.wall, cpuSeconds: r.cpu, load: r.load };
       if (stage !== 'cli') row.exportSeconds = JSON.parse(r.stdout.trim().split('\n').pop()).seconds;
       runs.push(row);
       log(JSON.stringify(row));
@@ -144,6 +163,7 @@ for (const build of Object.keys(builds))
     summary[`${build}.${stage}`] = {
       rssMB: median(rs.map((r) => r.rssMB)),
       wallSeconds: median(rs.map((r) => r.wallSeconds)),
+      cpuSeconds: median(rs.map((r) => r.cpuSeconds)),
       ...(stage === 'cli' ? {} : { exportSeconds: median(rs.map((r) => r.exportSeconds)) }),
     };
   }
@@ -158,6 +178,7 @@ const result = {
   fit: { skipped: SKIPPED },
   builds,
   reps: REPS,
+  copyAndFsyncSeconds: { median: median(copies), runs: copies },
   summary,
   runs,
 };

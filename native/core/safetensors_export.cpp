@@ -1,10 +1,11 @@
 // Streaming fold of a checkpoint into a safetensors file (see safetensors_export.h).
 #include "safetensors_export.h"
 
-#include <sys/mman.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -17,17 +18,40 @@ namespace hs {
 
 namespace {
 
-// Bytes copied per write for unchanged tensors.
-constexpr size_t kCopyChunk = size_t{16} << 20;
+// Bytes read per piece of an unchanged tensor.
+constexpr size_t kCopyChunk = size_t{8} << 20;
 
-// Drops the pages under [p, p + n) from this process's mapping: they stay in the page
-// cache, a later read maps them again, but they no longer count towards its memory.
-void release_pages(const uint8_t* p, size_t n) {
-  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n + page - 1) & ~(page - 1);
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
+std::string errno_text() { return std::strerror(errno); }
+
+// The checkpoint's files opened for reading: tensors are read with pread into a small
+// buffer (the mapping is used for the validated header only, so no weight page is mapped).
+class SourceFiles {
+ public:
+  ~SourceFiles() {
+    for (const auto& kv : fds_) ::close(kv.second);
+  }
+  // Reads `n` bytes of `t` from byte `at` of its data.
+  void read(const TensorView& t, const SafetensorsFile& file, size_t at, size_t n, uint8_t* out) {
+    auto it = fds_.find(t.file);
+    if (it == fds_.end()) {
+      int fd = ::open(t.file.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) fail(code::kIo, t.file + ": cannot open: " + errno_text());
+      ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+      it = fds_.emplace(t.file, fd).first;
+    }
+    const uint64_t offset = static_cast<uint64_t>(t.data - file.bytes()) + at;
+    for (size_t done = 0; done < n;) {
+      const ssize_t r = ::pread(it->second, out + done, n - done, static_cast<off_t>(offset + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) fail(code::kIo, t.file + ": read failed: " + errno_text());
+      if (r == 0) fail(code::kIo, t.file + ": unexpected end of file reading tensor '" + t.name + "'");
+      done += static_cast<size_t>(r);
+    }
+  }
+
+ private:
+  std::map<std::string, int> fds_;
+};
 
 float widen(const uint8_t* src, DType dtype, size_t i) {
   if (dtype == DType::F32) {
@@ -76,6 +100,8 @@ size_t write_folded_safetensors(const std::string& model_dir, const std::string&
     if (aborted && aborted()) fail(code::kAborted, path + ": the export was aborted");
   };
   std::unique_ptr<Checkpoint> ckpt = Checkpoint::open_dir(model_dir);
+  std::map<std::string, const SafetensorsFile*> file_of;
+  for (const auto& f : ckpt->files()) file_of.emplace(f->path(), f.get());
   // The whole plan is checked before the file is created.
   std::vector<const TensorView*> sources;
   std::vector<SafetensorsWriter::Entry> entries;
@@ -107,7 +133,8 @@ size_t write_folded_safetensors(const std::string& model_dir, const std::string&
   stop_if_aborted();
 
   SafetensorsWriter writer(path, std::move(entries), metadata, false);
-  std::vector<uint8_t> buf;
+  SourceFiles files;
+  std::vector<uint8_t> in, out;
   for (size_t k = 0; k < tensors.size(); ++k) {
     const FoldedTensor& t = tensors[k];
     const TensorView* v = sources[k];
@@ -117,29 +144,30 @@ size_t write_folded_safetensors(const std::string& model_dir, const std::string&
     const size_t n = static_cast<size_t>(numel);
     stop_if_aborted();
     if (!v) {
-      buf.assign(std::min(n, kFoldChunk) * esize, 0);
-      for (size_t at = 0; at < n; at += kFoldChunk) writer.write_data(buf.data(), std::min(kFoldChunk, n - at) * esize);
+      out.assign(std::min(n, kFoldChunk) * esize, 0);
+      for (size_t at = 0; at < n; at += kFoldChunk) writer.write_data(out.data(), std::min(kFoldChunk, n - at) * esize);
     } else if (!t.scaled) {
+      in.resize(std::min(v->nbytes, kCopyChunk));
       for (size_t at = 0; at < v->nbytes; at += kCopyChunk) {
         stop_if_aborted();
         const size_t len = std::min(kCopyChunk, v->nbytes - at);
-        writer.write_data(v->data + at, len);
-        release_pages(v->data + at, len);
+        files.read(*v, *file_of.at(v->file), at, len, in.data());
+        writer.write_data(in.data(), len);
       }
     } else {
-      buf.resize(std::min(n, kFoldChunk) * esize);
+      in.resize(std::min(n, kFoldChunk) * esize);
+      out.resize(in.size());
       for (size_t at = 0; at < n; at += kFoldChunk) {
         stop_if_aborted();
         const size_t len = std::min(kFoldChunk, n - at);
-        const uint8_t* src = v->data + at * esize;
-        const size_t bad = fold_elements(src, t.dtype, len, t.scale, buf.data());
+        files.read(*v, *file_of.at(v->file), at * esize, len * esize, in.data());
+        const size_t bad = fold_elements(in.data(), t.dtype, len, t.scale, out.data());
         if (bad != len) {
-          const float value = static_cast<float>(static_cast<double>(widen(src, t.dtype, bad)) * t.scale);
+          const float value = static_cast<float>(static_cast<double>(widen(in.data(), t.dtype, bad)) * t.scale);
           fail(code::kExport, "folding theta into '" + t.name + "' overflows " + dtype_name(t.dtype) + " (value " +
                                   value_text(value) + "); theta is too extreme for this dtype");
         }
-        writer.write_data(buf.data(), len * esize);
-        release_pages(src, len * esize);
+        writer.write_data(out.data(), len * esize);
       }
     }
   }

@@ -1,9 +1,10 @@
 // Writes one safetensors file whose tensors come from a checkpoint folder (the `hf` and
 // `decilm` exports): each output tensor is the source's bytes unchanged, the source
-// multiplied by a fold factor and re-encoded in its own dtype, or zeros. The data is
-// streamed from the checkpoint's read-only mapping through a buffer of at most
-// kFoldChunk elements, and the mapped pages are released once written, so memory stays
-// a few MB whatever the size of the tensors; no tensor is ever materialized whole.
+// multiplied by a fold factor and re-encoded in its own dtype, or zeros. The checkpoint is
+// opened with the validating reader (its index and headers); the data is read with pread
+// in pieces of at most 8 MB (copies) or kFoldChunk elements (folds) and written out at
+// once, so memory stays a few MB whatever the size of the tensors: no tensor is ever held
+// whole and no weight page is mapped.
 //
 // The fold is exact as the export defines it: each element is widened to fp32, multiplied
 // by the factor in double, rounded once to fp32 and encoded round-to-nearest-even
