@@ -19,7 +19,7 @@
  *   something is. Written natively, one tensor at a time, and read back before the rename.
  *
  * The `hf` and `decilm` shards are written by the addon straight from the checkpoint's
- * mapping, one tensor at a time (native/core/safetensors_export.h): unchanged tensors are
+ * files, one tensor at a time (native/core/safetensors_export.h): unchanged tensors are
  * copied byte for byte, o_proj / down_proj are multiplied by their factor and re-encoded in
  * their dtype; no tensor passes through JavaScript.
  *
@@ -254,10 +254,8 @@ function checkFit(model: Model, fit: ExportFit, format: ExportFormat): number[] 
 // ---------------------------------------------------------------------------------------
 // Source checkpoint
 
-type SourceTensor = CheckpointTensorInfo;
-
 /** Every tensor of the model folder, from model.safetensors or the shards of its index (validated natively). */
-function sourceTensors(dir: string): Map<string, SourceTensor> {
+function sourceTensors(dir: string): Map<string, CheckpointTensorInfo> {
   try {
     return new Map(binding().inspectCheckpoint(dir).map((t) => [t.name, t]));
   } catch (err) {
@@ -274,7 +272,7 @@ interface PlannedTensor {
   shape: number[];
   bytes: number;
   /** Where the data comes from: raw copy, scaled copy, or zeros. */
-  source: { kind: 'copy'; from: SourceTensor } | { kind: 'scale'; from: SourceTensor; factor: number } | { kind: 'zeros' };
+  source: { kind: 'copy'; from: CheckpointTensorInfo } | { kind: 'scale'; from: CheckpointTensorInfo; factor: number } | { kind: 'zeros' };
 }
 
 interface FoldPlan {
@@ -317,7 +315,7 @@ function orderKey(name: string): [number, string] {
   return [Number.MAX_SAFE_INTEGER, name];
 }
 
-function planFold(model: Model, src: Map<string, SourceTensor>, fit: ExportFit, skipped: number[], dropSkippedAttention: boolean, addZeroOBias: boolean): FoldPlan {
+function planFold(model: Model, src: Map<string, CheckpointTensorInfo>, fit: ExportFit, skipped: number[], dropSkippedAttention: boolean, addZeroOBias: boolean): FoldPlan {
   const L = model.config.numLayers;
   const f = foldFactors(fit.theta, skipped);
   const skip = new Set(skipped);
@@ -418,13 +416,7 @@ async function writeShards(
   for (let i = 0; i < n; i++) {
     const file = name(i);
     const tensors = groups[i]!.map(foldedTensor);
-    await withAbortFlag(signal, async (abort) => {
-      try {
-        return await binding().exportSafetensors(modelDir, join(dir, file), tensors, { format: 'pt' }, abort);
-      } catch (err) {
-        throw fromNative(err);
-      }
-    });
+    await withAbortFlag(signal, (abort) => binding().exportSafetensors(modelDir, join(dir, file), tensors, { format: 'pt' }, abort));
     for (const t of groups[i]!) {
       weightMap[t.name] = file;
       total += t.bytes;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <future>
 #include <memory>
 
 #include "errors.h"
@@ -132,44 +133,59 @@ size_t write_folded_safetensors(const std::string& model_dir, const std::string&
   if (!missing.empty()) fail(code::kMissingTensor, model_dir + ": missing tensors: " + missing);
   stop_if_aborted();
 
-  SafetensorsWriter writer(path, std::move(entries), metadata, false);
-  SourceFiles files;
-  std::vector<uint8_t> in, out;
+  // The output in pieces, in file order: at most kCopyChunk bytes of an unchanged tensor,
+  // kFoldChunk elements of a folded one or of zeros.
+  struct Piece {
+    size_t tensor, at, len;  // bytes (copies) or elements (folds, zeros)
+  };
+  std::vector<Piece> pieces;
   for (size_t k = 0; k < tensors.size(); ++k) {
-    const FoldedTensor& t = tensors[k];
-    const TensorView* v = sources[k];
-    const size_t esize = dtype_size(t.dtype);
+    const bool copy = sources[k] && !tensors[k].scaled;
     int64_t numel = 1;
-    for (int64_t d : t.shape) numel *= d;
-    const size_t n = static_cast<size_t>(numel);
-    stop_if_aborted();
+    for (int64_t d : tensors[k].shape) numel *= d;
+    const size_t n = copy ? sources[k]->nbytes : static_cast<size_t>(numel);
+    const size_t chunk = copy ? kCopyChunk : kFoldChunk;
+    for (size_t at = 0; at < n; at += chunk) pieces.push_back({k, at, std::min(chunk, n - at)});
+  }
+  // A piece is read (and folded) into one of two buffers on a second thread while the
+  // previous one is written from the other.
+  SourceFiles files;
+  struct Buffers {
+    std::vector<uint8_t> in, out;
+  } slots[2];
+  auto produce = [&](const Piece& p, Buffers& b) -> size_t {
+    const FoldedTensor& t = tensors[p.tensor];
+    const TensorView* v = sources[p.tensor];
+    const size_t esize = dtype_size(t.dtype);
     if (!v) {
-      out.assign(std::min(n, kFoldChunk) * esize, 0);
-      for (size_t at = 0; at < n; at += kFoldChunk) writer.write_data(out.data(), std::min(kFoldChunk, n - at) * esize);
-    } else if (!t.scaled) {
-      in.resize(std::min(v->nbytes, kCopyChunk));
-      for (size_t at = 0; at < v->nbytes; at += kCopyChunk) {
-        stop_if_aborted();
-        const size_t len = std::min(kCopyChunk, v->nbytes - at);
-        files.read(*v, *file_of.at(v->file), at, len, in.data());
-        writer.write_data(in.data(), len);
-      }
-    } else {
-      in.resize(std::min(n, kFoldChunk) * esize);
-      out.resize(in.size());
-      for (size_t at = 0; at < n; at += kFoldChunk) {
-        stop_if_aborted();
-        const size_t len = std::min(kFoldChunk, n - at);
-        files.read(*v, *file_of.at(v->file), at * esize, len * esize, in.data());
-        const size_t bad = fold_elements(in.data(), t.dtype, len, t.scale, out.data());
-        if (bad != len) {
-          const float value = static_cast<float>(static_cast<double>(widen(in.data(), t.dtype, bad)) * t.scale);
-          fail(code::kExport, "folding theta into '" + t.name + "' overflows " + dtype_name(t.dtype) + " (value " +
-                                  value_text(value) + "); theta is too extreme for this dtype");
-        }
-        writer.write_data(out.data(), len * esize);
-      }
+      b.out.assign(p.len * esize, 0);
+      return p.len * esize;
     }
+    if (!t.scaled) {
+      b.out.resize(p.len);
+      files.read(*v, *file_of.at(v->file), p.at, p.len, b.out.data());
+      return p.len;
+    }
+    b.in.resize(p.len * esize);
+    b.out.resize(p.len * esize);
+    files.read(*v, *file_of.at(v->file), p.at * esize, p.len * esize, b.in.data());
+    const size_t bad = fold_elements(b.in.data(), t.dtype, p.len, t.scale, b.out.data());
+    if (bad != p.len) {
+      const float value = static_cast<float>(static_cast<double>(widen(b.in.data(), t.dtype, bad)) * t.scale);
+      fail(code::kExport, "folding theta into '" + t.name + "' overflows " + dtype_name(t.dtype) + " (value " +
+                              value_text(value) + "); theta is too extreme for this dtype");
+    }
+    return p.len * esize;
+  };
+  SafetensorsWriter writer(path, std::move(entries), metadata, false);
+  std::future<size_t> next;  // destroyed first: waits for a piece in flight before the buffers go
+  if (!pieces.empty()) next = std::async(std::launch::async, produce, std::cref(pieces[0]), std::ref(slots[0]));
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const size_t bytes = next.get();
+    stop_if_aborted();
+    if (i + 1 < pieces.size())
+      next = std::async(std::launch::async, produce, std::cref(pieces[i + 1]), std::ref(slots[(i + 1) % 2]));
+    writer.write_data(slots[i % 2].out.data(), bytes);
   }
   stop_if_aborted();
   return writer.finish();

@@ -2,9 +2,9 @@
 // `decilm` exports): each output tensor is the source's bytes unchanged, the source
 // multiplied by a fold factor and re-encoded in its own dtype, or zeros. The checkpoint is
 // opened with the validating reader (its index and headers); the data is read with pread
-// in pieces of at most 8 MB (copies) or kFoldChunk elements (folds) and written out at
-// once, so memory stays a few MB whatever the size of the tensors: no tensor is ever held
-// whole and no weight page is mapped.
+// in pieces of at most 8 MB (copies) or kFoldChunk elements (folds), each read and folded
+// on a second thread while the previous one is written, so memory stays a few tens of MB
+// whatever the size of the tensors: no tensor is ever held whole, no weight page mapped.
 //
 // The fold is exact as the export defines it: each element is widened to fp32, multiplied
 // by the factor in double, rounded once to fp32 and encoded round-to-nearest-even
@@ -31,15 +31,15 @@ struct FoldedTensor {
   double scale = 1.0;            // fold factor (scaled only)
 };
 
-// Elements per conversion chunk.
-inline constexpr size_t kFoldChunk = size_t{1} << 18;
+// Elements per piece of a folded tensor.
+inline constexpr size_t kFoldChunk = size_t{1} << 20;
 
 // Writes `tensors` (in order) from the checkpoint in `model_dir` to the safetensors file
 // `path` atomically (SafetensorsWriter: temp file, fsync, rename; it must not exist).
 // The whole plan is checked before the file is created: every source present, with the
 // declared dtype and shape, and F32/F16/BF16 when scaled (HOPSCOTCH_ERR_MISSING_TENSOR,
-// _SHAPE, _SAFETENSORS_DTYPE). `aborted` (may be empty) is polled before each tensor and
-// each chunk; when it returns true the write stops with HOPSCOTCH_ERR_ABORTED and nothing
+// _SHAPE, _SAFETENSORS_DTYPE). `aborted` (may be empty) is polled between pieces (so
+// between tensors); when it returns true the write stops with HOPSCOTCH_ERR_ABORTED and nothing
 // is left at `path`. Returns the bytes written.
 size_t write_folded_safetensors(const std::string& model_dir, const std::string& path,
                                 const std::vector<FoldedTensor>& tensors,

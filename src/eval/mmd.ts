@@ -26,7 +26,7 @@
  * models' hidden states of the same inputs (paired, m = n).
  */
 import { mixSeed, shuffledIndices } from '../batching.js';
-import { check, fromNative } from '../errors.js';
+import { check } from '../errors.js';
 import { binding, withAbortFlag } from '../native/binding.js';
 import { throwIfAborted } from '../progress.js';
 import type { Model, Sample, Theta } from '../types.js';
@@ -60,13 +60,7 @@ export async function mmd2Unbiased(
   check(m >= 2 && n >= 2, `MMD needs at least two points per sample, got ${m} and ${n}`);
   const { bandwidth } = opts;
   if (bandwidth !== undefined) check(Number.isFinite(bandwidth) && bandwidth > 0, `bandwidth must be a positive number, got ${bandwidth}`);
-  return withAbortFlag(opts.signal, async (abort) => {
-    try {
-      return await binding().mmd2(x, y, dim, bandwidth, abort);
-    } catch (err) {
-      throw fromNative(err);
-    }
-  });
+  return withAbortFlag(opts.signal, (abort) => binding().mmd2(x, y, dim, bandwidth, abort));
 }
 
 /** A modified model to compare with the base: its theta and skip list. */

@@ -43,17 +43,6 @@ function powerIteration(cols: number, opts: PowerIterationOptions): NativePowerI
   return { start, tolerance: opts.tolerance ?? 1e-6, maxIterations: opts.maxIterations ?? 1000 };
 }
 
-/** Runs a native power iteration, re-typing its errors; a call stopped by `signal` rejects with `signal.reason`. */
-function runNative(signal: AbortSignal | undefined, call: (abort: Int32Array | undefined) => Promise<SingularValue>): Promise<SingularValue> {
-  return withAbortFlag(signal, async (abort) => {
-    try {
-      return await call(abort);
-    } catch (err) {
-      throw fromNative(err);
-    }
-  });
-}
-
 /** Largest singular value of the row-major `rows` x `cols` matrix `w` (computed in the addon, off the main thread). */
 export async function topSingularValue(
   w: Float32Array | Float64Array,
@@ -64,7 +53,7 @@ export async function topSingularValue(
   check(Number.isInteger(rows) && rows > 0 && Number.isInteger(cols) && cols > 0, `bad matrix shape ${rows} x ${cols}`);
   check(w.length === rows * cols, `matrix has ${w.length} values, expected ${rows} x ${cols}`);
   const p = powerIteration(cols, opts);
-  return runNative(opts.signal, (abort) => binding().topSingularValue(w, rows, cols, p, abort));
+  return withAbortFlag(opts.signal, (abort) => binding().topSingularValue(w, rows, cols, p, abort));
 }
 
 /** The block matrices, in figure order, with their tensor name suffixes. */
@@ -147,7 +136,7 @@ export async function spectralNorms(dir: string, opts: SpectralOptions = {}): Pr
       if (where.shape.length !== 2)
         throw new HopscotchError(ErrorCodes.SHAPE, `${name} in ${where.file} has shape [${where.shape}], expected a matrix`);
       const p = powerIteration(where.shape[1], opts);
-      const r = await runNative(opts.signal, (abort) => binding().tensorTopSingularValue(where.file, name, p, abort));
+      const r = await withAbortFlag(opts.signal, (abort) => binding().tensorTopSingularValue(where.file, name, p, abort));
       if (!r.converged) out.unconverged.push({ layer: l, matrix: m });
       row.push(r.sigma);
       its.push(r.iterations);

@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { fromNative } from '../errors.js';
 import type { LayerStats, ModelConfig } from '../types.js';
 
 export interface NativeTheta {
@@ -237,21 +238,20 @@ export function binding(): Binding {
 
 /**
  * Runs a native call that polls an abort flag between units of work: the flag (an
- * Int32Array over a SharedArrayBuffer) is set when `signal` aborts, and a call stopped that
- * way rejects with `signal.reason`.
+ * Int32Array over a SharedArrayBuffer) is set when `signal` aborts, a call stopped that way
+ * rejects with `signal.reason`, and other errors are re-typed as HopscotchError.
  */
 export async function withAbortFlag<T>(signal: AbortSignal | undefined, call: (abort: Int32Array | undefined) => Promise<T>): Promise<T> {
-  if (!signal) return call(undefined);
-  const flag = new Int32Array(new SharedArrayBuffer(4));
-  const onAbort = () => Atomics.store(flag, 0, 1);
-  if (signal.aborted) onAbort();
-  else signal.addEventListener('abort', onAbort, { once: true });
+  const flag = signal ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
+  const onAbort = () => Atomics.store(flag!, 0, 1);
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener('abort', onAbort, { once: true });
   try {
     return await call(flag);
   } catch (err) {
-    if (signal.aborted) throw signal.reason ?? err;
-    throw err;
+    if (signal?.aborted) throw signal.reason ?? fromNative(err);
+    throw fromNative(err);
   } finally {
-    signal.removeEventListener('abort', onAbort);
+    signal?.removeEventListener('abort', onAbort);
   }
 }

@@ -86,7 +86,7 @@ describe('hf export bytes equal the JavaScript fold', () => {
 });
 
 describe('exportSafetensors on crafted values', () => {
-  const N = 300_001; // more than one conversion chunk (2^18 elements)
+  const N = 1_100_001; // more than one piece of a fold (2^20 elements)
   let dir: string;
   const srcFile = () => path.join(dir, 'model.safetensors');
 
