@@ -284,7 +284,7 @@ interface FoldPlan {
   residualFactor: { min: number; max: number };
 }
 
-/** Running residual factor and the per-layer output scales of the fold (the formulas at the top of this file). */
+/** Running residual factor and the per-layer output scales of the fold (docs/export.md, `hf`). */
 export function foldFactors(theta: Theta, skipped: number[]): { att: number[]; mlp: number[]; c: number[] } {
   const L = theta.bAtt.length;
   const skip = new Set(skipped);
