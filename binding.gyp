@@ -1,3 +1,11 @@
+# The CPU-only source fallback, for whoever builds with node-gyp instead of CMake
+# (`node-gyp rebuild`, electron-rebuild and other tools that call node-gyp): it builds the
+# same addon (build/Release/hopscotch.node, the CPU engine) from the same source list as
+# CMakeLists.txt (native-sources.json), and never the CUDA backend (libhopscotch_cuda.so)
+# or the native test drivers. CMake through cmake-js is the build (`npm install` runs
+# scripts/install.mjs, `npm run build:native`); "gypfile": false in package.json keeps npm
+# from running this file on its own. scripts/check-node-gyp.sh proves it still builds and
+# generates the reference tokens. More in docs/internals.md ("Build").
 {
   "targets": [
     {

@@ -6,7 +6,7 @@
 #   bash bench/cpu-bench.sh [OUT_DIR]
 #     env: REPEATS=3  MODELS="stories260k random100m llama32-1b"  THREADS="1 2"
 #          PRECISIONS="f32 bf16"  MODEL_DIR=/tmp/hopscotch-bench-models  BUILD=/tmp/hopscotch-bench
-#          VENV=/tmp/hopscotch-bench-venv  SAMPLES=8  SAMPLES_1B=2  GENERATE=1  HISTORY_PYTHON=<unset>
+#          VENV=/tmp/hopscotch-bench-venv  SAMPLES=8  SAMPLES_1B=2  TRAIN=1  GENERATE=1  HISTORY_PYTHON=<unset>
 #          BASELINE_TIMEOUT=1800 (seconds per baseline process; PyTorch bf16 on a CPU without
 #          AVX-512 BF16 can take longer than that; a timed-out baseline leaves no row)
 #
@@ -17,6 +17,8 @@
 #   torch        bench/torch_cpu_baseline.py: PyTorch 2.x eager, frozen weights, --dtype f32|bf16
 #   transformers bench/hf_cpu_baseline.py: LlamaForCausalLM (sdpa) + scales by forward hooks,
 #                its loss and theta gradients checked against ours before it is timed
+#   llama.cpp    bench/llama_cpp_generate.mjs: generation only, node-llama-cpp (the pinned devDependency)
+#                on a GGUF of the same weights exported by this library (needs `npm run build:ts`)
 #   torch-1.13   the old column (Debian python3-torch + OpenBLAS), only with HISTORY_PYTHON set
 # Every measurement is its own process; within a repetition the implementations alternate.
 # The summary (bench/cpu_bench_report.py) takes medians and, per precision class, the ratio
@@ -33,6 +35,7 @@ PRECISIONS="${PRECISIONS:-f32 bf16}"
 MODEL_DIR="${MODEL_DIR:-/tmp/hopscotch-bench-models}"
 SAMPLES="${SAMPLES:-8}"
 SAMPLES_1B="${SAMPLES_1B:-2}"
+TRAIN="${TRAIN:-1}"
 GENERATE="${GENERATE:-1}"
 BT="${BASELINE_TIMEOUT:-1800}"
 mkdir -p "$OUT" "$MODEL_DIR"
@@ -76,6 +79,7 @@ for rep in $(seq 1 "$REPEATS"); do
     [ "$model" = llama32-1b ] && reps=1 samples="$SAMPLES_1B"
     for t in $THREADS; do
       for p in $PRECISIONS; do
+        [ "$TRAIN" = 1 ] || continue
         ours="$OUT/ours-$model-$t-$p.json"
         "$BENCH" train --model "$m" --threads "$t" --reps "$reps" --samples "$samples" --precision "$p" >"$ours"
         tag "$rep" "$model" <"$ours" >>"$RESULTS"
@@ -98,6 +102,9 @@ for rep in $(seq 1 "$REPEATS"); do
           done
           timeout "$BT" "$PY" "$ROOT/bench/torch_cpu_baseline.py" generate --model "$m" --threads "$t" --batch "$b" --reps "$reps" |
             tag "$rep" "$model" >>"$RESULTS" || echo "torch generate $model $t $b: failed" >&2
+          timeout "$BT" node "$ROOT/bench/llama_cpp_generate.mjs" --model "$m" --name "$model" --threads "$t" \
+            --batch "$b" --reps "$reps" --work "$MODEL_DIR/gguf" | tag "$rep" "$model" >>"$RESULTS" ||
+            echo "llama.cpp generate $model $t $b: failed" >&2
         done
       fi
       echo "rep $rep $model threads $t done ($(cut -d' ' -f1-3 /proc/loadavg))" >&2

@@ -73,9 +73,9 @@ def main():
                         "transformers_check": chk[0] if chk else None, "runs": n,
                         "loss": {k: med(v, "loss") for k, v in g.items()}})
     print()
-    print("| model | threads | batch | ours f32 tok/s | ours bf16 tok/s | PyTorch 2 eager f32 | ours f32 / PyTorch | "
-          "decode bound from bandwidth (f32 / bf16 weights) | n |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | threads | batch | ours f32 tok/s | ours bf16 tok/s | PyTorch 2 eager f32 | llama.cpp | "
+          "ours f32 / PyTorch | ours / llama.cpp | decode bound from bandwidth (f32 / bf16 weights) | n |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for key in sorted(k for k in groups if k[1] == "generate"):
         name, _, threads, batch, _ = key
         g = groups[key]
@@ -88,12 +88,18 @@ def main():
                 b.append(f"{bw[threads] * 1e9 / (w * 1048576):.1f}" if w else "-")
             bound = " / ".join(b)
         ratio = tps.get("hopscotch-f32", 0) / tps["torch"] if tps.get("torch") and tps.get("hopscotch-f32") else None
+        # llama.cpp runs the checkpoint's own type (F32 -> F32 GGUF, BF16 -> BF16): compare it
+        # with our path of the same class (f32 math on an F32 checkpoint, else the faster of ours).
+        ours_best = max((v for k, v in tps.items() if k.startswith("hopscotch") and v), default=None)
+        ours_same = tps.get("hopscotch-f32") if "F32" in str(g.get("llama.cpp", [{}])[0].get("gguf_type", "")) else ours_best
+        ratio_llama = ours_same / tps["llama.cpp"] if tps.get("llama.cpp") and ours_same else None
         n = min(len(v) for v in g.values())
         f = lambda x: f"{x:.1f}" if x is not None else "-"
         print(f"| {name} | {threads} | {batch} | {f(tps.get('hopscotch-f32'))} | {f(tps.get('hopscotch-bf16'))} | "
-              f"{f(tps.get('torch'))} | {f'{ratio:.2f}x' if ratio else '-'} | {bound} | {n} |")
+              f"{f(tps.get('torch'))} | {f(tps.get('llama.cpp'))} | {f'{ratio:.2f}x' if ratio else '-'} | "
+              f"{f'{ratio_llama:.2f}x' if ratio_llama else '-'} | {bound} | {n} |")
         summary.append({"model": name, "mode": "generate", "threads": threads, "batch": batch, "tokens_per_s": tps,
-                        "ratio_f32_to_torch": ratio, "runs": n})
+                        "ratio_f32_to_torch": ratio, "ratio_to_llama_cpp": ratio_llama, "runs": n})
     print()
     print("```json")
     print(json.dumps({"machine": machine, "rows": summary}, indent=1))

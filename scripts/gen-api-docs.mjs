@@ -231,6 +231,7 @@ export function generateApiDocs() {
     'Everything `import … from \'hopscotch-native\'` provides, generated from the doc comments and',
     'types of `src/`. Guides: [getting started](../getting-started.md), [your own model](../guide-own-model.md),',
     '[training pipeline](../guide-pipeline.md), [writing a strategy](../guide-strategy.md), [choosing k](../guide-choose-k.md).',
+    'The same exports one line each, as the contract a test holds the entry point to: [the public surface](../public-api.md).',
     '',
   );
 

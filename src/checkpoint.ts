@@ -106,6 +106,29 @@ export interface TraceEntry {
   droppedAt?: number;
 }
 
+/**
+ * The ranking of scores, in one place for the selection, successive halving and the
+ * figures: lowest score first, ties to the lower layer, and a candidate that successive
+ * halving dropped early (scored over fewer steps) after every one that ran the whole budget.
+ */
+export function byScore(a: Pick<TraceEntry, 'score' | 'candidate' | 'droppedAt'>, b: Pick<TraceEntry, 'score' | 'candidate' | 'droppedAt'>): number {
+  return (b.droppedAt ?? Infinity) - (a.droppedAt ?? Infinity) || a.score - b.score || a.candidate - b.candidate;
+}
+
+/**
+ * The best entry of every step (first by {@link byScore} among the candidates that ran the
+ * whole budget), in step order: the loss-per-block-removed curve.
+ */
+export function bestOfEachStep(trace: readonly TraceEntry[]): TraceEntry[] {
+  const best = new Map<number, TraceEntry>();
+  for (const e of trace) {
+    if (e.droppedAt !== undefined) continue;
+    const b = best.get(e.step);
+    if (!b || byScore(e, b) < 0) best.set(e.step, e);
+  }
+  return [...best.values()].sort((x, y) => x.step - y.step);
+}
+
 /** The rescale that ended a step. */
 export interface StepLoss {
   step: number;

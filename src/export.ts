@@ -33,10 +33,10 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { writeAdapterFile, ADAPTER_FILE } from './adapter.js';
 import { throwIfAborted } from './progress.js';
 import { ErrorCodes, HopscotchError, fromNative } from './errors.js';
-import { GGUF_TENSOR_TYPES, ggufArchitecture, planGguf, type GgufPlan, type GgufTensorTypeName } from './gguf.js';
+import { GGUF_TENSOR_TYPES, ggufArchitecture, planGguf, type GgufArchitecture, type GgufTensorTypeName, type GgufTokenizerInfo } from './gguf.js';
+import { checkSkip, checkTheta } from './layers.js';
 import { load } from './model.js';
 import { binding, withAbortFlag, type CheckpointTensorInfo, type FoldedTensor } from './native/binding.js';
-import { THETA_KEYS } from './theta.js';
 import type { Model, Theta } from './types.js';
 
 export type ExportFormat = 'scales' | 'hf' | 'decilm' | 'gguf';
@@ -168,11 +168,11 @@ export interface ExportResult {
   residualFactor?: { min: number; max: number };
   /** What a `gguf` export wrote. */
   gguf?: {
-    architecture: GgufPlan['architecture'];
+    architecture: GgufArchitecture;
     tensorType: GgufTensorTypeName;
     /** 2-D weights written as F16 instead of Q8_0 (rows not a multiple of 32). */
     f16Fallback: string[];
-    tokenizer: GgufPlan['tokenizer'];
+    tokenizer: GgufTokenizerInfo;
     /** Layers written without attention (deci head_count 0). */
     attentionFree: number[];
   };
@@ -223,22 +223,10 @@ function checkFit(model: Model, fit: ExportFit, format: ExportFormat): number[] 
       ErrorCodes.FINGERPRINT,
       `the fit belongs to the model with fingerprint ${fit.fingerprint}, not to ${model.dir} (${model.fingerprint})`,
     );
-  if (!Array.isArray(fit.skipped)) throw new HopscotchError(ErrorCodes.SKIP, 'fit.skipped must be an array of layer indices');
-  const seen = new Set<number>();
-  for (const l of fit.skipped) {
-    if (!Number.isInteger(l) || l < 0 || l >= L) throw new HopscotchError(ErrorCodes.SKIP, `skip index ${l} is out of range [0, ${L})`);
-    if (seen.has(l)) throw new HopscotchError(ErrorCodes.SKIP, `skip index ${l} is repeated`);
-    seen.add(l);
-  }
+  checkSkip(fit.skipped, L, 'fit.skipped');
+  // A non-finite scale is a value no format can write: an export refusal.
+  checkTheta(fit.theta, L, { name: 'fit.theta', nonFinite: ErrorCodes.EXPORT });
   const t = fit.theta;
-  if (!t || typeof t !== 'object') throw new HopscotchError(ErrorCodes.THETA, 'fit.theta must be { bAtt, sAtt, bMlp, sMlp }');
-  for (const k of THETA_KEYS) {
-    const v = t[k];
-    if (!(v instanceof Float32Array)) throw new HopscotchError(ErrorCodes.THETA, `theta.${k} must be a Float32Array`);
-    if (v.length !== L) throw new HopscotchError(ErrorCodes.THETA, `theta.${k} has length ${v.length}, expected ${L} (numLayers)`);
-    for (let i = 0; i < L; i++)
-      if (!Number.isFinite(v[i])) throw exportError(`cannot export: theta.${k}[${i}] is not finite (${v[i]})`);
-  }
   if (format !== 'scales') {
     for (const k of ['sAtt', 'sMlp'] as const)
       for (let i = 0; i < L; i++)
@@ -248,7 +236,7 @@ function checkFit(model: Model, fit: ExportFit, format: ExportFormat): number[] 
               '(RMSNorm scale invariance needs positive residual scales); export the adapter (format scales) instead',
           );
   }
-  return [...seen].sort((a, b) => a - b);
+  return [...fit.skipped].sort((a, b) => a - b);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -284,7 +272,7 @@ interface FoldPlan {
   residualFactor: { min: number; max: number };
 }
 
-/** Running residual factor and the per-layer output scales of the fold (docs/export.md, `hf`). */
+/** Running residual factor and the per-layer output scales of the fold (docs/concepts.md, "Folding θ into the weights"). */
 export function foldFactors(theta: Theta, skipped: number[]): { att: number[]; mlp: number[]; c: number[] } {
   const L = theta.bAtt.length;
   const skip = new Set(skipped);

@@ -59,14 +59,24 @@ export interface GgufPlanOptions {
   tokenizerPre?: string;
 }
 
+/** The llama.cpp architecture a `gguf` export writes (`deci` when attention blocks are skipped). */
+export type GgufArchitecture = 'llama' | 'deci' | 'qwen2' | 'qwen3';
+
+/** Tokenizer model written (`llama`: SentencePiece-style, `gpt2`: byte-level BPE) and its pre-tokenizer. */
+export interface GgufTokenizerInfo {
+  model: 'llama' | 'gpt2';
+  pre?: string;
+  tokens: number;
+  merges: number;
+}
+
 /** What a `gguf` export writes: architecture, metadata and every tensor with its source, fold factor and type. */
 export interface GgufPlan {
-  architecture: 'llama' | 'deci' | 'qwen2' | 'qwen3';
+  architecture: GgufArchitecture;
   tensorType: GgufTensorTypeName;
   metadata: GgufKeyValue[];
   tensors: GgufExportTensor[];
-  /** Tokenizer model written (`llama`: SentencePiece-style, `gpt2`: byte-level BPE) and its pre-tokenizer. */
-  tokenizer: { model: 'llama' | 'gpt2'; pre?: string; tokens: number; merges: number };
+  tokenizer: GgufTokenizerInfo;
   /** 2-D weights written as F16 because Q8_0 needs rows that are a multiple of 32 (as llama.cpp's converter does). */
   f16Fallback: string[];
 }

@@ -20,52 +20,47 @@ import { rescale } from './rescale.js';
 import { selectBlocks, selectionFromJSON, selectionToJSON } from './select.js';
 import { planSelection, runPlanJob } from './plan.js';
 import { STRATEGIES } from './strategies.js';
+import { progressStream } from './progress-stream.js';
 import * as evalLib from './eval/index.js';
 import * as plotLib from './plot/index.js';
 import * as thetaLib from './theta.js';
 import type { Model, Theta } from './types.js';
 
+// The public surface: exactly what docs/public-api.md lists (test/unit/public-surface.test.ts
+// holds the two equal). Internals stay importable from their modules inside the
+// package, never from here.
 export * from './types.js';
 export { ErrorCodes, HopscotchError, type ErrorCode } from './errors.js';
 export { inspect, load, resolveDevice, type LoadOptions } from './model.js';
 export { Adam, type AdamOptions, type AdamState, type FrozenMask } from './adam.js';
 export { makeBatches, type BatchingOptions } from './batching.js';
 export {
-  datasetDigest,
   loadDataset,
   loadPrompts,
   readDataset,
   recoverySet,
   saveDataset,
   splitDataset,
-  type DatasetSplit,
-  type SplitOptions,
-  type SaveDatasetOptions,
-  type LoadDatasetOptions,
   type ChatMessage,
+  type DatasetHeader,
+  type DatasetSplit,
+  type LoadDatasetOptions,
   type PromptInput,
   type RecoverySetOptions,
+  type SaveDatasetOptions,
+  type SplitOptions,
 } from './dataset.js';
-export { rescale, evaluateLoss, DEFAULT_HOLDOUT, DEFAULT_MAX_EPOCHS, DEFAULT_PATIENCE, type Fit, type RescaleOptions } from './rescale.js';
+export { rescale, evaluateLoss, type Fit, type RescaleOptions } from './rescale.js';
 export {
   selectBlocks,
   selectionFromJSON,
   selectionToJSON,
-  DEFAULT_PROBE_STEPS,
   type Selection,
   type SelectOptions,
   type SelectionJson,
+  type StopReason,
 } from './select.js';
-export {
-  DEFAULT_ETA,
-  DEFAULT_MIN_FRACTION,
-  runProbeJob,
-  type Probing,
-  type ProbingOption,
-  type ProbeContext,
-  type ProbeJob,
-  type ProbeOutcome,
-} from './probing.js';
+export type { Probing, ProbingOption, ProbeContext, ProbeJob, ProbeOutcome } from './probing.js';
 export {
   jobIndexFromEnv,
   planSelection,
@@ -88,19 +83,32 @@ export {
   type StrategyContext,
   type StrategyName,
 } from './strategies.js';
-export type * from './progress.js';
+export type {
+  BatchEvent,
+  EtaEvent,
+  GenerateEvent,
+  ProbeEndEvent,
+  ProbeRoundEvent,
+  ProbeStartEvent,
+  ProgressCallback,
+  ProgressEvent,
+  RecoverySetEvent,
+  RescaleEpochEvent,
+  StepEndEvent,
+  TruncatedEvent,
+  ValidationEvent,
+} from './progress.js';
+export { progressStream, type ProgressStream } from './progress-stream.js';
 export type { TraceEntry, StepLoss, StepTiming } from './checkpoint.js';
-export * from './export.js';
-export * from './adapter.js';
+export { EXPORT_FORMATS, exportConstraints, exportModel, type ExportFit, type ExportFormat, type ExportOptions, type ExportResult } from './export.js';
+export { loadAdapter, readAdapter, type Adapter, type AdapterMetadata } from './adapter.js';
 export {
   GGUF_TENSOR_TYPES,
   inspectGguf,
-  isGgufFile,
   readGgufTensor,
-  summarizeGguf,
-  type GgufPlan,
-  type GgufSummary,
+  type GgufArchitecture,
   type GgufTensorTypeName,
+  type GgufTokenizerInfo,
 } from './gguf.js';
 export type { GgufInfo, GgufKeyValue, GgufTensorInfo, GgufValueType } from './native/binding.js';
 export * as theta from './theta.js';
@@ -108,7 +116,7 @@ export * as evaluation from './eval/index.js';
 export * as plot from './plot/index.js';
 export { gsm8k } from './eval/index.js';
 
-/** The library as one namespace, as in the design's examples. */
+/** The library as one namespace, as in the README's examples. */
 export const hopscotch = {
   load,
   inspect,
@@ -131,6 +139,8 @@ export const hopscotch = {
   /** Header, metadata and tensor table of a GGUF file (what `export` format `gguf` writes). */
   inspectGguf,
   strategies: STRATEGIES,
+  /** The progress events of a long call as an async iterable (see `progressStream`). */
+  progressStream,
   /** GSM8K scoring and evaluation with lm-evaluation-harness's rules. */
   gsm8k: evalLib.gsm8k,
   /** Held-out loss, perplexity, MMD, singular values, speed, reports. */

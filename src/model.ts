@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 
 import { ErrorCodes, HopscotchError, fromNative } from './errors.js';
 import { binding, type NativeModel, type NativeTheta } from './native/binding.js';
+import { checkHiddenLayers, checkSkip, checkTheta } from './layers.js';
 import * as thetaLib from './theta.js';
 import { checkContext, checkSamples, checkTokenIds as checkIds } from './samples.js';
 import { loadTokenizer } from './tokenizer.js';
@@ -64,25 +65,15 @@ export function resolveDevice(requested: Device | 'auto' = 'auto'): { device: De
   if (requested === 'cpu') return { device: 'cpu', reason: 'requested' };
   const probe = binding().cudaProbe();
   if (requested === 'cuda') {
-    if (!probe.available) throw new HopscotchError(ErrorCodes.CUDA, `device 'cuda' is not usable: ${probe.message}`);
+    if (!probe.available) {
+      const code = probe.code === ErrorCodes.CUDA_ABI ? ErrorCodes.CUDA_ABI : ErrorCodes.CUDA;
+      throw new HopscotchError(code, `device 'cuda' is not usable: ${probe.message}`);
+    }
     return { device: 'cuda', reason: probe.message };
   }
   return probe.available
     ? { device: 'cuda', reason: probe.message }
     : { device: 'cpu', reason: `no usable CUDA device (${probeSummary(probe.message)})` };
-}
-
-function checkSkip(skip: number[] | undefined, numLayers: number): number[] {
-  if (skip === undefined) return [];
-  if (!Array.isArray(skip)) throw new HopscotchError(ErrorCodes.SKIP, 'skip must be an array of layer indices');
-  const seen = new Set<number>();
-  for (const l of skip) {
-    if (!Number.isInteger(l) || l < 0 || l >= numLayers)
-      throw new HopscotchError(ErrorCodes.SKIP, `skip index ${l} is out of range [0, ${numLayers})`);
-    if (seen.has(l)) throw new HopscotchError(ErrorCodes.SKIP, `skip index ${l} is repeated`);
-    seen.add(l);
-  }
-  return skip;
 }
 
 class LoadedModel implements Model {
@@ -114,25 +105,26 @@ class LoadedModel implements Model {
     checkSamples(samples, this.config.vocabSize, { requireResponse, context: this.config.maxPositionEmbeddings });
   }
 
-  /**
-   * The skip list the engine runs: the caller's, plus every layer whose attention weights
-   * the checkpoint does not have (a DeciLM export's no_op layers can only run skipped).
-   */
   #maxMemory(opts: BatchOptions): void {
     const m = opts.maxMemory;
     if (m !== undefined && (typeof m !== 'number' || !Number.isSafeInteger(m) || m < 0))
       throw new HopscotchError(ErrorCodes.ARGUMENT, `maxMemory must be a non-negative whole number of bytes, got ${m}`);
   }
 
+  /**
+   * The skip list the engine runs: the caller's, plus every layer whose attention weights
+   * the checkpoint does not have (a DeciLM export's no_op layers can only run skipped).
+   */
   #skip(skip: number[] | undefined): number[] {
-    const s = checkSkip(skip, this.config.numLayers);
+    const s = skip ?? [];
+    checkSkip(s, this.config.numLayers);
     const absent = this.config.attentionAbsent;
     return absent.length ? [...s, ...absent.filter((l) => !s.includes(l))] : s;
   }
 
   #theta(theta: Theta | undefined): NativeTheta {
     const t = theta ?? thetaLib.ones(this.config.numLayers);
-    thetaLib.validate(t, this.config.numLayers);
+    checkTheta(t, this.config.numLayers);
     return t;
   }
 
@@ -144,23 +136,23 @@ class LoadedModel implements Model {
     }
   }
 
-  async loss(samples: Sample[], theta: Theta, opts: BatchOptions = {}): Promise<LossResult> {
+  /** One engine loss call, every argument checked first. */
+  async #loss(samples: Sample[], theta: Theta, opts: BatchOptions, wantGrad: boolean) {
     this.#checkSamples(samples, true);
     const t = this.#theta(theta);
     const skip = this.#skip(opts.skip);
     const engine = this.#engine;
     this.#maxMemory(opts);
-    const r = await this.#call(() => engine.loss(samples, t, { ...opts, skip }, false));
+    return this.#call(() => engine.loss(samples, t, { ...opts, skip }, wantGrad));
+  }
+
+  async loss(samples: Sample[], theta: Theta, opts: BatchOptions = {}): Promise<LossResult> {
+    const r = await this.#loss(samples, theta, opts, false);
     return { loss: r.loss, responseTokens: r.responseTokens, sampleNll: r.sampleNll, peakBytes: r.peakBytes };
   }
 
   async lossAndGrad(samples: Sample[], theta: Theta, opts: BatchOptions = {}): Promise<LossAndGradResult> {
-    this.#checkSamples(samples, true);
-    const t = this.#theta(theta);
-    const skip = this.#skip(opts.skip);
-    const engine = this.#engine;
-    this.#maxMemory(opts);
-    const r = await this.#call(() => engine.loss(samples, t, { ...opts, skip }, true));
+    const r = await this.#loss(samples, theta, opts, true);
     return { loss: r.loss, responseTokens: r.responseTokens, sampleNll: r.sampleNll, peakBytes: r.peakBytes, grad: r.grad! };
   }
 
@@ -207,9 +199,7 @@ class LoadedModel implements Model {
     const t = this.#theta(opts.theta);
     const skip = this.#skip(opts.skip);
     const hidden = opts.hiddenLayers ?? [];
-    for (const l of hidden)
-      if (!Number.isInteger(l) || l < 0 || l > this.config.numLayers)
-        throw new HopscotchError(ErrorCodes.ARGUMENT, `hiddenLayers entry ${l} is out of range [0, ${this.config.numLayers}]`);
+    checkHiddenLayers(hidden, this.config.numLayers);
     const engine = this.#engine;
     return this.#call(() => engine.layerStats(samples, t, skip, hidden));
   }

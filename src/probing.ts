@@ -19,6 +19,7 @@
  *   survivor's final score is bit-identical to its exhaustive probe: halving changes a
  *   pick only when the exhaustive winner is dropped at an earlier cut.
  */
+import { byScore } from './checkpoint.js';
 import { ErrorCodes, HopscotchError, check } from './errors.js';
 import type { ProgressEvent } from './progress.js';
 import { type ThetaJson, fromJSON } from './theta.js';
@@ -186,8 +187,6 @@ export async function runProbeJob(
   }
   return out;
 }
-
-const byScore = (a: ProbeOutcome, b: ProbeOutcome) => a.score - b.score || a.candidate - b.candidate;
 
 /**
  * The jobs still due in the rounds of one step, given the outcomes recorded so far

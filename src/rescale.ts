@@ -27,9 +27,10 @@ import {
   writeCheckpoint,
 } from './checkpoint.js';
 import { datasetDigest, splitDataset } from './dataset.js';
-import { ErrorCodes, HopscotchError, check, isPositiveInteger } from './errors.js';
+import { check, isPositiveInteger } from './errors.js';
 import { EtaEstimator, safeCallback } from './progress.js';
-import { THETA_KEYS, clone, ones, validate } from './theta.js';
+import { checkSkip, checkTheta } from './layers.js';
+import { THETA_KEYS, clone, ones } from './theta.js';
 import { checkSamples } from './samples.js';
 import { type TrainBudget, type TrainState, type TrainStop, meanLoss, noNegativeZero, trainTheta } from './train.js';
 import type { Dataset, Model, Sample, Theta } from './types.js';
@@ -112,17 +113,11 @@ export interface Fit {
   steps: number;
 }
 
-/** Throws HOPSCOTCH_ERR_SKIP unless `skip` lists distinct layer indices in [0, numLayers). */
-export function validateSkip(skip: readonly number[], numLayers: number): void {
-  if (!Array.isArray(skip)) throw new HopscotchError(ErrorCodes.SKIP, 'skip must be an array of layer indices');
-  const seen = new Set<number>();
-  for (const l of skip) {
-    if (!Number.isInteger(l) || l < 0 || l >= numLayers)
-      throw new HopscotchError(ErrorCodes.SKIP, `skip has layer ${l}, outside [0, ${numLayers})`);
-    if (seen.has(l)) throw new HopscotchError(ErrorCodes.SKIP, `skip lists layer ${l} twice`);
-    seen.add(l);
-  }
-}
+/**
+ * Throws HOPSCOTCH_ERR_SKIP unless `skip` lists distinct layer indices in [0, numLayers):
+ * {@link checkSkip}, under the name the command line imports it by.
+ */
+export const validateSkip: (skip: readonly number[], numLayers: number) => void = checkSkip;
 
 function checkData(model: Model, data: readonly Sample[], name: string): void {
   checkSamples(data, model.config.vocabSize, { requireResponse: true, name, context: model.config.maxPositionEmbeddings });
@@ -151,7 +146,7 @@ export async function evaluateLoss(
 /** Starting theta of a rescale: a copy of `theta` (or ones) with b_att = 0 on `skip`. */
 export function startTheta(model: Model, skip: readonly number[], theta?: Theta): Theta {
   const n = model.config.numLayers;
-  if (theta !== undefined) validate(theta, n);
+  if (theta !== undefined) checkTheta(theta, n);
   const t = theta ? clone(theta) : ones(n);
   for (const l of skip) t.bAtt[l] = 0;
   for (const k of THETA_KEYS) t[k].forEach((x, l) => (t[k][l] = noNegativeZero(x)));
@@ -180,6 +175,27 @@ export interface RescalePlan {
 }
 
 /**
+ * The checks of a rescale's budget and hold-out options, which need no data. `names` are
+ * the options' names where the caller calls them otherwise (`selectBlocks`' rescaleEpochs,
+ * rescaleMaxEpochs, rescalePatience).
+ */
+export function checkRescaleBudget(
+  o: { epochs?: number; maxEpochs?: number; patience?: number; holdout?: number },
+  names: { epochs: string; maxEpochs: string; patience: string } = { epochs: 'epochs', maxEpochs: 'maxEpochs', patience: 'patience' },
+): void {
+  for (const k of ['epochs', 'maxEpochs', 'patience'] as const)
+    check(o[k] === undefined || isPositiveInteger(o[k]), `${names[k]} must be a positive integer, got ${o[k]}`);
+  check(
+    o.holdout === undefined || (Number.isFinite(o.holdout) && o.holdout >= 0 && o.holdout < 1),
+    `holdout must be a fraction in [0, 1), got ${o.holdout}`,
+  );
+  check(
+    o.epochs === undefined || (o.maxEpochs === undefined && o.patience === undefined),
+    `${names.epochs} trains a fixed number of epochs; ${names.maxEpochs} and ${names.patience} apply only without it`,
+  );
+}
+
+/**
  * Resolves the budget and the train/validation split of a rescale from its options,
  * with every check that needs no compute. Shared by {@link rescale} and the rescale
  * step of `selectBlocks`.
@@ -188,17 +204,7 @@ export function planRescale(
   data: Dataset,
   o: { epochs?: number; maxEpochs?: number; patience?: number; holdout?: number; validation?: Dataset; seed: number },
 ): RescalePlan {
-  check(o.epochs === undefined || isPositiveInteger(o.epochs), `epochs must be a positive integer, got ${o.epochs}`);
-  check(o.maxEpochs === undefined || isPositiveInteger(o.maxEpochs), `maxEpochs must be a positive integer, got ${o.maxEpochs}`);
-  check(o.patience === undefined || isPositiveInteger(o.patience), `patience must be a positive integer, got ${o.patience}`);
-  check(
-    o.holdout === undefined || (Number.isFinite(o.holdout) && o.holdout >= 0 && o.holdout < 1),
-    `holdout must be a fraction in [0, 1), got ${o.holdout}`,
-  );
-  check(
-    o.epochs === undefined || (o.maxEpochs === undefined && o.patience === undefined),
-    'epochs trains a fixed number of epochs; maxEpochs and patience apply only without it',
-  );
+  checkRescaleBudget(o);
   check(o.validation === undefined || !o.holdout, 'give either a validation set or a holdout fraction, not both');
   let train = data;
   let validation = o.validation;
@@ -230,7 +236,7 @@ export function planRescale(
 export async function rescale(model: Model, data: Dataset, opts: RescaleOptions): Promise<Fit> {
   check(opts && typeof opts === 'object', 'rescale options are required (at least { skip })');
   const n = model.config.numLayers;
-  validateSkip(opts.skip, n);
+  checkSkip(opts.skip, n);
   checkData(model, data, 'data');
   const checkpointEvery = opts.checkpointEvery ?? 1;
   check(Number.isInteger(checkpointEvery) && checkpointEvery > 0, `checkpointEvery must be a positive integer, got ${checkpointEvery}`);

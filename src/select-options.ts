@@ -8,7 +8,8 @@ import type { RunIdentity } from './checkpoint.js';
 import { datasetDigest } from './dataset.js';
 import { ErrorCodes, HopscotchError, check, isPositiveInteger } from './errors.js';
 import type { ProgressCallback } from './progress.js';
-import { DEFAULT_HOLDOUT, type RescalePlan, planRescale, validateSkip } from './rescale.js';
+import { checkSkip } from './layers.js';
+import { DEFAULT_HOLDOUT, type RescalePlan, checkRescaleBudget, planRescale } from './rescale.js';
 import { checkSamples } from './samples.js';
 import { type SelectionStrategy, type StrategyName, STRATEGIES } from './strategies.js';
 import type { Dataset, Model, Sample } from './types.js';
@@ -162,7 +163,7 @@ export function checkSelectOptions(model: Model, opts: SelectOptions): { strateg
   const { count, maxLoss, maxLossOn = 'score', probeScore = 'train', seed = 0 } = opts;
   const { probeLr = 1e-2, rescaleLr = 3e-3, probeSubset, shortlist } = opts;
   const exclude = [...(opts.exclude ?? [])];
-  validateSkip(exclude, n);
+  checkSkip(exclude, n, 'exclude');
   const absent = new Set(model.config.attentionAbsent);
   const available = Array.from({ length: n }, (_, l) => l).filter((l) => !absent.has(l) && !exclude.includes(l));
   check(
@@ -178,12 +179,9 @@ export function checkSelectOptions(model: Model, opts: SelectOptions): { strateg
   check(Number.isFinite(probeLr) && probeLr > 0, `probeLr must be a positive number, got ${probeLr}`);
   check(Number.isFinite(rescaleLr) && rescaleLr > 0, `rescaleLr must be a positive number, got ${rescaleLr}`);
   check(opts.probeSteps === undefined || isPositiveInteger(opts.probeSteps), `probeSteps must be a positive integer, got ${opts.probeSteps}`);
-  check(opts.rescaleEpochs === undefined || isPositiveInteger(opts.rescaleEpochs), `rescaleEpochs must be a positive integer, got ${opts.rescaleEpochs}`);
-  check(opts.rescaleMaxEpochs === undefined || isPositiveInteger(opts.rescaleMaxEpochs), `rescaleMaxEpochs must be a positive integer, got ${opts.rescaleMaxEpochs}`);
-  check(opts.rescalePatience === undefined || isPositiveInteger(opts.rescalePatience), `rescalePatience must be a positive integer, got ${opts.rescalePatience}`);
-  check(
-    opts.holdout === undefined || (Number.isFinite(opts.holdout) && opts.holdout >= 0 && opts.holdout < 1),
-    `holdout must be a fraction in [0, 1), got ${opts.holdout}`,
+  checkRescaleBudget(
+    { epochs: opts.rescaleEpochs, maxEpochs: opts.rescaleMaxEpochs, patience: opts.rescalePatience, holdout: opts.holdout },
+    { epochs: 'rescaleEpochs', maxEpochs: 'rescaleMaxEpochs', patience: 'rescalePatience' },
   );
   check(Number.isInteger(seed), `seed must be an integer, got ${seed}`);
   check(probeSubset === undefined || isPositiveInteger(probeSubset), `probeSubset must be a positive integer, got ${probeSubset}`);

@@ -24,6 +24,7 @@ import {
   type TraceEntry,
   CHECKPOINT_FORMAT,
   CHECKPOINT_VERSION,
+  byScore,
   checkCheckpointMatches,
   readCheckpoint,
   removeStaleTemporaries,
@@ -31,17 +32,18 @@ import {
 } from './checkpoint.js';
 import { ErrorCodes, HopscotchError, check } from './errors.js';
 import { type ProgressEvent, EtaEstimator, safeCallback, throwIfAborted } from './progress.js';
-import { validateSkip } from './rescale.js';
+import { checkSkip, checkTheta } from './layers.js';
 import { type SelectOptions, type SelectSettings, resolveSelectOptions } from './select-options.js';
 import type { StrategyContext } from './strategies.js';
-import { type ThetaJson, clone, fromJSON, ones, toJSON, validate as validateTheta } from './theta.js';
+import { type ThetaJson, clone, fromJSON, ones, toJSON } from './theta.js';
 import { noNegativeZero, trainTheta } from './train.js';
 import { type Probing, type ProbeContext, type ProbeExecutor, finalOutcomes, inProcessExecutor, nextRound, roundTargets } from './probing.js';
 import type { Dataset, LayerStats, Model, Sample, Theta } from './types.js';
 
 export { DEFAULT_PROBE_STEPS, type SelectOptions } from './select-options.js';
 
-type StopReason = 'count' | 'maxLoss' | 'exhausted';
+/** Why a selection stopped: `count` blocks skipped, the `maxLoss` bound reached, or no candidate left. */
+export type StopReason = 'count' | 'maxLoss' | 'exhausted';
 
 /** The result of {@link selectBlocks}. Steps are numbered from 1. */
 export interface Selection {
@@ -133,10 +135,6 @@ export async function runSelection(
 const PROBE_STREAM = 0x50524f42;
 const RESCALE_STREAM = 0x52455343;
 
-/** Lowest score first; candidates dropped early by halving after those that ran the whole budget. */
-const byScore = (a: TraceEntry, b: TraceEntry) =>
-  (b.droppedAt ?? Infinity) - (a.droppedAt ?? Infinity) || a.score - b.score || a.candidate - b.candidate;
-
 /** A selection in progress: its settings, its durable state and the work of each phase. */
 class SelectionRun {
   private theta: Theta;
@@ -176,8 +174,8 @@ class SelectionRun {
         checkCheckpointMatches(file, ckpt, cfg.identity);
         state = ckpt.state;
         try {
-          validateTheta(fromJSON(state.theta), n);
-          validateSkip(state.skipped, n);
+          checkTheta(fromJSON(state.theta), n);
+          checkSkip(state.skipped, n, 'skipped');
         } catch (err) {
           throw new HopscotchError(ErrorCodes.CHECKPOINT, `checkpoint ${file}: ${(err as Error).message}`, { cause: err });
         }

@@ -1,5 +1,6 @@
 /** Helpers for {@link Theta}: construction, copying, validation, JSON. */
 import { ErrorCodes, HopscotchError } from './errors.js';
+import { checkTheta } from './layers.js';
 import type { Theta } from './types.js';
 
 export const THETA_KEYS = ['bAtt', 'sAtt', 'bMlp', 'sMlp'] as const;
@@ -21,15 +22,7 @@ export function clone(t: Theta): Theta {
 
 /** Throws HOPSCOTCH_ERR_THETA unless every vector has `numLayers` finite entries. */
 export function validate(t: Theta, numLayers: number): void {
-  if (!t || typeof t !== 'object') throw new HopscotchError(ErrorCodes.THETA, 'theta must be an object with bAtt, sAtt, bMlp, sMlp');
-  for (const k of THETA_KEYS) {
-    const v = t[k];
-    if (!(v instanceof Float32Array)) throw new HopscotchError(ErrorCodes.THETA, `theta.${k} must be a Float32Array`);
-    if (v.length !== numLayers)
-      throw new HopscotchError(ErrorCodes.THETA, `theta.${k} has length ${v.length}, expected ${numLayers} (numLayers)`);
-    for (let i = 0; i < v.length; i++)
-      if (!Number.isFinite(v[i])) throw new HopscotchError(ErrorCodes.THETA, `theta.${k}[${i}] is not finite (${v[i]})`);
-  }
+  checkTheta(t, numLayers);
 }
 
 export interface ThetaJson {

@@ -218,7 +218,7 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
       auto samples = get_samples(info[0]);
       auto theta = get_theta(info[1]);
       auto skip = get_index_array(info[2], "skip");
-      auto layers = get_index_array(info[3], "hiddenLayers");
+      auto layers = get_index_array(info[3], "hiddenLayers", hs::code::kArgument);
       auto out = std::make_shared<hs::LayerStats>();
       StatePtr s = state_;
       return PromiseWorker::run(

@@ -2,8 +2,6 @@
 // (headers and config only, no weights loaded), read one tensor as fp32, and write a
 // safetensors file atomically.
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "common.h"
 #include "config.h"
@@ -36,14 +34,6 @@ Napi::Object tensor_to_js(Napi::Env env, const hs::TensorView& t, const uint8_t*
   return o;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) hs::fail(hs::code::kIo, "cannot read " + path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // inspectSafetensors(path) -> { tensors: [{name, dtype, shape, offset, bytes}], metadata, headerSize, fileSize }
 Napi::Value InspectSafetensors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -67,7 +57,7 @@ Napi::Value InspectModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
     std::string dir = get_string(info[0], "dir");
-    auto cfg = hs::parse_config(read_text(dir + "/config.json"), dir + "/config.json");
+    auto cfg = hs::read_model_config(dir);
     auto ckpt = hs::Checkpoint::open_dir(dir);
     // Same checks as a load: every expected tensor present with the right shape.
     std::string missing, mismatched;

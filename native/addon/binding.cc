@@ -43,16 +43,16 @@ std::vector<int32_t> get_int_array(const Napi::Value& v, const char* what) {
   return out;
 }
 
-std::vector<int> get_index_array(const Napi::Value& v, const char* what) {
+std::vector<int> get_index_array(const Napi::Value& v, const char* what, const char* code) {
   if (v.IsUndefined() || v.IsNull()) return {};
-  if (!v.IsArray()) throw hs::Error(hs::code::kSkip, std::string(what) + " must be an array of layer indices");
+  if (!v.IsArray()) throw hs::Error(code, std::string(what) + " must be an array of layer indices");
   auto a = v.As<Napi::Array>();
   std::vector<int> out(a.Length());
   for (uint32_t i = 0; i < a.Length(); ++i) {
     Napi::Value x = a.Get(i);
     double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : -1.0;
     if (!x.IsNumber() || d != static_cast<double>(static_cast<int64_t>(d)) || d < 0 || d > 1e9)
-      throw hs::Error(hs::code::kSkip, std::string(what) + "[" + std::to_string(i) + "] is not a layer index");
+      throw hs::Error(code, std::string(what) + "[" + std::to_string(i) + "] is not a layer index");
     out[i] = static_cast<int>(d);
   }
   return out;

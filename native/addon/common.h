@@ -24,7 +24,9 @@ Napi::Error make_error(Napi::Env env, const char* code, const std::string& messa
 // Argument readers: throw hs::Error(kArgument) naming `what` on a type mismatch.
 std::string get_string(const Napi::Value& v, const char* what);
 std::vector<int32_t> get_int_array(const Napi::Value& v, const char* what);
-std::vector<int> get_index_array(const Napi::Value& v, const char* what);
+// Layer indices: a mistake is `code` (HOPSCOTCH_ERR_SKIP for a skip list, as the engine's
+// own check; HOPSCOTCH_ERR_ARGUMENT for hidden-state layers).
+std::vector<int> get_index_array(const Napi::Value& v, const char* what, const char* code = hs::code::kSkip);
 std::vector<float> get_float32(const Napi::Value& v, const char* what);
 std::vector<hs::Sample> get_samples(const Napi::Value& v);
 hs::Theta get_theta(const Napi::Value& v);

@@ -1,6 +1,9 @@
 // Loads the CUDA backend (libhopscotch_cuda.so) at run time, so the addon itself
 // never links against CUDA and loads on machines without a driver. The library is
-// looked up next to this .node file, then in HOPSCOTCH_CUDA_LIBRARY.
+// looked up in HOPSCOTCH_CUDA_LIBRARY, then next to this .node file; the first one
+// that loads is used. Before anything else its ABI is checked (hopscotch_cuda.h): a
+// library built for another addon is refused with HOPSCOTCH_ERR_CUDA_ABI, never skipped
+// for the next candidate.
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -13,6 +16,7 @@
 namespace hsnapi {
 namespace {
 
+using AbiFn = hopscotch_cuda_abi_fn;
 using VersionFn = hopscotch_cuda_version_fn;
 using ProbeFn = hopscotch_cuda_probe_fn;
 using CreateFn = hopscotch_cuda_create_fn;
@@ -24,6 +28,7 @@ struct CudaBackend {
   CreateFn create = nullptr;
   std::string library;
   std::string error;
+  const char* code = hs::code::kCuda;  // of `error`
   std::vector<std::string> tried;
 };
 
@@ -35,6 +40,21 @@ std::string self_dir() {
     return slash == std::string::npos ? "." : p.substr(0, slash);
   }
   return ".";
+}
+
+// Empty when the library at `path` speaks this addon's ABI; otherwise why it is refused,
+// naming both ABI numbers and the library's version string. Only C types cross here.
+std::string abi_mismatch(void* h, const std::string& path) {
+  auto abi = reinterpret_cast<AbiFn>(dlsym(h, "hopscotch_cuda_abi"));
+  auto version = reinterpret_cast<VersionFn>(dlsym(h, "hopscotch_cuda_version"));
+  if (!abi && !version) return "";  // not a hopscotch backend: the entry-point check says so
+  const char* v = version ? version() : nullptr;
+  const std::string lib_version = v ? std::string(" (version \"") + v + "\")" : "";
+  const std::string ours = "this addon needs ABI " + std::to_string(HOPSCOTCH_CUDA_ABI);
+  if (!abi) return path + " predates the ABI handshake" + lib_version + "; " + ours + ". Rebuild the backend with the addon";
+  const uint32_t theirs = abi();
+  if (theirs == HOPSCOTCH_CUDA_ABI) return "";
+  return path + " has ABI " + std::to_string(theirs) + lib_version + ", " + ours + ". Rebuild the backend with the addon";
 }
 
 CudaBackend& backend() {
@@ -51,6 +71,12 @@ CudaBackend& backend() {
         const char* e = dlerror();
         b.error += path + ": " + (e ? e : "not loadable") + "; ";
         continue;
+      }
+      if (std::string refused = abi_mismatch(h, path); !refused.empty()) {
+        dlclose(h);
+        b.error = refused;
+        b.code = hs::code::kCudaAbi;
+        return;
       }
       b.version = reinterpret_cast<VersionFn>(dlsym(h, "hopscotch_cuda_version"));
       b.probe = reinterpret_cast<ProbeFn>(dlsym(h, "hopscotch_cuda_probe"));
@@ -70,7 +96,7 @@ CudaBackend& backend() {
   return b;
 }
 
-// cudaProbe() -> { available, message, library, version, tried }
+// cudaProbe() -> { available, message, code (when refused or not loadable), library, version, tried }
 Napi::Value CudaProbe(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& b = backend();
@@ -81,7 +107,9 @@ Napi::Value CudaProbe(const Napi::CallbackInfo& info) {
   o.Set("library", b.library);
   if (!b.handle) {
     o.Set("available", false);
-    o.Set("message", "CUDA backend library not loadable: " + b.error);
+    o.Set("code", b.code);
+    o.Set("message", (b.code == hs::code::kCudaAbi ? "CUDA backend library refused: " : "CUDA backend library not loadable: ") +
+                         b.error);
     return o;
   }
   o.Set("version", b.version());
@@ -97,7 +125,9 @@ Napi::Value CudaProbe(const Napi::CallbackInfo& info) {
 
 std::unique_ptr<hs::Engine> create_cuda_engine(const hs::LoadedModel& model) {
   auto& b = backend();
-  if (!b.handle) hs::fail(hs::code::kCuda, "CUDA backend library not loadable: " + b.error);
+  if (!b.handle)
+    hs::fail(b.code, (b.code == hs::code::kCudaAbi ? "CUDA backend library refused: " : "CUDA backend library not loadable: ") +
+                         b.error);
   char err[2048] = {0};
   hs::Engine* e = b.create(&model, err, sizeof(err));
   if (!e) {

@@ -80,7 +80,8 @@ struct Scratch {
 class CpuEngine final : public Engine {
  public:
   CpuEngine(const LoadedModel& model, int threads, Arith arith)
-      : cfg_(model.config), w_(*model.weights), pool_(threads), arith_(arith) {
+      : Engine(model.config),
+        cfg_(model.config), w_(*model.weights), pool_(threads), arith_(arith) {
     H_ = cfg_.hidden;
     I_ = cfg_.intermediate;
     nH_ = cfg_.num_heads;
@@ -105,16 +106,20 @@ class CpuEngine final : public Engine {
 
   const char* device() const override { return "cpu"; }
 
-  LossResult loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts,
-                  bool want_grad) override;
-  std::vector<float> logits(const std::vector<int32_t>& tokens, const Theta& theta,
-                            const std::vector<int>& skip) override;
-  std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts, const Theta& theta,
-                                             const GenerateOptions& opts) override;
-  LayerStats layer_stats(const std::vector<Sample>& samples, const Theta& theta, const std::vector<int>& skip,
-                         const std::vector<int>& hidden_layers) override;
+ protected:
+  LossResult run_loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts,
+                      bool want_grad) override;
+  std::vector<float> run_logits(const std::vector<int32_t>& tokens, const Theta& theta,
+                                const std::vector<int>& skip) override;
+  LayerStats run_layer_stats(const std::vector<Sample>& samples, const Theta& theta, const std::vector<int>& skip,
+                             const std::vector<int>& hidden_layers) override;
+  // Every prompt of a call in one packed prefill; the decode steps run all active prompts
+  // through the GEMMs together.
+  size_t generation_group() const override { return 0; }
+  std::unique_ptr<Decoder> open_decoder(const Theta& theta, const std::vector<int>& skip) override;
 
  private:
+  friend class CpuDecoder;
   std::vector<bool> skip_mask(const std::vector<int>& skip) const {
     std::vector<bool> m(cfg_.num_layers, false);
     for (int l : skip) m[l] = true;
@@ -337,9 +342,8 @@ void CpuEngine::layer_backward(int l, const Layout& lay, const float* h, LayerAc
   cpu::rmsnorm_bwd(s.dn.data(), h, lw.input_norm, a.rstd1.data(), g_in, T, H_, true, &pool_);
 }
 
-LossResult CpuEngine::loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts,
-                           bool want_grad) {
-  validate_batch(cfg_, samples, theta, opts, true);
+LossResult CpuEngine::run_loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts,
+                               bool want_grad) {
   const int L = cfg_.num_layers;
   const std::vector<bool> skipped = skip_mask(opts.skip);
   MemoryMeter meter;
@@ -439,9 +443,8 @@ void CpuEngine::final_logits_rows(const float* h_final, const std::vector<int64_
   }
 }
 
-std::vector<float> CpuEngine::logits(const std::vector<int32_t>& tokens, const Theta& theta,
-                                     const std::vector<int>& skip) {
-  validate_logits(cfg_, tokens, theta, skip);
+std::vector<float> CpuEngine::run_logits(const std::vector<int32_t>& tokens, const Theta& theta,
+                                         const std::vector<int>& skip) {
   const std::vector<bool> skipped = skip_mask(skip);
   Layout lay;
   lay.tokens = tokens;
@@ -462,127 +465,100 @@ std::vector<float> CpuEngine::logits(const std::vector<int32_t>& tokens, const T
   return out;
 }
 
-std::vector<std::vector<int32_t>> CpuEngine::generate(const std::vector<std::vector<int32_t>>& prompts,
-                                                      const Theta& theta, const GenerateOptions& opts) {
-  validate_generate(cfg_, prompts, theta, opts);
-  const int n = static_cast<int>(prompts.size());
-  std::vector<std::vector<int32_t>> out(static_cast<size_t>(n));
-  if (n == 0 || opts.max_new_tokens <= 0) return out;
-  const int L = cfg_.num_layers;
-  const std::vector<bool> skipped = skip_mask(opts.skip);
-  const int64_t max_new = opts.max_new_tokens;
-  auto is_stop = [&](int32_t t) { return std::find(opts.stop.begin(), opts.stop.end(), t) != opts.stop.end(); };
+// Greedy generation steps over KV caches for the kept layers only, sized prompt +
+// max_new_tokens per sequence: the prompts as one packed batch, then one row per
+// active prompt per step.
+class CpuDecoder final : public Decoder {
+ public:
+  CpuDecoder(CpuEngine& e, const Theta& theta, const std::vector<int>& skip)
+      : e_(e), theta_(theta), skipped_(e.skip_mask(skip)) {}
 
-  // KV caches for the kept layers only, sized prompt + max_new_tokens per sequence.
-  std::vector<LayerCache> caches(static_cast<size_t>(L));
-  for (int l = 0; l < L; ++l) {
-    if (skipped[l]) continue;
-    caches[l].k.resize(n);
-    caches[l].v.resize(n);
-    for (int i = 0; i < n; ++i) {
-      const size_t cap = static_cast<size_t>((static_cast<int64_t>(prompts[i].size()) + max_new) * KW_);
-      caches[l].k[i].assign(cap, 0.f);
-      caches[l].v[i].assign(cap, 0.f);
+  void prefill(const std::vector<std::vector<int32_t>>& prompts, int64_t max_new, std::vector<int32_t>& next) override {
+    const int n = static_cast<int>(prompts.size());
+    const int L = e_.cfg_.num_layers;
+    caches_.assign(static_cast<size_t>(L), LayerCache{});
+    for (int l = 0; l < L; ++l) {
+      if (skipped_[l]) continue;
+      caches_[l].k.resize(n);
+      caches_[l].v.resize(n);
+      for (int i = 0; i < n; ++i) {
+        const size_t cap = static_cast<size_t>((static_cast<int64_t>(prompts[i].size()) + max_new) * e_.KW_);
+        caches_[l].k[i].assign(cap, 0.f);
+        caches_[l].v[i].assign(cap, 0.f);
+      }
     }
-  }
-
-  // Prefill: all prompts as one packed batch.
-  std::vector<int32_t> next(static_cast<size_t>(n));
-  std::vector<int64_t> length(static_cast<size_t>(n));
-  std::vector<float> logit_rows;
-  auto pick = [&](const float* z) {
-    int32_t best = 0;
-    for (int64_t j = 1; j < V_; ++j)
-      if (z[j] > z[best]) best = static_cast<int32_t>(j);
-    return best;
-  };
-  {
     std::vector<Sample> as_samples(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) as_samples[i].prompt = prompts[i];
-    Layout lay = pack(as_samples);
-    build_layout(lay, nullptr);
+    Layout lay = CpuEngine::pack(as_samples);
+    e_.build_layout(lay, nullptr);
     const int64_t T = lay.T;
-    std::vector<float> h(static_cast<size_t>(T * H_)), h_next(h.size());
+    std::vector<float> h(static_cast<size_t>(T * e_.H_)), h_next(h.size());
     LayerActs acts;
-    alloc_acts(acts, T, true, nullptr);
+    e_.alloc_acts(acts, T, true, nullptr);
     Scratch scratch;
-    alloc_forward_scratch(scratch, T, nullptr);
+    e_.alloc_forward_scratch(scratch, T, nullptr);
     CacheMode mode;
-    mode.caches = &caches;
+    mode.caches = &caches_;
     mode.prefill = true;
-    forward_layers(lay, theta, skipped, &mode, h, h_next, acts, scratch);
+    e_.forward_layers(lay, theta_, skipped_, &mode, h, h_next, acts, scratch);
     std::vector<int64_t> last(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) {
-      last[i] = lay.cu_seqlens[i + 1] - 1;
-      length[i] = static_cast<int64_t>(prompts[i].size());
-    }
-    logit_rows.resize(static_cast<size_t>(n * V_));
-    final_logits_rows(h.data(), last, logit_rows.data());
-    for (int i = 0; i < n; ++i) next[i] = pick(logit_rows.data() + static_cast<int64_t>(i) * V_);
+    for (int i = 0; i < n; ++i) last[i] = lay.cu_seqlens[i + 1] - 1;
+    logit_rows_.resize(static_cast<size_t>(n * e_.V_));
+    e_.final_logits_rows(h.data(), last, logit_rows_.data());
+    for (int i = 0; i < n; ++i) next[i] = pick(logit_rows_.data() + static_cast<int64_t>(i) * e_.V_);
+    // Decode buffers, sized for every prompt of the group at once.
+    e_.alloc_acts(acts_, n, true, nullptr);
+    e_.alloc_forward_scratch(scratch_, n, nullptr);
+    h_.assign(static_cast<size_t>(n * e_.H_), 0.f);
+    h_next_.assign(h_.size(), 0.f);
   }
 
-  // Decode: one token for every still-active prompt per step, through the GEMMs together.
-  std::vector<int> active;
-  // A stop token ends an output; it is kept as the output's last token with include_stop.
-  for (int i = 0; i < n; ++i) {
-    if (is_stop(next[i])) {
-      if (opts.include_stop) out[i].push_back(next[i]);
-      continue;
-    }
-    out[i].push_back(next[i]);
-    if (static_cast<int64_t>(out[i].size()) < max_new) active.push_back(i);
-  }
-  LayerActs acts;
-  alloc_acts(acts, n, true, nullptr);
-  Scratch scratch;
-  alloc_forward_scratch(scratch, n, nullptr);
-  std::vector<float> h(static_cast<size_t>(n * H_)), h_next(h.size());
-  while (!active.empty()) {
-    const int64_t B = static_cast<int64_t>(active.size());
+  void decode(const std::vector<int>& seqs, const std::vector<int32_t>& tokens, const std::vector<int64_t>& positions,
+              std::vector<int32_t>& next) override {
+    const int64_t B = static_cast<int64_t>(seqs.size());
     Layout lay;
-    std::vector<int64_t> pos(static_cast<size_t>(B));
     for (int64_t r = 0; r < B; ++r) {
-      const int i = active[r];
-      lay.tokens.push_back(out[i].back());
-      lay.positions.push_back(static_cast<int32_t>(length[i]));
-      pos[r] = length[i];
+      lay.tokens.push_back(tokens[r]);
+      lay.positions.push_back(static_cast<int32_t>(positions[r]));
     }
-    build_layout(lay, nullptr);
+    e_.build_layout(lay, nullptr);
     CacheMode mode;
-    mode.caches = &caches;
-    mode.row_seq = &active;
-    mode.row_pos = &pos;
-    forward_layers(lay, theta, skipped, &mode, h, h_next, acts, scratch);
+    mode.caches = &caches_;
+    mode.row_seq = &seqs;
+    mode.row_pos = &positions;
+    e_.forward_layers(lay, theta_, skipped_, &mode, h_, h_next_, acts_, scratch_);
     std::vector<int64_t> rows(static_cast<size_t>(B));
     for (int64_t r = 0; r < B; ++r) rows[r] = r;
-    final_logits_rows(h.data(), rows, logit_rows.data());
-    std::vector<int> still;
-    for (int64_t r = 0; r < B; ++r) {
-      const int i = active[r];
-      ++length[i];
-      const int32_t tok = pick(logit_rows.data() + r * V_);
-      if (is_stop(tok)) {
-        if (opts.include_stop) out[i].push_back(tok);
-        continue;
-      }
-      out[i].push_back(tok);
-      if (static_cast<int64_t>(out[i].size()) < max_new) still.push_back(i);
-    }
-    active.swap(still);
+    e_.final_logits_rows(h_.data(), rows, logit_rows_.data());
+    for (int64_t r = 0; r < B; ++r) next[r] = pick(logit_rows_.data() + r * e_.V_);
   }
-  return out;
+
+ private:
+  // The greedy choice: the smallest index holding the row's maximum.
+  int32_t pick(const float* z) const {
+    int32_t best = 0;
+    for (int64_t j = 1; j < e_.V_; ++j)
+      if (z[j] > z[best]) best = static_cast<int32_t>(j);
+    return best;
+  }
+
+  CpuEngine& e_;
+  const Theta& theta_;
+  const std::vector<bool> skipped_;
+  std::vector<LayerCache> caches_;
+  std::vector<float> logit_rows_;
+  LayerActs acts_;
+  Scratch scratch_;
+  std::vector<float> h_, h_next_;
+};
+
+std::unique_ptr<Decoder> CpuEngine::open_decoder(const Theta& theta, const std::vector<int>& skip) {
+  return std::make_unique<CpuDecoder>(*this, theta, skip);
 }
 
-LayerStats CpuEngine::layer_stats(const std::vector<Sample>& samples, const Theta& theta,
-                                  const std::vector<int>& skip, const std::vector<int>& hidden_layers) {
-  BatchOptions opts;
-  opts.skip = skip;
-  validate_batch(cfg_, samples, theta, opts, false);
+LayerStats CpuEngine::run_layer_stats(const std::vector<Sample>& samples, const Theta& theta,
+                                      const std::vector<int>& skip, const std::vector<int>& hidden_layers) {
   const int L = cfg_.num_layers;
-  for (size_t i = 0; i < hidden_layers.size(); ++i)
-    if (hidden_layers[i] < 0 || hidden_layers[i] > L)
-      fail(code::kArgument, "hidden_layers[" + std::to_string(i) + "] = " + std::to_string(hidden_layers[i]) +
-                                " is outside [0, " + std::to_string(L) + "]");
   const std::vector<bool> skipped = skip_mask(skip);
   Layout lay = pack(samples);
   build_layout(lay, nullptr);

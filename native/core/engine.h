@@ -68,21 +68,61 @@ struct LayerStats {
   std::vector<std::vector<float>> hidden;
 };
 
+// The engine-specific half of greedy generation: forwards new tokens of several
+// sequences through the model with their KV caches and gives each one's greedy next
+// token. generate_greedy (below) runs the other half, the same for every engine.
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  // Opens KV caches for a group of `prompts` (each grows to its prompt plus max_new
+  // tokens; the caches of an earlier group are dropped), runs every prompt and writes
+  // each one's next token into next[i].
+  virtual void prefill(const std::vector<std::vector<int32_t>>& prompts, int64_t max_new,
+                       std::vector<int32_t>& next) = 0;
+  // One step: tokens[r] of prompt seqs[r] (an index into the prefilled prompts) at
+  // position positions[r]; writes that sequence's next token into next[r].
+  virtual void decode(const std::vector<int>& seqs, const std::vector<int32_t>& tokens,
+                      const std::vector<int64_t>& positions, std::vector<int32_t>& next) = 0;
+};
+
+// The greedy step loop shared by every engine: prompts run in groups of `group`
+// (0 = all at once), a prompt stops at a stop token (kept with include_stop) or after
+// max_new_tokens. Expects arguments validate_generate accepted.
+std::vector<std::vector<int32_t>> generate_greedy(const std::vector<std::vector<int32_t>>& prompts,
+                                                  const GenerateOptions& opts, size_t group, Decoder& decoder);
+
+// Every call checks its arguments here, in one place for all backends (validate_*
+// below, in engine_common.cpp), before the backend's compute sees them: a bad call
+// throws a typed hs::Error and leaves no partial work, on a machine without a GPU too.
 class Engine {
  public:
   virtual ~Engine() = default;
   virtual const char* device() const = 0;
   // want_grad=false computes the loss only.
-  virtual LossResult loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts,
-                          bool want_grad) = 0;
+  LossResult loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts, bool want_grad);
   // Logits for one sequence (positions 0..T-1), T x vocab row-major.
-  virtual std::vector<float> logits(const std::vector<int32_t>& tokens, const Theta& theta,
-                                    const std::vector<int>& skip) = 0;
+  std::vector<float> logits(const std::vector<int32_t>& tokens, const Theta& theta, const std::vector<int>& skip);
   // Greedy generation with a KV cache; returns only the new tokens of each prompt.
-  virtual std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts,
-                                                     const Theta& theta, const GenerateOptions& opts) = 0;
-  virtual LayerStats layer_stats(const std::vector<Sample>& samples, const Theta& theta,
-                                 const std::vector<int>& skip, const std::vector<int>& hidden_layers) = 0;
+  std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts, const Theta& theta,
+                                             const GenerateOptions& opts);
+  LayerStats layer_stats(const std::vector<Sample>& samples, const Theta& theta, const std::vector<int>& skip,
+                         const std::vector<int>& hidden_layers);
+
+ protected:
+  explicit Engine(const ModelConfig& cfg) : checked_cfg_(cfg) {}
+  // The backend's compute, called with checked arguments only.
+  virtual LossResult run_loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts,
+                              bool want_grad) = 0;
+  virtual std::vector<float> run_logits(const std::vector<int32_t>& tokens, const Theta& theta,
+                                        const std::vector<int>& skip) = 0;
+  virtual LayerStats run_layer_stats(const std::vector<Sample>& samples, const Theta& theta,
+                                     const std::vector<int>& skip, const std::vector<int>& hidden_layers) = 0;
+  // Generation: prompts per prefill (0 = all of them), and a decoder for one group.
+  virtual size_t generation_group() const = 0;
+  virtual std::unique_ptr<Decoder> open_decoder(const Theta& theta, const std::vector<int>& skip) = 0;
+
+ private:
+  ModelConfig checked_cfg_;
 };
 
 // Argument checks shared by all backends: throw typed errors before any compute.
@@ -99,11 +139,16 @@ int64_t context_length(const ModelConfig& cfg);
 // HOPSCOTCH_ERR_CONTEXT unless `length` <= context_length(cfg); `what` names the sequence
 // and `detail` (may be empty) how its length is made up.
 void validate_context(const ModelConfig& cfg, int64_t length, const std::string& what, const std::string& detail);
-// Every argument check of logits() and generate(), in one place for all backends.
+// Every argument check of logits(), generate() and layer_stats(), in one place for all backends.
 void validate_logits(const ModelConfig& cfg, const std::vector<int32_t>& tokens, const Theta& theta,
                      const std::vector<int>& skip);
 void validate_generate(const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& prompts, const Theta& theta,
                        const GenerateOptions& opts);
+// HOPSCOTCH_ERR_ARGUMENT unless every hidden-state index is in [0, num_layers] (num_layers =
+// the final hidden state, before the final norm).
+void validate_hidden_layers(const ModelConfig& cfg, const std::vector<int>& hidden_layers);
+void validate_layer_stats(const ModelConfig& cfg, const std::vector<Sample>& samples, const Theta& theta,
+                          const std::vector<int>& skip, const std::vector<int>& hidden_layers);
 
 // arith BF16: every weight GEMM rounds its activation operand to bf16 (load the
 // weights with WeightOptions::bf16 so both operands are bf16); attention, norms and

@@ -1,6 +1,8 @@
-// Argument checks shared by every engine backend. Each check throws a typed
-// hs::Error naming the offending argument before any compute starts, so a bad
-// call never leaves partial work behind.
+// What every engine backend shares: the argument checks (each throws a typed hs::Error
+// naming the offending argument before any compute starts, so a bad call never leaves
+// partial work behind), the Engine front that runs them before the backend, and the
+// greedy generation loop.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -123,6 +125,100 @@ void validate_generate(const ModelConfig& cfg, const std::vector<std::vector<int
   validate_theta(cfg, theta);
   validate_skip(cfg, opts.skip);
   validate_tokens(cfg, opts.stop, "stop");
+}
+
+void validate_hidden_layers(const ModelConfig& cfg, const std::vector<int>& hidden_layers) {
+  for (size_t i = 0; i < hidden_layers.size(); ++i)
+    if (hidden_layers[i] < 0 || hidden_layers[i] > cfg.num_layers)
+      fail(code::kArgument, "hidden_layers[" + std::to_string(i) + "] = " + std::to_string(hidden_layers[i]) +
+                                " is not a hidden-state index in [0, " + std::to_string(cfg.num_layers) + "]");
+}
+
+void validate_layer_stats(const ModelConfig& cfg, const std::vector<Sample>& samples, const Theta& theta,
+                          const std::vector<int>& skip, const std::vector<int>& hidden_layers) {
+  BatchOptions opts;
+  opts.skip = skip;
+  validate_batch(cfg, samples, theta, opts, false);
+  validate_hidden_layers(cfg, hidden_layers);
+}
+
+// ---------------------------------------------------------------------------------------
+// The Engine front: checks, then the backend.
+
+LossResult Engine::loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts,
+                        bool want_grad) {
+  validate_batch(checked_cfg_, samples, theta, opts, true);
+  return run_loss(samples, theta, opts, want_grad);
+}
+
+std::vector<float> Engine::logits(const std::vector<int32_t>& tokens, const Theta& theta,
+                                  const std::vector<int>& skip) {
+  validate_logits(checked_cfg_, tokens, theta, skip);
+  return run_logits(tokens, theta, skip);
+}
+
+std::vector<std::vector<int32_t>> Engine::generate(const std::vector<std::vector<int32_t>>& prompts,
+                                                   const Theta& theta, const GenerateOptions& opts) {
+  validate_generate(checked_cfg_, prompts, theta, opts);
+  if (prompts.empty() || opts.max_new_tokens <= 0) return std::vector<std::vector<int32_t>>(prompts.size());
+  const std::unique_ptr<Decoder> decoder = open_decoder(theta, opts.skip);
+  return generate_greedy(prompts, opts, generation_group(), *decoder);
+}
+
+LayerStats Engine::layer_stats(const std::vector<Sample>& samples, const Theta& theta, const std::vector<int>& skip,
+                               const std::vector<int>& hidden_layers) {
+  validate_layer_stats(checked_cfg_, samples, theta, skip, hidden_layers);
+  return run_layer_stats(samples, theta, skip, hidden_layers);
+}
+
+// ---------------------------------------------------------------------------------------
+// Greedy generation
+
+std::vector<std::vector<int32_t>> generate_greedy(const std::vector<std::vector<int32_t>>& prompts,
+                                                  const GenerateOptions& opts, size_t group, Decoder& decoder) {
+  const size_t n = prompts.size();
+  std::vector<std::vector<int32_t>> out(n);
+  if (n == 0 || opts.max_new_tokens <= 0) return out;
+  const int64_t max_new = opts.max_new_tokens;
+  const size_t width = group == 0 ? n : group;
+  auto is_stop = [&](int32_t t) { return std::find(opts.stop.begin(), opts.stop.end(), t) != opts.stop.end(); };
+  for (size_t first = 0; first < n; first += width) {
+    const size_t count = std::min(width, n - first);
+    const std::vector<std::vector<int32_t>> batch(prompts.begin() + first, prompts.begin() + first + count);
+    std::vector<int32_t> next(count);
+    decoder.prefill(batch, max_new, next);
+    // A stop token ends an output; it is kept as the output's last token with include_stop.
+    // Returns whether prompt i goes on.
+    auto take = [&](int i, int32_t tok) {
+      std::vector<int32_t>& o = out[first + i];
+      if (is_stop(tok)) {
+        if (opts.include_stop) o.push_back(tok);
+        return false;
+      }
+      o.push_back(tok);
+      return static_cast<int64_t>(o.size()) < max_new;
+    };
+    std::vector<int> active;
+    for (size_t i = 0; i < count; ++i)
+      if (take(static_cast<int>(i), next[i])) active.push_back(static_cast<int>(i));
+    // Decode: one token for every still-active prompt per step, together.
+    while (!active.empty()) {
+      std::vector<int32_t> tokens(active.size());
+      std::vector<int64_t> positions(active.size());
+      for (size_t r = 0; r < active.size(); ++r) {
+        const std::vector<int32_t>& o = out[first + active[r]];
+        tokens[r] = o.back();
+        positions[r] = static_cast<int64_t>(batch[active[r]].size() + o.size()) - 1;
+      }
+      next.assign(active.size(), 0);
+      decoder.decode(active, tokens, positions, next);
+      std::vector<int> still;
+      for (size_t r = 0; r < active.size(); ++r)
+        if (take(active[r], next[r])) still.push_back(active[r]);
+      active.swap(still);
+    }
+  }
+  return out;
 }
 
 }  // namespace hs

@@ -28,6 +28,7 @@ inline constexpr const char* kTheta = "HOPSCOTCH_ERR_THETA";
 inline constexpr const char* kSkip = "HOPSCOTCH_ERR_SKIP";
 inline constexpr const char* kDisposed = "HOPSCOTCH_ERR_DISPOSED";
 inline constexpr const char* kCuda = "HOPSCOTCH_ERR_CUDA";
+inline constexpr const char* kCudaAbi = "HOPSCOTCH_ERR_CUDA_ABI";
 inline constexpr const char* kInternal = "HOPSCOTCH_ERR_INTERNAL";
 inline constexpr const char* kArgument = "HOPSCOTCH_ERR_ARGUMENT";
 inline constexpr const char* kExport = "HOPSCOTCH_ERR_EXPORT";

@@ -75,30 +75,6 @@ bool as_index(const json::Value& v, uint64_t* out) {
   return true;
 }
 
-std::string read_small_file(const std::string& path, const char* code) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(code::kIo, path + ": cannot open: " + errno_text());
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      std::string why = errno_text();
-      ::close(fd);
-      fail(code::kIo, path + ": read failed: " + why);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > kMaxHeaderBytes) {
-      ::close(fd);
-      fail(code, path + ": file larger than " + std::to_string(kMaxHeaderBytes) + " bytes");
-    }
-  }
-  ::close(fd);
-  return out;
-}
-
 bool file_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
@@ -209,6 +185,30 @@ ReadOnlyMapping map_readonly(const std::string& path) {
   }
   ::close(fd);
   return m;
+}
+
+std::string read_small_file(const std::string& path, size_t max_bytes, const char* too_large) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(code::kIo, path + ": cannot open: " + errno_text());
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      std::string why = errno_text();
+      ::close(fd);
+      fail(code::kIo, path + ": read failed: " + why);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) {
+      ::close(fd);
+      fail(too_large, path + ": file larger than " + std::to_string(max_bytes) + " bytes");
+    }
+  }
+  ::close(fd);
+  return out;
 }
 
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
@@ -429,7 +429,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open_dir(const std::string& dir) {
   if (!file_exists(index_path)) {
     fail(code::kIo, dir + ": no model.safetensors or model.safetensors.index.json");
   }
-  const auto weight_map = parse_safetensors_index(read_small_file(index_path, code::kSafetensorsIndex), index_path);
+  const auto weight_map = parse_safetensors_index(read_small_file(index_path, kMaxHeaderBytes, code::kSafetensorsIndex), index_path);
   std::map<std::string, const SafetensorsFile*> shards;
   for (const auto& kv : weight_map) {
     if (shards.count(kv.second)) continue;

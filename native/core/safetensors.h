@@ -38,6 +38,9 @@ struct ReadOnlyMapping {
   bool mapped = false;
 };
 ReadOnlyMapping map_readonly(const std::string& path);
+// The whole of a small file (a config or an index). HOPSCOTCH_ERR_IO naming the path when
+// it cannot be opened or read; `too_large` (a code) when it exceeds max_bytes.
+std::string read_small_file(const std::string& path, size_t max_bytes, const char* too_large);
 
 class SafetensorsFile {
  public:

@@ -8,10 +8,6 @@
 // norms and biases to fp32, and wires the per-layer pointers.
 #include "weights.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <set>
@@ -26,29 +22,6 @@ namespace {
 
 std::string layer_name(int l, const char* suffix) { return "model.layers." + std::to_string(l) + "." + suffix; }
 
-std::string read_config_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(code::kIo, path + ": cannot open: " + std::strerror(errno));
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      std::string why = std::strerror(errno);
-      ::close(fd);
-      fail(code::kIo, path + ": read failed: " + why);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > (16u << 20)) {
-      ::close(fd);
-      fail(code::kConfigInvalid, path + ": larger than 16 MiB");
-    }
-  }
-  ::close(fd);
-  return out;
-}
 
 }  // namespace
 
@@ -246,6 +219,11 @@ std::unique_ptr<Weights> load_weights(const ModelConfig& cfg, const Checkpoint& 
   return w;
 }
 
+ModelConfig read_model_config(const std::string& dir) {
+  const std::string path = (!dir.empty() && dir.back() == '/') ? dir + "config.json" : dir + "/config.json";
+  return parse_config(read_small_file(path, size_t(16) << 20, code::kConfigInvalid), path);
+}
+
 std::unique_ptr<LoadedModel> load_model_dir(const std::string& dir, const WeightOptions& options) {
   WeightOptions opts = options;
   if (const char* v = std::getenv("HOPSCOTCH_WEIGHTS")) {
@@ -253,8 +231,7 @@ std::unique_ptr<LoadedModel> load_model_dir(const std::string& dir, const Weight
   }
   auto model = std::make_unique<LoadedModel>();
   model->dir = dir;
-  const std::string config_path = (!dir.empty() && dir.back() == '/') ? dir + "config.json" : dir + "/config.json";
-  model->config = parse_config(read_config_file(config_path), config_path);
+  model->config = read_model_config(dir);
   model->checkpoint = Checkpoint::open_dir(dir);
   model->weights = load_weights(model->config, *model->checkpoint, opts);
   model->fingerprint = model_fingerprint(model->config, *model->checkpoint);

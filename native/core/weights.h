@@ -86,6 +86,9 @@ struct LoadedModel {
   std::unique_ptr<Weights> weights;
   std::string fingerprint;  // hex digest of config + tensor headers + sampled bytes
 };
+// The folder's config.json, parsed (read_small_file's errors; HOPSCOTCH_ERR_CONFIG_INVALID
+// above 16 MiB or when parse_config refuses it).
+ModelConfig read_model_config(const std::string& dir);
 // HOPSCOTCH_WEIGHTS=f32-copy in the environment sets opts.f32_copy.
 std::unique_ptr<LoadedModel> load_model_dir(const std::string& dir, const WeightOptions& opts = {});
 

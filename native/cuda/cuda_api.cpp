@@ -47,6 +47,8 @@ std::string json_escape(const std::string& s) {
 
 extern "C" {
 
+__attribute__((visibility("default"))) uint32_t hopscotch_cuda_abi() { return HOPSCOTCH_CUDA_ABI; }
+
 __attribute__((visibility("default"))) const char* hopscotch_cuda_version() {
   return "0.1.0 (cuda " HS_STR(CUDART_VERSION) ")";
 }

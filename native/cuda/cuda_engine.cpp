@@ -126,16 +126,22 @@ class CudaEngine final : public Engine {
   ~CudaEngine() override;
 
   const char* device() const override { return "cuda"; }
-  LossResult loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts,
-                  bool want_grad) override;
-  std::vector<float> logits(const std::vector<int32_t>& tokens, const Theta& theta,
-                            const std::vector<int>& skip) override;
-  std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts, const Theta& theta,
-                                             const GenerateOptions& opts) override;
-  LayerStats layer_stats(const std::vector<Sample>& samples, const Theta& theta, const std::vector<int>& skip,
-                         const std::vector<int>& hidden_layers) override;
+
+ protected:
+  // Called by the hs::Engine front once it has checked the arguments: nothing here
+  // validates again, and no CUDA call happens before those checks.
+  LossResult run_loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts,
+                      bool want_grad) override;
+  std::vector<float> run_logits(const std::vector<int32_t>& tokens, const Theta& theta,
+                                const std::vector<int>& skip) override;
+  LayerStats run_layer_stats(const std::vector<Sample>& samples, const Theta& theta, const std::vector<int>& skip,
+                             const std::vector<int>& hidden_layers) override;
+  // One prompt per prefill: attention reads one contiguous KV cache per step.
+  size_t generation_group() const override { return 1; }
+  std::unique_ptr<Decoder> open_decoder(const Theta& theta, const std::vector<int>& skip) override;
 
  private:
+  friend class CudaDecoder;
   // Per-call workspace (grown on demand, reused across calls: no allocation per step
   // once the largest shape has been seen).
   struct Work {
@@ -256,7 +262,7 @@ void* CudaEngine::alloc(size_t bytes, const char* what) {
   return storage_.back().get();
 }
 
-CudaEngine::CudaEngine(const LoadedModel& model) : cfg_(model.config) {
+CudaEngine::CudaEngine(const LoadedModel& model) : Engine(model.config), cfg_(model.config) {
   if (model.weights == nullptr) fail(code::kInternal, "CUDA engine: the model has no weights loaded");
   init_common();
   const ModelConfig& c = cfg_;
@@ -319,7 +325,7 @@ CudaEngine::CudaEngine(const LoadedModel& model) : cfg_(model.config) {
   staging_.release();
 }
 
-CudaEngine::CudaEngine(const ModelConfig& cfg, uint32_t seed) : cfg_(cfg) {
+CudaEngine::CudaEngine(const ModelConfig& cfg, uint32_t seed) : Engine(cfg), cfg_(cfg) {
   init_common();
   const ModelConfig& c = cfg_;
   const size_t H = c.hidden, I = c.intermediate, V = c.vocab, D = c.head_dim;
@@ -767,9 +773,8 @@ void CudaEngine::layer_backward(int l, const Acts& a, const float* h, const floa
 // ---------------------------------------------------------------------------------------
 // Engine calls
 
-LossResult CudaEngine::loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts,
-                            bool want_grad) {
-  validate_batch(cfg_, samples, theta, opts, true);
+LossResult CudaEngine::run_loss(const std::vector<Sample>& samples, const Theta& theta, const BatchOptions& opts,
+                                bool want_grad) {
   std::lock_guard<std::mutex> lock(mu_);
   activate();
   const int L = cfg_.num_layers, H = cfg_.hidden;
@@ -917,9 +922,8 @@ void CudaEngine::logits_rows(const float* h, int64_t T, float* host_out) {
   }
 }
 
-std::vector<float> CudaEngine::logits(const std::vector<int32_t>& tokens, const Theta& theta,
-                                      const std::vector<int>& skip) {
-  validate_logits(cfg_, tokens, theta, skip);
+std::vector<float> CudaEngine::run_logits(const std::vector<int32_t>& tokens, const Theta& theta,
+                                          const std::vector<int>& skip) {
   std::lock_guard<std::mutex> lock(mu_);
   activate();
   const int L = cfg_.num_layers, H = cfg_.hidden;
@@ -944,93 +948,88 @@ std::vector<float> CudaEngine::logits(const std::vector<int32_t>& tokens, const 
   return out;
 }
 
-std::vector<std::vector<int32_t>> CudaEngine::generate(const std::vector<std::vector<int32_t>>& prompts,
-                                                       const Theta& theta, const GenerateOptions& opts) {
-  validate_generate(cfg_, prompts, theta, opts);
-  std::lock_guard<std::mutex> lock(mu_);
-  activate();
-  const int L = cfg_.num_layers, H = cfg_.hidden, V = cfg_.vocab;
-  const std::vector<bool> skipped = skip_mask(opts.skip);
-  std::vector<int> kept;  // layers with a KV cache
-  std::vector<int> cache_index(L, -1);
-  for (int l = 0; l < L; ++l)
-    if (!skipped[l]) {
-      cache_index[l] = static_cast<int>(kept.size());
-      kept.push_back(l);
-    }
-  std::vector<std::vector<int32_t>> results;
-  DeviceBuffer& cache = w_.kv_cache;  // grows only: no allocation per prompt or step
-  for (const std::vector<int32_t>& prompt : prompts) {
-    const int64_t P = static_cast<int64_t>(prompt.size());
-    const int64_t maxT = P + opts.max_new_tokens;
-    std::vector<int32_t> out;
-    if (opts.max_new_tokens <= 0) {
-      results.push_back(out);
-      continue;
-    }
-    cache.reserve(std::max<size_t>(1, kept.size() * 2 * size_t(maxT) * KVD_ * sizeof(bf16)), "KV cache");
-    auto k_cache = [&](int l) { return cache.as<bf16>() + (size_t(cache_index[l]) * 2 + 0) * maxT * KVD_; };
-    auto v_cache = [&](int l) { return cache.as<bf16>() + (size_t(cache_index[l]) * 2 + 1) * maxT * KVD_; };
-    reserve_forward(P);
-    w_.hs.reserve(2 * size_t(P) * H * sizeof(float), "layer inputs");
-    w_.argmax.reserve(sizeof(int32_t), "argmax");
-    reserve_ce(1, false);
-
-    // One forward over `T` new tokens at positions [p0, p0 + T); returns the greedy next token.
-    auto step = [&](const std::vector<int32_t>& toks, int64_t p0) -> int32_t {
-      const int64_t T = static_cast<int64_t>(toks.size());
-      auto slot = [&](int l) { return w_.hs.as<float>() + size_t(l % 2) * T * H; };
-      std::vector<int32_t> pos(T);
-      for (int64_t i = 0; i < T; ++i) pos[i] = static_cast<int32_t>(p0 + i);
-      upload(w_.tokens, toks, stream_, "tokens");
-      upload(w_.pos, pos, stream_, "positions");
-      DeviceSeqs& seqs = w_.seqs;
-      upload_seqs(seqs, {0, static_cast<int32_t>(T)}, {0, static_cast<int32_t>(p0 + T)});
-      launch_embedding_fwd({w_.tokens.as<int32_t>(), embed_, slot(0), T, H, V, emb_scale_}, stream_);
-      for (int l = 0; l < L; ++l) {
-        bf16* kc = skipped[l] ? nullptr : k_cache(l);
-        bf16* vc = skipped[l] ? nullptr : v_cache(l);
-        layer_forward(l, act0(), slot(l), slot(l + 1), T, theta, skipped[l], w_.pos.as<int32_t>(), seqs,
-                      kc ? kc + size_t(p0) * KVD_ : nullptr, vc ? vc + size_t(p0) * KVD_ : nullptr, kc, vc);
-      }
-      const float* last = slot(L) + size_t(T - 1) * H;
-      launch_rmsnorm_fwd({last, final_norm_, w_.ce_xn.as<bf16>(), w_.ce_rstd.as<float>(), 1, H, eps_},
-                         stream_);
-      gemm_->nt(stream_, 1, V, H, w_.ce_xn.as<bf16>(), H, lm_head_, H,
-                w_.ce_logits.get(), GemmOut::F32, V, logit_scale_);
-      launch_argmax_fwd({w_.ce_logits.as<float>(), w_.argmax.as<int32_t>(), 1, V}, stream_);
-      int32_t next = 0;
-      check(cudaMemcpyAsync(&next, w_.argmax.get(), sizeof(int32_t), cudaMemcpyDeviceToHost, stream_), "copy token");
-      check(cudaStreamSynchronize(stream_), "generation step");
-      return next;
-    };
-
-    // A stop token ends the generation; it is part of the output only with include_stop (as on the CPU).
-    auto is_stop = [&](int32_t t) { return std::find(opts.stop.begin(), opts.stop.end(), t) != opts.stop.end(); };
-    int32_t next = step(prompt, 0);
-    int64_t p = P;
-    while (!is_stop(next)) {
-      out.push_back(next);
-      if (static_cast<int>(out.size()) >= opts.max_new_tokens) break;
-      next = step({next}, p);
-      ++p;
-    }
-    if (is_stop(next) && opts.include_stop) out.push_back(next);
-    results.push_back(std::move(out));
+// Greedy generation steps for one prompt at a time (generation_group() == 1): a KV cache
+// for the kept layers only, grown (never shrunk) to prompt + max_new_tokens rows, and
+// the greedy token taken on the device so that only its index is copied back.
+class CudaDecoder final : public Decoder {
+ public:
+  CudaDecoder(CudaEngine& e, const Theta& theta, const std::vector<int>& skip)
+      : e_(e), lock_(e.mu_), theta_(theta), skipped_(e.skip_mask(skip)), cache_index_(e.cfg_.num_layers, -1) {
+    e_.activate();
+    for (int l = 0; l < e_.cfg_.num_layers; ++l)
+      if (!skipped_[l]) cache_index_[l] = kept_++;
   }
-  return results;
+
+  void prefill(const std::vector<std::vector<int32_t>>& prompts, int64_t max_new, std::vector<int32_t>& next) override {
+    if (prompts.size() != 1) fail(code::kInternal, "CUDA generation runs one prompt per prefill");
+    const std::vector<int32_t>& prompt = prompts[0];
+    const int64_t P = static_cast<int64_t>(prompt.size());
+    maxT_ = P + max_new;
+    e_.w_.kv_cache.reserve(std::max<size_t>(1, size_t(kept_) * 2 * size_t(maxT_) * e_.KVD_ * sizeof(bf16)),
+                           "KV cache");
+    e_.reserve_forward(P);
+    e_.w_.hs.reserve(2 * size_t(P) * e_.cfg_.hidden * sizeof(float), "layer inputs");
+    e_.w_.argmax.reserve(sizeof(int32_t), "argmax");
+    e_.reserve_ce(1, false);
+    next[0] = step(prompt, 0);
+  }
+
+  void decode(const std::vector<int>& seqs, const std::vector<int32_t>& tokens, const std::vector<int64_t>& positions,
+              std::vector<int32_t>& next) override {
+    next[0] = step({tokens[0]}, positions[0]);
+  }
+
+ private:
+  bf16* k_cache(int l) { return e_.w_.kv_cache.as<bf16>() + (size_t(cache_index_[l]) * 2 + 0) * maxT_ * e_.KVD_; }
+  bf16* v_cache(int l) { return e_.w_.kv_cache.as<bf16>() + (size_t(cache_index_[l]) * 2 + 1) * maxT_ * e_.KVD_; }
+
+  // One forward over `toks` at positions [p0, p0 + T); returns the greedy next token.
+  int32_t step(const std::vector<int32_t>& toks, int64_t p0) {
+    const int L = e_.cfg_.num_layers, H = e_.cfg_.hidden, V = e_.cfg_.vocab;
+    const cudaStream_t stream = e_.stream_;
+    const int64_t T = static_cast<int64_t>(toks.size());
+    auto slot = [&](int l) { return e_.w_.hs.as<float>() + size_t(l % 2) * T * H; };
+    std::vector<int32_t> pos(T);
+    for (int64_t i = 0; i < T; ++i) pos[i] = static_cast<int32_t>(p0 + i);
+    upload(e_.w_.tokens, toks, stream, "tokens");
+    upload(e_.w_.pos, pos, stream, "positions");
+    DeviceSeqs& seqs = e_.w_.seqs;
+    e_.upload_seqs(seqs, {0, static_cast<int32_t>(T)}, {0, static_cast<int32_t>(p0 + T)});
+    launch_embedding_fwd({e_.w_.tokens.as<int32_t>(), e_.embed_, slot(0), T, H, V, e_.emb_scale_}, stream);
+    for (int l = 0; l < L; ++l) {
+      bf16* kc = skipped_[l] ? nullptr : k_cache(l);
+      bf16* vc = skipped_[l] ? nullptr : v_cache(l);
+      e_.layer_forward(l, e_.act0(), slot(l), slot(l + 1), T, theta_, skipped_[l], e_.w_.pos.as<int32_t>(), seqs,
+                       kc ? kc + size_t(p0) * e_.KVD_ : nullptr, vc ? vc + size_t(p0) * e_.KVD_ : nullptr, kc, vc);
+    }
+    const float* last = slot(L) + size_t(T - 1) * H;
+    launch_rmsnorm_fwd({last, e_.final_norm_, e_.w_.ce_xn.as<bf16>(), e_.w_.ce_rstd.as<float>(), 1, H, e_.eps_},
+                       stream);
+    e_.gemm_->nt(stream, 1, V, H, e_.w_.ce_xn.as<bf16>(), H, e_.lm_head_, H, e_.w_.ce_logits.get(), GemmOut::F32, V,
+                 e_.logit_scale_);
+    launch_argmax_fwd({e_.w_.ce_logits.as<float>(), e_.w_.argmax.as<int32_t>(), 1, V}, stream);
+    int32_t next = 0;
+    check(cudaMemcpyAsync(&next, e_.w_.argmax.get(), sizeof(int32_t), cudaMemcpyDeviceToHost, stream), "copy token");
+    check(cudaStreamSynchronize(stream), "generation step");
+    return next;
+  }
+
+  CudaEngine& e_;
+  std::lock_guard<std::mutex> lock_;
+  const Theta& theta_;
+  const std::vector<bool> skipped_;
+  std::vector<int> cache_index_;
+  int kept_ = 0;
+  int64_t maxT_ = 0;
+};
+
+std::unique_ptr<Decoder> CudaEngine::open_decoder(const Theta& theta, const std::vector<int>& skip) {
+  return std::make_unique<CudaDecoder>(*this, theta, skip);
 }
 
-LayerStats CudaEngine::layer_stats(const std::vector<Sample>& samples, const Theta& theta,
-                                   const std::vector<int>& skip, const std::vector<int>& hidden_layers) {
-  BatchOptions opts;
-  opts.skip = skip;
-  validate_batch(cfg_, samples, theta, opts, false);
+LayerStats CudaEngine::run_layer_stats(const std::vector<Sample>& samples, const Theta& theta,
+                                       const std::vector<int>& skip, const std::vector<int>& hidden_layers) {
   const int L = cfg_.num_layers, H = cfg_.hidden;
-  for (size_t i = 0; i < hidden_layers.size(); ++i)
-    if (hidden_layers[i] < 0 || hidden_layers[i] > L)
-      fail(code::kArgument, "hidden_layers[" + std::to_string(i) + "] = " + std::to_string(hidden_layers[i]) +
-                                " is not in [0, " + std::to_string(L) + "]");
   std::lock_guard<std::mutex> lock(mu_);
   activate();
   const std::vector<bool> skipped = skip_mask(skip);

@@ -1,6 +1,12 @@
 // The C entry points of libhopscotch_cuda.so, the only symbols it exports. The Node
 // addon (and hopscotch_cuda_selftest) dlopen the library and look these up by name.
 //
+// Handshake: the entry points pass C++ objects (hs::Engine and its virtual methods,
+// hs::LoadedModel, hs::ModelConfig), so the addon and the library must agree on their
+// layout. The loader calls hopscotch_cuda_abi() before anything else and refuses a
+// library whose value differs from its own HOPSCOTCH_CUDA_ABI (HOPSCOTCH_ERR_CUDA_ABI,
+// naming both ABI numbers and the library's version string).
+//
 // Errors: hopscotch_cuda_create returns null and writes "<CODE>: <message>" into `err`,
 // where CODE is one of the HOPSCOTCH_ERR_* strings of native/core/errors.h.
 #pragma once
@@ -14,7 +20,15 @@ struct LoadedModel;
 struct ModelConfig;
 }  // namespace hs
 
+// Bump with every change to engine.h, weights.h or config.h that changes a layout or a
+// virtual method of the types above, and with every change to these signatures.
+#define HOPSCOTCH_CUDA_ABI 2
+
 extern "C" {
+
+// The HOPSCOTCH_CUDA_ABI the library was built with. Never changes its signature.
+uint32_t hopscotch_cuda_abi();
+typedef uint32_t (*hopscotch_cuda_abi_fn)();
 
 // Library version string, e.g. "0.1.0 (cuda 13.0)".
 const char* hopscotch_cuda_version();

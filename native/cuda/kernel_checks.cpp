@@ -6,9 +6,12 @@
 // flash-attention's tests: error against an fp64 reference <= 2 x the error of the
 // same-precision CPU twin (+1e-6), per output (O, lse, dQ, dK, dV); and two runs are
 // bit-identical. Elementwise and row kernels (cast, random fill, embedding, RMSNorm,
-// SwiGLU, scaled residual, RoPE with bias and qk-norm, cross-entropy, argmax, cosine),
-// forward and backward: equal to the twin (exact for casts, gathers and argmax; within
-// one bf16 rounding for bf16 outputs; 1e-5 relative for fp32 outputs and reductions).
+// SwiGLU, scaled residual, RoPE with bias and qk-norm, cross-entropy and its row
+// gather/scatter, argmax, cosine), forward and backward: equal to the twin (exact for
+// casts, gathers and argmax; within one bf16 rounding for bf16 outputs; 1e-5 relative
+// for fp32 outputs and reductions). Each check is named after its kernel's launcher
+// (launch_rmsnorm_fwd -> "rmsnorm_fwd"; attention adds the case), so a failure names one
+// kernel.
 #include "kernel_checks.h"
 
 #include <algorithm>
@@ -136,10 +139,17 @@ AttnRef attention_ref(const AttnCase& c) {
   return r;
 }
 
+// Check names follow the kernels: attention_fwd / attention_bwd (attention.cu, FMA) and
+// attention_mma_fwd / attention_mma_bwd (attention_mma.cu, tensor cores), then the case.
+std::string attention_check_name(AttentionImpl impl, const char* dir, const AttnCase& c) {
+  return std::string(impl == AttentionImpl::Mma ? "attention_mma_" : "attention_") + dir + "_" + c.name;
+}
+
 void attention_case(const AttnCase& c, const AttnRef& ref, AttentionImpl impl, std::vector<KernelCheck>& out) {
-  const std::string tag = std::string("attention_") + attention_impl_name(impl) + "_" + c.name;
+  const std::string tag = attention_check_name(impl, "fwd", c), tag_bwd = attention_check_name(impl, "bwd", c);
   if (impl == AttentionImpl::Mma && !attention_mma_supported(c.D)) {
     out.push_back({tag, true, "\"skipped\":\"tensor-core kernels need sm_80+\""});
+    out.push_back({tag_bwd, true, "\"skipped\":\"tensor-core kernels need sm_80+\""});
     return;
   }
   const int nH = 8, nKV = 2, D = c.D;
@@ -149,11 +159,14 @@ void attention_case(const AttnCase& c, const AttnRef& ref, AttentionImpl impl, s
   const std::vector<float>&q = ref.q, &k = ref.k, &v = ref.v, &dout = ref.dout;
   const std::vector<float>&o_ref = ref.o_ref, &lse_ref = ref.lse_ref, &o_in = ref.o_in;
   const std::vector<float>&dq_ref = ref.dq_ref, &dk_ref = ref.dk_ref, &dv_ref = ref.dv_ref;
-  const twin::AttnRounding rounding{impl == AttentionImpl::Mma, impl == AttentionImpl::Mma};
+  const bool mma = impl == AttentionImpl::Mma;
 
   // Forward twin: fp32, the kernel's rounding, bf16 O.
   std::vector<float> o_twin, lse_twin;
-  twin::attention_fwd_ref<float>(q, k, v, cu_q, cu_k, shape, rounding, true, o_twin, lse_twin);
+  if (mma)
+    twin::attention_mma_fwd_ref(q, k, v, cu_q, cu_k, shape, o_twin, lse_twin);
+  else
+    twin::attention_fwd_ref<float>(q, k, v, cu_q, cu_k, shape, {}, true, o_twin, lse_twin);
 
   const AttentionTiles tiles = make_attention_tiles(cu_q, cu_k);
   Dev<int32_t> dcu_q(cu_q), dcu_k(cu_k), dqt(tiles.q_tiles), dkt(tiles.k_tiles), dqt64(tiles.q_tiles64),
@@ -187,8 +200,10 @@ void attention_case(const AttnCase& c, const AttnRef& ref, AttentionImpl impl, s
 
   // Backward from the same inputs as the reference's.
   std::vector<float> dq_twin, dk_twin, dv_twin;
-  twin::attention_bwd_ref<float>(q, k, v, o_in, dout, lse_ref, cu_q, cu_k, shape, rounding, dq_twin, dk_twin,
-                                 dv_twin);
+  if (mma)
+    twin::attention_mma_bwd_ref(q, k, v, o_in, dout, lse_ref, cu_q, cu_k, shape, dq_twin, dk_twin, dv_twin);
+  else
+    twin::attention_bwd_ref<float>(q, k, v, o_in, dout, lse_ref, cu_q, cu_k, shape, {}, dq_twin, dk_twin, dv_twin);
   Dev<bf16> do_in = to_dev_bf16(o_in);
   Dev<float> dlse_in(lse_ref), ddelta(size_t(Tq) * nH), ddq(size_t(Tq) * nH * D), ddk(size_t(Tk) * nKV * D),
       ddv(size_t(Tk) * nKV * D);
@@ -220,33 +235,36 @@ void attention_case(const AttnCase& c, const AttnRef& ref, AttentionImpl impl, s
   bp.scale = shape.scale;
   bp.impl = impl;
   launch_attention_bwd(bp, nullptr);
-  check(cudaDeviceSynchronize(), tag.c_str());
+  check(cudaDeviceSynchronize(), tag_bwd.c_str());
   const std::vector<float> dq_gpu = ddq.host(), dk_gpu = ddk.host(), dv_gpu = ddv.host();
   launch_attention_bwd(bp, nullptr);
-  check(cudaDeviceSynchronize(), tag.c_str());
+  check(cudaDeviceSynchronize(), tag_bwd.c_str());
   const bool bwd_same = ddq.host() == dq_gpu && ddk.host() == dk_gpu && ddv.host() == dv_gpu;
 
-  const struct {
+  struct Part {
     const char* n;
     const std::vector<float>*gpu, *tw, *ref;
-  } parts[] = {{"o", &o_gpu, &o_twin, &o_ref},
-               {"lse", &lse_gpu, &lse_twin, &lse_ref},
-               {"dq", &dq_gpu, &dq_twin, &dq_ref},
-               {"dk", &dk_gpu, &dk_twin, &dk_ref},
-               {"dv", &dv_gpu, &dv_twin, &dv_ref}};
-  bool ok = fwd_same && bwd_same;
-  std::string detail = "\"tokens_q\":" + std::to_string(Tq) + ",\"tokens_k\":" + std::to_string(Tk) +
-                       ",\"head_dim\":" + std::to_string(D) + ",\"heads\":\"8:2\"";
-  for (const auto& pt : parts) {
-    const double eg = rel_err(*pt.gpu, *pt.ref), et = rel_err(*pt.tw, *pt.ref);
-    const bool good = eg <= 2 * et + 1e-6;
-    ok = ok && good;
-    detail += std::string(",\"") + pt.n + "\":{\"err\":" + num(eg) + ",\"twin_err\":" + num(et) +
-              ",\"ok\":" + (good ? "true" : "false") + "}";
-  }
-  detail += std::string(",\"repeat_fwd_bit_identical\":") + (fwd_same ? "true" : "false") +
-            ",\"repeat_bwd_bit_identical\":" + (bwd_same ? "true" : "false");
-  out.push_back({tag, ok, detail});
+  };
+  const std::string shape_detail = "\"tokens_q\":" + std::to_string(Tq) + ",\"tokens_k\":" + std::to_string(Tk) +
+                                   ",\"head_dim\":" + std::to_string(D) + ",\"heads\":\"8:2\"";
+  // One record per kernel: its outputs against the rule, and the repeat.
+  auto record = [&](const std::string& name, std::initializer_list<Part> parts, bool same) {
+    bool ok = same;
+    std::string detail = shape_detail;
+    for (const Part& pt : parts) {
+      const double eg = rel_err(*pt.gpu, *pt.ref), et = rel_err(*pt.tw, *pt.ref);
+      const bool good = eg <= 2 * et + 1e-6;
+      ok = ok && good;
+      detail += std::string(",\"") + pt.n + "\":{\"err\":" + num(eg) + ",\"twin_err\":" + num(et) +
+                ",\"ok\":" + (good ? "true" : "false") + "}";
+    }
+    detail += std::string(",\"repeat_bit_identical\":") + (same ? "true" : "false");
+    out.push_back({name, ok, detail});
+  };
+  record(tag, {{"o", &o_gpu, &o_twin, &o_ref}, {"lse", &lse_gpu, &lse_twin, &lse_ref}}, fwd_same);
+  record(tag_bwd,
+         {{"dq", &dq_gpu, &dq_twin, &dq_ref}, {"dk", &dk_gpu, &dk_twin, &dk_ref}, {"dv", &dv_gpu, &dv_twin, &dv_ref}},
+         bwd_same);
 }
 
 // Elementwise outputs stored as bf16: equal to the twin up to one bf16 rounding step
@@ -296,8 +314,7 @@ std::vector<KernelCheck> run_kernel_checks() {
   for (const AttnCase& c : cases) {
     const AttnRef ref = attention_ref(c);
     for (AttentionImpl impl : {AttentionImpl::Fma, AttentionImpl::Mma})
-      guarded(std::string("attention_") + attention_impl_name(impl) + "_" + c.name, out,
-              [&] { attention_case(c, ref, impl, out); });
+      guarded(attention_check_name(impl, "fwd", c), out, [&] { attention_case(c, ref, impl, out); });
   }
 
   guarded("cast_fwd", out, [&] {
@@ -359,6 +376,32 @@ std::vector<KernelCheck> run_kernel_checks() {
     check(cudaDeviceSynchronize(), "residual_fwd");
     const double e = rel_err(dout.host(), ref);
     out.push_back({"residual_fwd", e <= 1e-6, "\"rel\":" + num(e)});
+  });
+  guarded("gather_rows_fwd", out, [&] {
+    const int64_t T = 37;
+    const int H = 300;
+    const std::vector<float> src = uniform(size_t(T) * H, -3.f, 3.f, 56, false);
+    const std::vector<int32_t> rows = {36, 0, 5, 6, 7, 20, 35};
+    std::vector<float> ref;
+    twin::gather_rows_fwd_ref(src, rows, H, ref);
+    Dev<float> dsrc(src), ddst(rows.size() * H);
+    Dev<int32_t> drows(rows);
+    launch_gather_rows_fwd({dsrc.get(), drows.get(), ddst.get(), int64_t(rows.size()), H}, nullptr);
+    check(cudaDeviceSynchronize(), "gather_rows_fwd");
+    out.push_back({"gather_rows_fwd", ddst.host() == ref, "\"rows\":" + std::to_string(rows.size())});
+  });
+  guarded("scatter_rows_bwd", out, [&] {
+    const int64_t T = 37;
+    const int H = 300;
+    const std::vector<int32_t> rows = {36, 0, 5, 6, 7, 20, 35};
+    const std::vector<float> src = uniform(rows.size() * H, -3.f, 3.f, 57, false);
+    std::vector<float> ref = uniform(size_t(T) * H, -1.f, 1.f, 58, false);  // rows not scattered to keep these
+    Dev<float> dsrc(src), ddst(ref);
+    twin::scatter_rows_bwd_ref(src, rows, H, ref);
+    Dev<int32_t> drows(rows);
+    launch_scatter_rows_bwd({dsrc.get(), drows.get(), ddst.get(), int64_t(rows.size()), H}, nullptr);
+    check(cudaDeviceSynchronize(), "scatter_rows_bwd");
+    out.push_back({"scatter_rows_bwd", ddst.host() == ref, "\"rows\":" + std::to_string(rows.size())});
   });
   guarded("embedding_fwd", out, [&] {
     const int V = 50, C = 64;
@@ -468,8 +511,8 @@ std::vector<KernelCheck> run_kernel_checks() {
     out.push_back({"residual_bwd", ok, "\"grad_b_rel\":" + num(eb) + ",\"grad_s_rel\":" + num(es)});
   });
   for (const bool qk : {false, true}) {
-    const std::string tag = qk ? "rope_qknorm_bias" : "rope";
-    guarded(tag, out, [&] {
+    const std::string variant = qk ? "_qknorm_bias" : "";  // rope_fwd, rope_fwd_qknorm_bias, ...
+    guarded("rope_fwd" + variant, out, [&] {
       twin::RopeShape rs{4, 2, 128, 1e-6f};
       const int nT = rs.n_heads + 2 * rs.n_kv_heads, D = rs.head_dim;
       std::vector<int32_t> pos;
@@ -508,7 +551,7 @@ std::vector<KernelCheck> run_kernel_checks() {
       double w1 = 0, w2 = 0, w3 = 0;
       const bool fwd_ok = within_bf16(from_dev_bf16(dq), q, &w1) && within_bf16(from_dev_bf16(dk), k, &w2) &&
                           within_bf16(from_dev_bf16(dv), v, &w3);
-      out.push_back({tag + "_fwd", fwd_ok, "\"worst_in_bf16_steps\":" + num(std::max({w1, w2, w3}))});
+      out.push_back({"rope_fwd" + variant, fwd_ok, "\"worst_in_bf16_steps\":" + num(std::max({w1, w2, w3}))});
 
       const std::vector<float> gq = uniform(q.size(), -1.f, 1.f, 125, false), gk = uniform(k.size(), -1.f, 1.f, 126, false),
                                gv = uniform(v.size(), -1.f, 1.f, 127, false);
@@ -536,7 +579,7 @@ std::vector<KernelCheck> run_kernel_checks() {
       check(cudaDeviceSynchronize(), "rope_bwd");
       double wb = 0;
       const bool bwd_ok = within_bf16(from_dev_bf16(dout), ref, &wb);
-      out.push_back({tag + "_bwd", bwd_ok, "\"worst_in_bf16_steps\":" + num(wb)});
+      out.push_back({"rope_bwd" + variant, bwd_ok, "\"worst_in_bf16_steps\":" + num(wb)});
     });
   }
   guarded("cross_entropy_fwd", out, [&] {

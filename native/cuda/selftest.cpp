@@ -21,6 +21,7 @@
 //                   and a gap below bf16 resolution (2^-7 of the top logit, at least
 //                   2^-7) counts as agreement ("near_tie")
 //   layer_stats     cosine statistics within 1e-2 of the CPU's
+//   error_codes     every mistake of engine_mistakes.h refused with its code
 // Prints one JSON object per check, a JSON summary, and "N passed, M failed".
 #include <dlfcn.h>
 #include <unistd.h>
@@ -43,6 +44,7 @@
 #include "config.h"
 #include "cpu_kernels.h"
 #include "engine.h"
+#include "engine_mistakes.h"
 #include "errors.h"
 #include "hopscotch_cuda.h"
 #include "kernel_checks.h"
@@ -208,6 +210,31 @@ void run_model(const std::string& dir, hopscotch_cuda_create_fn create, Report& 
     return;
   }
   rep.add(name, "create", true, "\"arch\":" + jstr(cfg.arch) + ",\"upload_s\":" + num(upload_s));
+
+  // Every mistake is refused by the CUDA engine with the code the CPU engine gives, before
+  // any device work (engine_mistakes.h; engine_test runs the same list without a GPU).
+  {
+    int refused = 0, total = 0;
+    std::string wrong;
+    for (const hs::test::Mistake& m : hs::test::engine_mistakes(cfg)) {
+      ++total;
+      std::string got = "no error";
+      try {
+        m.call(*gpu);
+      } catch (const hs::Error& e) {
+        got = e.code();
+      } catch (const std::exception& e) {
+        got = std::string("untyped: ") + e.what();
+      }
+      if (got == m.code)
+        ++refused;
+      else if (wrong.empty())
+        wrong = m.what + " gave " + got + ", expected " + m.code;
+    }
+    rep.add(name, "error_codes", refused == total,
+            "\"refused\":" + std::to_string(refused) + ",\"mistakes\":" + std::to_string(total) +
+                (wrong.empty() ? "" : ",\"first_wrong\":" + jstr(wrong)));
+  }
 
   const std::vector<hs::Sample> samples = make_samples(cfg.vocab);
   const hs::Theta ones = hs::Theta::ones(L);
@@ -678,6 +705,12 @@ int main(int argc, char** argv) {
   void* lib = dlopen(lib_path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) {
     std::fprintf(stderr, "cannot load %s: %s\n", lib_path.c_str(), dlerror());
+    return 2;
+  }
+  auto abi = reinterpret_cast<hopscotch_cuda_abi_fn>(dlsym(lib, "hopscotch_cuda_abi"));
+  if (!abi || abi() != HOPSCOTCH_CUDA_ABI) {
+    std::fprintf(stderr, "%s has ABI %s, this self-test needs ABI %d\n", lib_path.c_str(),
+                 abi ? std::to_string(abi()).c_str() : "none", HOPSCOTCH_CUDA_ABI);
     return 2;
   }
   auto version = reinterpret_cast<hopscotch_cuda_version_fn>(dlsym(lib, "hopscotch_cuda_version"));

@@ -331,6 +331,19 @@ void cross_entropy_fwd_ref(const std::vector<float>& logits, const std::vector<i
   }
 }
 
+void gather_rows_fwd_ref(const std::vector<float>& src, const std::vector<int32_t>& rows, int H,
+                         std::vector<float>& dst) {
+  dst.resize(rows.size() * size_t(H));
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::copy_n(src.data() + size_t(rows[i]) * H, H, dst.data() + i * H);
+}
+
+void scatter_rows_bwd_ref(const std::vector<float>& src, const std::vector<int32_t>& rows, int H,
+                          std::vector<float>& dst) {
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::copy_n(src.data() + i * H, H, dst.data() + size_t(rows[i]) * H);
+}
+
 void embedding_fwd_ref(const std::vector<int32_t>& tokens, const std::vector<float>& table, int C, float scale,
                        std::vector<float>& out) {
   out.resize(tokens.size() * size_t(C));

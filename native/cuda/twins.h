@@ -1,5 +1,7 @@
-// CPU twins of the CUDA kernels: plain C++ (no CUDA headers), one per kernel family,
-// named after the kernel (attention_fwd_kernel -> attention_fwd_ref). Each computes what
+// CPU twins of the CUDA kernels: plain C++ (no CUDA headers), one per launcher, named
+// after it: launch_<op>_<fwd|bwd> (<family>.cu) -> <op>_<fwd|bwd>_ref, and the self-test
+// check of that kernel is named <op>_<fwd|bwd> (cuda_twins_test holds the three lists
+// equal, so a kernel cannot come without its twin and its check). Each computes what
 // its kernel computes at the kernel's precision (bf16 inputs given as floats, fp32
 // accumulation, bf16 rounding where the kernel rounds), so a kernel-level check can
 // hold the kernel to "error against fp64 <= 2 x the twin's error against fp64".
@@ -41,6 +43,20 @@ void attention_bwd_ref(const std::vector<float>& q, const std::vector<float>& k,
                        const std::vector<float>& o, const std::vector<float>& dout, const std::vector<float>& lse,
                        const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_k, const AttnShape& s,
                        const AttnRounding& r, std::vector<float>& dq, std::vector<float>& dk, std::vector<float>& dv);
+// The tensor-core kernels (attention_mma.cu): the same, in fp32 with their bf16 operands
+// (P in the forward; P and dS in the backward).
+inline void attention_mma_fwd_ref(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                                  const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_k,
+                                  const AttnShape& s, std::vector<float>& o, std::vector<float>& lse) {
+  attention_fwd_ref<float>(q, k, v, cu_q, cu_k, s, AttnRounding{true, true}, true, o, lse);
+}
+inline void attention_mma_bwd_ref(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                                  const std::vector<float>& o, const std::vector<float>& dout,
+                                  const std::vector<float>& lse, const std::vector<int32_t>& cu_q,
+                                  const std::vector<int32_t>& cu_k, const AttnShape& s, std::vector<float>& dq,
+                                  std::vector<float>& dk, std::vector<float>& dv) {
+  attention_bwd_ref<float>(q, k, v, o, dout, lse, cu_q, cu_k, s, AttnRounding{true, true}, dq, dk, dv);
+}
 
 // ---- elementwise and row kernels ----
 // rmsnorm_fwd_kernel: y = bf16(w * x * rstd), rstd = 1/sqrt(mean(x^2) + eps)
@@ -82,6 +98,13 @@ void rope_bwd_ref(const std::vector<float>& dq, const std::vector<float>& dk, co
 void cross_entropy_fwd_ref(const std::vector<float>& logits, const std::vector<int32_t>& targets,
                            const std::vector<float>& weights, int64_t R, int V, float grad_scale,
                            std::vector<float>& nll, std::vector<float>& dlogits);
+// gather_rows_fwd_kernel: dst[i] = src[rows[i]] ((R, H) from (T, H)); the fused
+// cross-entropy's rows that carry a loss.
+void gather_rows_fwd_ref(const std::vector<float>& src, const std::vector<int32_t>& rows, int H,
+                         std::vector<float>& dst);
+// scatter_rows_bwd_kernel: dst[rows[i]] = src[i] (distinct rows; other rows of dst untouched).
+void scatter_rows_bwd_ref(const std::vector<float>& src, const std::vector<int32_t>& rows, int H,
+                          std::vector<float>& dst);
 // embedding_fwd_kernel: out[t] = scale * table[tokens[t]]
 void embedding_fwd_ref(const std::vector<int32_t>& tokens, const std::vector<float>& table, int C, float scale,
                        std::vector<float>& out);

@@ -12,15 +12,25 @@
 //  4. the tensor-core kernels' algorithm (tile loops, causal tile bounds, online softmax
 //     in the log2 domain, bf16 P and dS), re-written here per row from the kernels, against
 //     the fp64 reference with the kernels' 2x rule;
-//  5. the row kernels' twins (RMSNorm, SwiGLU, RoPE) against the CPU engine's kernels.
+//  5. the row kernels' twins (RMSNorm, SwiGLU, RoPE) against the CPU engine's kernels;
+//  6. the other twins (scaled residual forward and backward, cross-entropy, the row
+//     gather and scatter, embedding, argmax, cosine, bf16 cast) against references
+//     written here in double, with a bf16 rounding of their own (frexp/nearbyint);
+//  7. names: every launcher launch_<op>_<dir> of native/cuda/*.cu has its twin
+//     <op>_<dir>_ref in twins.h and a check named <op>_<dir> in kernel_checks.cpp,
+//     and every check there names a launcher.
 // What it cannot check: the kernels themselves (hopscotch_cuda_selftest --kernels does,
 // on a GPU); item 4 is a hand-made mirror of the kernels, not their code.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <limits>
 #include <random>
+#include <regex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -489,12 +499,188 @@ void mma_layout() {
   check(pairs, "accumulator_pair_stores");
 }
 
+// bf16 round-to-nearest-even by another route than the twins' bit trick: 8 significant
+// bits of the frexp mantissa, rounded with nearbyint (ties to even).
+float ref_bf16(double x) {
+  if (!std::isfinite(x) || x == 0) return float(x);
+  int e = 0;
+  const double m = std::frexp(double(float(x)), &e);  // the float the kernel holds, in [0.5, 1)
+  return float(std::ldexp(std::nearbyint(std::ldexp(m, 8)), e - 8));
+}
+
+bool close(double a, double ref, double rel_tol, double abs_tol = 0) {
+  return std::fabs(a - ref) <= rel_tol * std::fabs(ref) + abs_tol;
+}
+
+void other_twins() {
+  const int64_t T = 11;
+  const int C = 77;
+  // bf16 cast, with exact ties (1 + 2^-8 rounds to 1, 1 + 3 * 2^-8 to 1 + 2^-6), inf, nan.
+  std::vector<float> in = uniform(300, -50.f, 50.f, 61);
+  for (float& v : in) v = std::nextafter(v, 100.f) * 1.001f;  // not already bf16
+  for (float v : {1.f + 0x1p-8f, 1.f + 3 * 0x1p-8f, -1.f - 0x1p-8f, 0.f, -0.f, 1e-30f, 3.0e38f}) in.push_back(v);
+  in.push_back(std::numeric_limits<float>::infinity());
+  std::vector<float> cast;
+  tw::cast_fwd_ref(in, cast);
+  bool cast_ok = cast.size() == in.size();
+  for (size_t i = 0; cast_ok && i < in.size(); ++i) cast_ok = cast[i] == ref_bf16(in[i]);
+  cast_ok = cast_ok && tw::bf16_round(1.f + 0x1p-8f) == 1.f && tw::bf16_round(1.f + 3 * 0x1p-8f) == 1.f + 0x1p-6f;
+  cast_ok = cast_ok && std::isnan(tw::bf16_round(std::numeric_limits<float>::quiet_NaN()));
+  check(cast_ok, "cast_fwd_ref_vs_reference");
+
+  // Scaled residual: out = ca (a + bias) + ch h; backward ga = bf16(ca g), gh = ch g,
+  // grad_b = a_scale <g, a>, grad_s = <g, h> (summed here backwards, in long double).
+  const auto a = uniform(size_t(T) * C, -1, 1, 62), h = uniform(size_t(T) * C, -1, 1, 63), b = uniform(C, -1, 1, 64);
+  const auto g = uniform(size_t(T) * C, -1, 1, 65);
+  const float ca = 0.75f, ch = 1.25f, as = 0.5f;
+  std::vector<float> out;
+  tw::residual_fwd_ref(a, &b, h, ca, ch, T, C, out);
+  bool res_ok = out.size() == a.size();
+  for (int64_t t = 0; res_ok && t < T; ++t)
+    for (int c = 0; c < C && res_ok; ++c) {
+      const size_t i = size_t(t) * C + c;
+      res_ok = close(out[i], double(ca) * (double(a[i]) + b[c]) + double(ch) * h[i], 1e-6, 1e-7);
+    }
+  check(res_ok, "residual_fwd_ref_vs_reference");
+  std::vector<float> ga, gh;
+  double gb = 0, gs = 0;
+  tw::residual_bwd_ref(g, a, h, ca, ch, as, ga, gh, gb, gs);
+  long double rb = 0, rs = 0;
+  bool rbwd_ok = ga.size() == g.size() && gh.size() == g.size();
+  for (size_t j = g.size(); rbwd_ok && j-- > 0;) {
+    rb += (long double)g[j] * a[j];
+    rs += (long double)g[j] * h[j];
+    rbwd_ok = ga[j] == ref_bf16(double(ca) * g[j]) && close(gh[j], double(ch) * g[j], 1e-7);
+  }
+  rbwd_ok = rbwd_ok && close(gb, double(as * rb), 1e-9, 1e-12) && close(gs, double(rs), 1e-9, 1e-12);
+  check(rbwd_ok, "residual_bwd_ref_vs_reference");
+
+  // Cross-entropy: nll = log(sum exp z) - z[t] (no max shift here: |z| <= 8), and
+  // dz = bf16(w * scale * (softmax - onehot)).
+  const int64_t R = 7;
+  const int V = 301;
+  const auto z = uniform(size_t(R) * V, -8, 8, 66);
+  const std::vector<int32_t> targets = {0, 300, 5, 150, 7, 299, 1};
+  const std::vector<float> weights = {1.f, 0.5f, 2.f, 1.f, 0.f, 1.f, 0.25f};
+  std::vector<float> nll, dz;
+  tw::cross_entropy_fwd_ref(z, targets, weights, R, V, 0.125f, nll, dz);
+  bool ce_ok = nll.size() == size_t(R) && dz.size() == size_t(R) * V;
+  for (int64_t r = 0; ce_ok && r < R; ++r) {
+    long double sum = 0;
+    for (int j = 0; j < V; ++j) sum += std::exp((long double)z[r * V + j]);
+    const long double lse = std::log(sum);
+    ce_ok = close(nll[r], double(lse - z[r * V + targets[r]]), 1e-6);
+    for (int j = 0; j < V && ce_ok; ++j) {
+      const double p = double(std::exp((long double)z[r * V + j] - lse));
+      const double want = double(weights[r]) * 0.125 * (p - (j == targets[r] ? 1.0 : 0.0));
+      ce_ok = std::fabs(dz[r * V + j] - want) <= std::ldexp(std::fabs(want), -8) + 1e-12;
+    }
+  }
+  check(ce_ok, "cross_entropy_fwd_ref_vs_reference");
+
+  // Row gather and scatter (the fused cross-entropy's loss rows), embedding, argmax, cosine.
+  const std::vector<int32_t> rows = {10, 0, 3, 4, 9};
+  std::vector<float> gathered;
+  tw::gather_rows_fwd_ref(a, rows, C, gathered);
+  bool gs_ok = gathered.size() == rows.size() * C;
+  for (size_t i = 0; gs_ok && i < rows.size(); ++i)
+    for (int c = 0; c < C && gs_ok; ++c) gs_ok = gathered[i * C + c] == a[size_t(rows[i]) * C + c];
+  std::vector<float> scattered = h;
+  tw::scatter_rows_bwd_ref(gathered, rows, C, scattered);
+  for (int64_t t = 0; gs_ok && t < T; ++t) {
+    const bool hit = std::find(rows.begin(), rows.end(), int32_t(t)) != rows.end();
+    for (int c = 0; c < C && gs_ok; ++c) gs_ok = scattered[t * C + c] == (hit ? a : h)[t * C + c];
+  }
+  check(gs_ok, "gather_rows_fwd_ref_and_scatter_rows_bwd_ref_vs_reference");
+
+  const std::vector<int32_t> toks = {3, 0, 10, 3, 7};
+  std::vector<float> emb;
+  tw::embedding_fwd_ref(toks, a, C, 2.5f, emb);
+  bool emb_ok = emb.size() == toks.size() * C;
+  for (size_t t = 0; emb_ok && t < toks.size(); ++t)
+    for (int c = 0; c < C && emb_ok; ++c) emb_ok = emb[t * C + c] == 2.5f * a[size_t(toks[t]) * C + c];
+  check(emb_ok, "embedding_fwd_ref_vs_reference");
+
+  std::vector<float> logits = z;
+  logits[2 * V + 17] = logits[2 * V + 200] = 100.f;  // a tie: the smaller index wins
+  std::vector<int32_t> am;
+  tw::argmax_fwd_ref(logits, R, V, am);
+  bool am_ok = am.size() == size_t(R) && am[2] == 17;
+  for (int64_t r = 0; am_ok && r < R; ++r)
+    am_ok = am[r] == int32_t(std::max_element(logits.begin() + r * V, logits.begin() + (r + 1) * V) - (logits.begin() + r * V));
+  check(am_ok, "argmax_fwd_ref_vs_reference");
+
+  std::vector<float> a0 = a;
+  std::fill(a0.begin() + 4 * C, a0.begin() + 5 * C, 0.f);  // a zero row: cosine 0
+  std::vector<float> cs;
+  tw::cosine_fwd_ref(a0, h, T, C, cs);
+  bool cos_ok = cs.size() == size_t(T) && cs[4] == 0.f;
+  for (int64_t t = 0; cos_ok && t < T; ++t) {
+    if (t == 4) continue;
+    long double ab = 0, aa = 0, bb = 0;
+    for (int c = C; c-- > 0;) {
+      ab += (long double)a0[t * C + c] * h[t * C + c];
+      aa += (long double)a0[t * C + c] * a0[t * C + c];
+      bb += (long double)h[t * C + c] * h[t * C + c];
+    }
+    cos_ok = close(cs[t], double(ab / std::sqrt(aa * bb)), 1e-6, 1e-7);
+  }
+  check(cos_ok, "cosine_fwd_ref_vs_reference");
+}
+
+std::string read_source(const std::string& rel_path) {
+  std::ifstream f(std::string(HOPSCOTCH_SOURCE_DIR) + "/" + rel_path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::set<std::string> matches(const std::string& text, const std::regex& re) {
+  std::set<std::string> out;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), re); it != std::sregex_iterator(); ++it)
+    out.insert((*it)[1].str());
+  return out;
+}
+
+void names() {
+  const char* families[] = {"argmax", "attention", "attention_mma", "cast", "cosine", "cross_entropy", "embedding",
+                            "residual", "rmsnorm", "rope", "swiglu"};
+  std::set<std::string> launchers;
+  for (const char* f : families) {
+    const std::string cu = read_source(std::string("native/cuda/") + f + ".cu");
+    check(!cu.empty(), std::string("read native/cuda/") + f + ".cu");
+    for (const std::string& l : matches(cu, std::regex(R"(\nvoid launch_(\w+_(?:fwd|bwd))\()"))) launchers.insert(l);
+  }
+  const std::string twins = read_source("native/cuda/twins.h");
+  const std::string checks = read_source("native/cuda/kernel_checks.cpp");
+  const std::set<std::string> twin_names = matches(twins, std::regex(R"((\w+_(?:fwd|bwd))_ref\()"));
+  // Check names: the "<op>_<dir>" literals, and the attention names attention_check_name builds.
+  std::set<std::string> check_names = matches(checks, std::regex(R"re("(\w+_(?:fwd|bwd))")re"));
+  if (checks.find(R"(attention_check_name(impl, "fwd", c))") != std::string::npos &&
+      checks.find(R"(attention_check_name(impl, "bwd", c))") != std::string::npos &&
+      checks.find("AttentionImpl::Fma, AttentionImpl::Mma") != std::string::npos)
+    check_names.insert({"attention_fwd", "attention_bwd", "attention_mma_fwd", "attention_mma_bwd"});
+  check(launchers.size() >= 18, "launchers found", std::to_string(launchers.size()));
+  std::string no_twin, no_check, stray;
+  for (const std::string& l : launchers) {
+    if (!twin_names.count(l)) no_twin += l + " ";
+    if (!check_names.count(l)) no_check += l + " ";
+  }
+  for (const std::string& c : check_names)
+    if (!launchers.count(c)) stray += c + " ";
+  check(no_twin.empty(), "every launcher has its twin <op>_<dir>_ref in twins.h", no_twin);
+  check(no_check.empty(), "every launcher has a check named <op>_<dir> in kernel_checks.cpp", no_check);
+  check(stray.empty(), "every kernel check names a launcher", stray);
+}
+
 }  // namespace
 
 int main() {
   attention_twins(64);
   attention_twins(128);
   row_twins();
+  other_twins();
+  names();
   mma_algorithm_checks();
   random_weights();
   mma_layout();

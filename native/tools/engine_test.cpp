@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "engine.h"
+#include "engine_mistakes.h"
 #include "errors.h"
 #include "json.h"
 
@@ -642,6 +643,128 @@ void check_validation() {
   check(se->generate({{1, 2, 3}}, st, g8)[0].size() == 5, "generate: prompt 3 + 5 new = 8 fits");
 }
 
+// ---------------------------------------------------------------- one front, one driver
+
+// The hs::Engine front with no device behind it, as the CUDA engine has it: every call is
+// checked by Engine's own (non-virtual) methods before a backend method runs, and this
+// backend only counts the calls that reach it. Runs on a machine without a GPU.
+class FrontOnly final : public Engine {
+ public:
+  explicit FrontOnly(const ModelConfig& c) : Engine(c) {}
+  const char* device() const override { return "none"; }
+  int reached = 0;
+
+ protected:
+  LossResult run_loss(const std::vector<Sample>&, const Theta&, const BatchOptions&, bool) override {
+    ++reached;
+    return {};
+  }
+  std::vector<float> run_logits(const std::vector<int32_t>&, const Theta&, const std::vector<int>&) override {
+    ++reached;
+    return {};
+  }
+  LayerStats run_layer_stats(const std::vector<Sample>&, const Theta&, const std::vector<int>&,
+                             const std::vector<int>&) override {
+    ++reached;
+    return {};
+  }
+  size_t generation_group() const override { return 1; }
+  std::unique_ptr<Decoder> open_decoder(const Theta&, const std::vector<int>&) override {
+    ++reached;
+    return nullptr;
+  }
+};
+
+// Every error code a call can raise, each through the CPU engine and through the front
+// the CUDA engine runs (FrontOnly): the same code from both, and no backend reached.
+void check_error_codes() {
+  ModelConfig c = base_config();
+  c.max_position = 12;
+  c.attention_absent = {false, false, true};
+  auto model = make_model(c, 311);
+  auto cpu = make_cpu_engine(*model, 1);
+  FrontOnly front(c);
+  for (const test::Mistake& m : test::engine_mistakes(c)) {
+    const std::string on_cpu = expect_error(m.code, [&] { m.call(*cpu); });
+    const std::string on_front = expect_error(m.code, [&] { m.call(front); });
+    check(on_cpu.empty() && on_front.empty(), std::string(m.code) + " " + m.what + " (CPU engine and the CUDA front)",
+          on_cpu.empty() ? on_front : on_cpu);
+  }
+  check(front.reached == 0, "no refused call reaches a backend", fmt("%.0f calls reached it", front.reached));
+  const Theta th = Theta::ones(c.num_layers);
+  const std::vector<Sample> ok = random_samples(c.vocab, {{3, 3}}, 312);
+  BatchOptions bo;
+  bo.skip = {2};
+  front.loss(ok, th, bo, true);
+  front.logits({1, 2}, th, {2});
+  front.layer_stats(ok, th, {2}, {0, c.num_layers});
+  check(front.reached == 3, "the front passes checked calls on to the backend", fmt("%.0f of 3", front.reached));
+}
+
+// A decoder whose next token is a fixed function of (prompt, position): checks the step
+// loop of generate_greedy (grouping, positions, stop tokens, max_new_tokens) without a model.
+class ScriptedDecoder final : public Decoder {
+ public:
+  static int32_t token(const std::vector<int32_t>& prompt, int64_t position) {
+    return static_cast<int32_t>((prompt[0] * 5 + position * position * 3 + static_cast<int64_t>(prompt.size())) % 17);
+  }
+  void prefill(const std::vector<std::vector<int32_t>>& prompts, int64_t, std::vector<int32_t>& next) override {
+    group_ = prompts;
+    position_.clear();
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      position_.push_back(static_cast<int64_t>(prompts[i].size()) - 1);
+      next[i] = token(prompts[i], position_[i]);
+    }
+    widest = std::max(widest, prompts.size());
+  }
+  void decode(const std::vector<int>& seqs, const std::vector<int32_t>&, const std::vector<int64_t>& positions,
+              std::vector<int32_t>& next) override {
+    for (size_t r = 0; r < seqs.size(); ++r) {
+      in_order = in_order && positions[r] == position_[seqs[r]] + 1;
+      position_[seqs[r]] = positions[r];
+      next[r] = token(group_[seqs[r]], positions[r]);
+    }
+  }
+  size_t widest = 0;
+  bool in_order = true;
+
+ private:
+  std::vector<std::vector<int32_t>> group_;
+  std::vector<int64_t> position_;
+};
+
+void check_generation_driver() {
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4}, {5, 6}, {7, 8, 9, 10}, {2}};
+  for (bool include_stop : {false, true}) {
+    GenerateOptions go;
+    go.max_new_tokens = 6;
+    go.stop = {0, 10};
+    go.include_stop = include_stop;
+    // The reference: each prompt on its own, token by token.
+    std::vector<std::vector<int32_t>> want;
+    for (const auto& p : prompts) {
+      std::vector<int32_t> o;
+      for (int64_t q = static_cast<int64_t>(p.size()) - 1; static_cast<int64_t>(o.size()) < go.max_new_tokens; ++q) {
+        const int32_t t = ScriptedDecoder::token(p, q);
+        if (t == 0 || t == 10) {
+          if (include_stop) o.push_back(t);
+          break;
+        }
+        o.push_back(t);
+      }
+      want.push_back(o);
+    }
+    for (size_t group : {size_t(0), size_t(1), size_t(2)}) {
+      ScriptedDecoder d;
+      const auto got = generate_greedy(prompts, go, group, d);
+      const size_t expect_width = group == 0 ? prompts.size() : group;
+      check(got == want && d.in_order && d.widest == expect_width,
+            "generate_greedy: groups of " + std::to_string(group) + (include_stop ? ", stop kept" : ", stop dropped") +
+                " equal the one-prompt reference");
+    }
+  }
+}
+
 // ---------------------------------------------------------------- (f) stories260k
 
 void check_stories(const std::string& dir) {
@@ -734,6 +857,8 @@ int main(int argc, char** argv) {
     check_packing_recompute_threads();
     check_generate();
     check_validation();
+    check_error_codes();
+    check_generation_driver();
     check_stories(stories);
   } catch (const std::exception& e) {
     check(false, "unexpected exception", e.what());

@@ -172,7 +172,7 @@ std::vector<Case> correctness_cases() {
       {2, 777, 1025},  {3, 100, 64},     {5, 67, 300},    {8, 520, 129},   {9, 33, 17},
       {6, 16, 256},    {12, 32, 512},    {13, 17, 300},   {16, 64, 64},    {100, 7, 600},
       {31, 300, 1},    {150, 90, 513},   {145, 4100, 40}, {300, 500, 700}, {64, 1, 9},
-      // Edges of the AVX-512 tile (12 x 32, blocks of depth 128) and its B block width.
+      // Edges of the AVX-512 register tile (16 x 16), of its K blocks (256) and its B block width.
       {17, 33, 129},   {24, 64, 128},    {37, 95, 257},   {25, 4127, 20},
   };
   std::vector<Case> out;

@@ -9,17 +9,25 @@
  */
 import { rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import { type Command, Option } from 'commander';
+import type { Command } from 'commander';
 
 import { loadPrompts, recoverySet, saveDataset, splitDataset } from '../dataset.js';
 import { ErrorCodes, HopscotchError } from '../errors.js';
 import type { Device, Sample } from '../types.js';
-import { intListOption, intOption, numberOption } from './commands.js';
-import { interruptible, openModel } from './cmd-shared.js';
-import { printJson, printLines } from './output.js';
 import { ProgressReporter } from './progress-bar.js';
+import {
+  argumentError,
+  fractionOption,
+  generationOptions,
+  interruptible,
+  intOption,
+  jsonOption,
+  modelOptions,
+  openModel,
+  printResult,
+} from './shared.js';
 
-export interface DataCommandArgs {
+interface DataCommandArgs {
   model: string;
   device: Device | 'auto';
   threads?: number;
@@ -35,12 +43,12 @@ export interface DataCommandArgs {
   stop?: number[];
   genBatchSize: number;
   chatTemplate?: boolean;
-  force: boolean;
-  json: boolean;
+  force?: boolean;
+  json?: boolean;
 }
 
 /** data.jsonl -> data.val.jsonl; data -> data.val.jsonl. */
-export function validationPath(out: string): string {
+function validationPath(out: string): string {
   const ext = extname(out);
   const stem = ext === '' ? out : out.slice(0, -ext.length);
   return `${stem}.val${ext === '' ? '.jsonl' : ext}`;
@@ -56,9 +64,9 @@ async function statOrNull(file: string) {
 }
 
 /** Refuses an output path before any work: see the module comment. */
-async function checkOutput(file: string, flag: string, force: boolean, prompts: string): Promise<void> {
+async function checkOutput(file: string, flag: string, force: boolean | undefined, prompts: string): Promise<void> {
   if (resolve(file) === resolve(prompts))
-    throw new HopscotchError(ErrorCodes.ARGUMENT, `${flag} ${file} is the prompts file: write the dataset elsewhere`);
+    throw argumentError(`${flag} ${file} is the prompts file: write the dataset elsewhere`);
   const parent = await statOrNull(dirname(resolve(file)));
   if (!parent?.isDirectory()) throw new HopscotchError(ErrorCodes.IO, `${flag} ${file}: the folder ${dirname(resolve(file))} does not exist`);
   const st = await statOrNull(file);
@@ -72,9 +80,9 @@ export async function runData(a: DataCommandArgs): Promise<void> {
   // Checks that need no model, before loading it.
   const valOut = a.holdout === undefined ? undefined : (a.valOut ?? validationPath(a.out));
   if (a.valOut !== undefined && a.holdout === undefined)
-    throw new HopscotchError(ErrorCodes.ARGUMENT, '--val-out needs --holdout <fraction>');
+    throw argumentError('--val-out needs --holdout <fraction>');
   if (valOut !== undefined && resolve(valOut) === resolve(a.out))
-    throw new HopscotchError(ErrorCodes.ARGUMENT, `the validation file ${valOut} is the same as --out`);
+    throw argumentError(`the validation file ${valOut} is the same as --out`);
   await checkOutput(a.out, '--out', a.force, a.prompts);
   if (valOut !== undefined) await checkOutput(valOut, '--val-out', a.force, a.prompts);
   const prompts = await loadPrompts(a.prompts, { limit: a.limit });
@@ -140,43 +148,30 @@ export async function runData(a: DataCommandArgs): Promise<void> {
     ];
     if (truncatedWarning)
       lines.push(`warning    most answers were cut: pass the model's end-of-answer token with --stop <ids>, or raise --max-new-tokens`);
-    if (a.json) printJson(result);
-    else printLines(lines);
+    printResult(a.json, result, () => lines);
   } finally {
     model.dispose();
   }
 }
 
 export function registerData(program: Command): void {
-  program
+  const cmd = program
     .command('data')
     .description(
       "build the recovery set only: the model's greedy answers to the prompts, written as a dataset file " +
         '(with --holdout, also a disjoint validation file: --out with .val before its extension, e.g. data.val.jsonl)',
-    )
-    .requiredOption('--model <dir>', 'model folder (config.json, safetensors, tokenizer)')
-    .addOption(new Option('--device <device>', 'engine device').choices(['cpu', 'cuda', 'auto']).default('auto'))
-    .addOption(intOption('--threads <n>', 'CPU threads (default: all cores)', { min: 1 }))
+    );
+  modelOptions.addTo(cmd)
     .requiredOption('--prompts <file>', 'prompts JSONL ({"prompt"} | {"messages"} | {"question"} per line)')
     .requiredOption('--out <file>', 'dataset file to write (must not exist unless --force)')
-    .addOption(numberOption('--holdout <fraction>', 'share of the samples written to a validation file instead, in (0, 1)'))
+    .addOption(fractionOption('--holdout <fraction>', 'share of the samples written to a validation file instead, in (0, 1)', { open: true }))
     .option('--val-out <file>', 'validation file (default: --out with .val before its extension)')
-    .addOption(intOption('--seed <n>', 'seed of the validation split', {}, 0))
-    .addOption(intOption('--limit <n>', 'use the first n prompts', { min: 1 }))
-    .addOption(intOption('--max-new-tokens <n>', 'longest answer, stop token included (also capped by the context)', { min: 1 }, 256))
-    .addOption(intListOption('--stop <ids>', "token ids that end an answer (default: every eos id of the model and its chat template's end-of-turn token)"))
-    .addOption(intOption('--gen-batch-size <n>', 'prompts per generation call', { min: 1 }, 8))
-    .option('--no-chat-template', "encode prompts as plain text even when the tokenizer has a chat template")
+    .addOption(intOption('--seed <n>', 'seed of the validation split', {}, 0));
+  generationOptions.addTo(cmd)
+    .option('--no-chat-template', 'encode prompts as plain text even when the tokenizer has a chat template')
     .option('--force', 'replace existing dataset files (never a folder)')
-    .option('--json', 'print the result as one JSON object (the last stdout line)')
-    .action(async (o: Omit<DataCommandArgs, 'force' | 'json' | 'chatTemplate'> & { force?: boolean; json?: boolean; chatTemplate: boolean }) => {
-      if (o.holdout !== undefined && !(o.holdout > 0 && o.holdout < 1))
-        throw new HopscotchError(ErrorCodes.ARGUMENT, `--holdout must be a number in (0, 1), got '${o.holdout}'`);
-      await runData({
-        ...o,
-        chatTemplate: o.chatTemplate === false ? false : undefined,
-        force: o.force ?? false,
-        json: o.json ?? false,
-      });
-    });
+    .addOption(jsonOption())
+    .action(async (o: Omit<DataCommandArgs, 'chatTemplate'> & { chatTemplate: boolean }) =>
+      runData({ ...o, chatTemplate: o.chatTemplate === false ? false : undefined }),
+    );
 }

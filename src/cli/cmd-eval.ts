@@ -7,12 +7,9 @@
  * speed (`speed`). `--trace` draws a selection's probe losses and loss-per-block curve
  * with its elbow, or a fit's training loss. Prints a table (or `--json`: one object) and,
  * with `--out DIR`, writes report.json, report.md and the SVG figures.
- *
- * The older per-task flags (`--text`, `--gsm8k N`, `--mmd`, `--svd`, `--report DIR`) still
- * work: each adds its task to `--tasks`.
  */
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 
 import { loadAdapter, readAdapter } from '../adapter.js';
 import type { TraceEntry } from '../checkpoint.js';
@@ -31,76 +28,53 @@ import {
   summaryRows,
   writeReport,
 } from '../eval/report.js';
-import { load } from '../model.js';
 import type { Model, Sample } from '../types.js';
-import { readFitFile } from './cmd-export.js';
-import { log, printJson } from './output.js';
+import {
+  type ModelArgs,
+  argumentError,
+  interruptible,
+  intListOption,
+  intOption,
+  isTraceEntry,
+  jsonOption,
+  log,
+  modelOptions,
+  openModel,
+  printResult,
+  readFitFile,
+  readJsonObject,
+} from './shared.js';
 
-interface EvalCliOptions {
-  model: string;
+interface EvalOptions {
   adapter?: string;
   fit?: string;
-  tasks?: string;
+  tasks: EvalTask[];
   out?: string;
-  report?: string;
   trace?: string;
   data?: string;
-  gsm8k?: string;
-  gsm8kLimit?: string;
-  nShot: string;
-  maxNewTokens: string;
+  text?: string;
+  windowLength?: number;
+  textWindows: number;
+  gsm8kLimit?: number;
+  nShot: number;
+  maxNewTokens: number;
   chatTemplate?: boolean;
-  text?: boolean | string;
-  windowLength?: string;
-  textWindows: string;
-  mmd?: boolean;
-  mmdTokens: string;
-  svd?: boolean;
-  speedBatchSizes: string;
-  speedPromptTokens: string;
-  speedNewTokens: string;
-  speedRepeats: string;
+  mmdTokens: number;
+  speedBatchSizes: number[];
+  speedPromptTokens: number;
+  speedNewTokens: number;
+  speedRepeats: number;
   json?: boolean;
-  device: string;
-  threads?: string;
-}
-
-function int(value: string, name: string, min: number): number {
-  const n = Number(value);
-  if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min)
-    throw new HopscotchError(ErrorCodes.ARGUMENT, `${name} must be an integer >= ${min}, got '${value}'`);
-  return n;
-}
-
-function intList(value: string, name: string, min: number): number[] {
-  return value.split(',').map((x) => int(x, name, min));
 }
 
 /** "loss,mmd" -> the tasks, in report order; unknown names are an argument error. */
-export function parseTasks(value: string): EvalTask[] {
+function parseTasks(flag: string, value: string): EvalTask[] {
   const names = value.split(',').map((t) => t.trim()).filter(Boolean);
   for (const t of names)
-    if (!(EVAL_TASKS as readonly string[]).includes(t))
-      throw new HopscotchError(ErrorCodes.ARGUMENT, `--tasks: unknown task '${t}' (known: ${EVAL_TASKS.join(', ')})`);
-  if (names.length === 0) throw new HopscotchError(ErrorCodes.ARGUMENT, `--tasks must list at least one of ${EVAL_TASKS.join(', ')}`);
+    if (!(EVAL_TASKS as readonly string[]).includes(t)) throw argumentError(`${flag}: unknown task '${t}' (known: ${EVAL_TASKS.join(', ')})`);
+  if (names.length === 0) throw argumentError(`${flag} must list at least one of ${EVAL_TASKS.join(', ')}`);
   return EVAL_TASKS.filter((t) => names.includes(t));
 }
-
-function readJson(path: string, what: string): Record<string, unknown> {
-  let j: unknown;
-  try {
-    j = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (err) {
-    throw new HopscotchError(ErrorCodes.ARGUMENT, `cannot read ${what} ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  if (!j || typeof j !== 'object' || Array.isArray(j)) throw new HopscotchError(ErrorCodes.ARGUMENT, `${path}: ${what} must be a JSON object`);
-  return j as Record<string, unknown>;
-}
-
-const isTraceEntry = (e: unknown): e is TraceEntry => {
-  const x = e as { step?: unknown; candidate?: unknown; score?: unknown } | null;
-  return !!x && Number.isInteger(x.step) && Number.isInteger(x.candidate) && typeof x.score === 'number' && Number.isFinite(x.score);
-};
 
 const numberArray = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number' && Number.isFinite(x));
 
@@ -108,13 +82,12 @@ const numberArray = (v: unknown): v is number[] => Array.isArray(v) && v.every((
  * A selection (`select --json`: { strategy, skipped, trace, ... }) or a fit
  * (`rescale --json`: { skipped, losses, epochLosses, ... }) read for its figures.
  */
-export function readTraceFile(path: string, numLayers: number): TraceSource {
-  const j = readJson(path, 'trace file');
+function readTraceFile(path: string, numLayers: number): TraceSource {
+  const j = readJsonObject(path, 'trace file');
   if (Array.isArray(j.trace)) {
     const bad = j.trace.findIndex((e) => !isTraceEntry(e) || e.candidate < 0 || e.candidate >= numLayers);
     if (bad >= 0)
-      throw new HopscotchError(
-        ErrorCodes.ARGUMENT,
+      throw argumentError(
         `${path}: trace[${bad}] must be { step, candidate, score } with candidate in [0, ${numLayers}), got ${JSON.stringify(j.trace[bad])}`,
       );
     const order = Array.isArray(j.skipped) && j.skipped.every((l) => Number.isInteger(l) && l >= 0 && l < numLayers) ? (j.skipped as number[]) : undefined;
@@ -134,16 +107,9 @@ export function readTraceFile(path: string, numLayers: number): TraceSource {
       epochLosses: numberArray(j.epochLosses) ? j.epochLosses : [],
       ...(Array.isArray(j.skipped) ? { order: (j.skipped as number[]).filter((l) => Number.isInteger(l)) } : {}),
     };
-  throw new HopscotchError(
-    ErrorCodes.ARGUMENT,
+  throw argumentError(
     `${path}: neither a selection (no "trace" array, as select --json prints) nor a fit (no "losses" array, as rescale --json prints)`,
   );
-}
-
-/** The selection trace in a fit file, when it has one ({ trace: [{ step, candidate, score }] }). */
-function traceInFit(path: string): TraceEntry[] | undefined {
-  const j = readJson(path, 'fit file');
-  return Array.isArray(j.trace) && j.trace.every(isTraceEntry) ? (j.trace as TraceEntry[]) : undefined;
 }
 
 /** Token ids of a few GSM8K test answers: held-out text when no --data is given for MMD. */
@@ -158,7 +124,7 @@ function gsm8kSamples(model: Model, count: number): Sample[] {
   });
 }
 
-export function printReport(report: EvaluationReport): void {
+function describeReport(report: EvaluationReport): string[] {
   const s = summaryRows(report);
   const lines = [mdTable(s.head, s.rows)];
   if (report.mmd) {
@@ -196,145 +162,98 @@ export function printReport(report: EvaluationReport): void {
       ),
     );
   }
-  process.stdout.write(lines.join('\n') + '\n');
+  return lines;
+}
+
+async function runEval(m: ModelArgs, o: EvalOptions): Promise<void> {
+  const tasks = new Set(o.tasks);
+  if (tasks.size === 0 && !o.trace) throw argumentError(`nothing to measure: pass --tasks (${EVAL_TASKS.join(', ')}) or --trace FILE`);
+  if (tasks.has('loss') && !o.data) throw argumentError('the loss task needs the held-out samples: pass --data FILE');
+  if (tasks.has('mmd') && !o.adapter && !o.fit) throw argumentError('the mmd task compares variants with the base model: pass --adapter or --fit');
+  if (o.text !== undefined && !tasks.has('text')) throw argumentError('--text gives the text task its file: add text to --tasks');
+  // The report folder must be a folder we can write: checked before any work.
+  if (o.out !== undefined) {
+    if (existsSync(o.out) && !statSync(o.out).isDirectory())
+      throw new HopscotchError(ErrorCodes.EXISTS, `--out ${o.out} exists and is not a folder`);
+    mkdirSync(o.out, { recursive: true });
+  }
+  // Read the variant source before loading the model, so a bad file fails fast.
+  const fitFile = o.fit ? readFitFile(o.fit, { requireSkip: true }) : undefined;
+  if (o.adapter) readAdapter(o.adapter);
+
+  const model = await openModel(m);
+  try {
+    const inputs: ReportInputs = {};
+    let fit: FitLike | undefined = fitFile && { skipped: fitFile.skipped!, theta: fitFile.theta, ...(fitFile.trace ? { trace: fitFile.trace } : {}) };
+    if (o.adapter) {
+      const a = loadAdapter(model, o.adapter);
+      fit = { skipped: a.skipped, theta: a.theta };
+      inputs.adapter = o.adapter;
+      inputs.adapterSettings = { toolVersion: a.metadata.toolVersion, settings: a.metadata.settings };
+    }
+    if (o.fit) inputs.fit = o.fit;
+    if (o.data) inputs.data = o.data;
+    if (o.text !== undefined) inputs.text = o.text;
+    if (o.trace) inputs.trace = o.trace;
+    const trace = o.trace ? readTraceFile(o.trace, model.config.numLayers) : undefined;
+    const heldOut = o.data ? await loadDataset(o.data, { vocabSize: model.config.vocabSize }) : undefined;
+    const outDir = o.out;
+    const report = await interruptible(undefined, async (signal) =>
+      evaluateModel(model, {
+        fit,
+        trace,
+        inputs,
+        heldOut: tasks.has('loss') || trace?.kind === 'selection' ? heldOut : undefined,
+        text: tasks.has('text')
+          ? { text: o.text === undefined ? undefined : await readText(o.text), windowLength: o.windowLength, maxWindows: o.textWindows }
+          : undefined,
+        gsm8k: tasks.has('gsm8k') ? { limit: o.gsm8kLimit, nShot: o.nShot, maxNewTokens: o.maxNewTokens, chatTemplate: o.chatTemplate ?? false } : undefined,
+        mmd: tasks.has('mmd') ? { samples: heldOut ?? gsm8kSamples(model, 16), maxTokens: o.mmdTokens } : undefined,
+        svd: tasks.has('svd') ? {} : undefined,
+        speed: tasks.has('speed')
+          ? { batchSizes: o.speedBatchSizes, promptTokens: o.speedPromptTokens, newTokens: o.speedNewTokens, repeats: o.speedRepeats }
+          : undefined,
+        // Each finished task is written at once: a later failure loses nothing done.
+        onTask: outDir === undefined ? undefined : async (partial) => void (await writeReport(outDir, partial)),
+        log,
+        signal,
+      }),
+    );
+    if (outDir) {
+      const files = await writeReport(outDir, report);
+      log(`wrote ${files.join(', ')} to ${outDir}`);
+    }
+    printResult(o.json, report, describeReport);
+  } finally {
+    model.dispose();
+  }
 }
 
 export function registerEval(program: Command): void {
-  program
+  const cmd = program
     .command('eval')
-    .description('evaluate base / NoScale / rescaled: held-out loss, WikiText-2 perplexity, GSM8K (lm-eval rules), MMD per layer, singular values, speed; report folder with SVG figures')
-    .requiredOption('--model <dir>', 'model folder')
-    .option('--adapter <file>', "a 'scales' export (adapter.safetensors or its folder): NoScale = its skip list with theta ones, rescaled = its theta")
+    .description('evaluate base / NoScale / rescaled: held-out loss, WikiText-2 perplexity, GSM8K (lm-eval rules), MMD per layer, singular values, speed; report folder with SVG figures');
+  const tasks = new Option('--tasks <list>', `comma-separated tasks: ${EVAL_TASKS.join(', ')}`).default([], 'none');
+  tasks.argParser((v: string) => parseTasks('--tasks', v));
+  modelOptions.addTo(cmd)
+    .addOption(new Option('--adapter <file>', "a 'scales' export (adapter.safetensors or its folder): NoScale = its skip list with theta ones, rescaled = its theta").conflicts('fit'))
     .option('--fit <file>', 'instead of --adapter: fit or selection JSON ({ skipped, theta }) as rescale/select --json print')
-    .option('--tasks <list>', `comma-separated tasks: ${EVAL_TASKS.join(', ')}`)
+    .addOption(tasks)
     .option('--out <dir>', 'report folder: report.json, report.md and the SVG figures')
-    .option('--report <dir>', 'same as --out')
     .option('--data <file>', 'held-out dataset JSONL (not used for selection or rescale): the loss task, and the MMD tokens')
     .option('--trace <file>', 'selection or fit JSON to plot: probe loss per candidate per step and loss per block removed with the elbow (selection), or training loss (fit)')
-    .option('--text [file]', 'text task on this file (default: the bundled WikiText-2 test split)')
-    .option('--window-length <n>', 'tokens per perplexity window (default min(1024, max_position_embeddings))')
-    .option('--text-windows <n>', 'perplexity windows to evaluate', '40')
-    .option('--gsm8k-limit <n>', 'gsm8k task: the first n test questions (default all 1319)')
-    .option('--gsm8k <n>', 'gsm8k task on the first n test questions (same as --tasks gsm8k --gsm8k-limit n)')
-    .option('--n-shot <n>', 'GSM8K few-shot examples', '5')
-    .option('--max-new-tokens <n>', 'GSM8K generation limit (lm-eval max_gen_toks)', '256')
-    .option('--chat-template', "GSM8K prompts through the model's chat template (few-shot examples as turns)")
-    .option('--mmd', 'same as adding mmd to --tasks')
-    .option('--mmd-tokens <n>', 'tokens sampled for MMD', '512')
-    .option('--svd', 'same as adding svd to --tasks')
-    .option('--speed-batch-sizes <list>', 'speed task: batch sizes', '1,8')
-    .option('--speed-prompt-tokens <n>', 'speed task: prompt length', '128')
-    .option('--speed-new-tokens <n>', 'speed task: decoded tokens', '32')
-    .option('--speed-repeats <n>', 'speed task: timed runs per configuration (median)', '3')
-    .option('--device <device>', 'cpu, cuda or auto', 'auto')
-    .option('--threads <n>', 'CPU threads')
-    .option('--json', 'print the report as one JSON object')
-    .action(async (opts: EvalCliOptions) => {
-      if (!['cpu', 'cuda', 'auto'].includes(opts.device))
-        throw new HopscotchError(ErrorCodes.ARGUMENT, `--device must be cpu, cuda or auto, got '${opts.device}'`);
-      if (opts.adapter && opts.fit) throw new HopscotchError(ErrorCodes.ARGUMENT, '--adapter and --fit both give the variants: pass one');
-      if (opts.out && opts.report && opts.out !== opts.report)
-        throw new HopscotchError(ErrorCodes.ARGUMENT, '--out and --report name different folders: pass one');
-      const outDir = opts.out ?? opts.report;
-
-      const tasks = new Set<EvalTask>(opts.tasks !== undefined ? parseTasks(opts.tasks) : []);
-      if (opts.tasks === undefined && opts.data) tasks.add('loss');
-      if (opts.text) tasks.add('text');
-      if (opts.gsm8k !== undefined) tasks.add('gsm8k');
-      if (opts.mmd) tasks.add('mmd');
-      if (opts.svd) tasks.add('svd');
-      if (tasks.size === 0 && !opts.trace)
-        throw new HopscotchError(ErrorCodes.ARGUMENT, `nothing to measure: pass --tasks (${EVAL_TASKS.join(', ')}) or --trace FILE`);
-      if (tasks.has('loss') && !opts.data) throw new HopscotchError(ErrorCodes.ARGUMENT, 'the loss task needs the held-out samples: pass --data FILE');
-      if (tasks.has('mmd') && !opts.adapter && !opts.fit)
-        throw new HopscotchError(ErrorCodes.ARGUMENT, 'the mmd task compares variants with the base model: pass --adapter or --fit');
-      if (opts.gsm8k !== undefined && opts.gsm8kLimit !== undefined && opts.gsm8k !== opts.gsm8kLimit)
-        throw new HopscotchError(ErrorCodes.ARGUMENT, '--gsm8k and --gsm8k-limit give different question counts: pass one');
-      const gsm8kLimit = opts.gsm8k ?? opts.gsm8kLimit;
-      const numbers = {
-        windowLength: opts.windowLength === undefined ? undefined : int(opts.windowLength, '--window-length', 2),
-        textWindows: int(opts.textWindows, '--text-windows', 1),
-        gsm8kLimit: gsm8kLimit === undefined ? undefined : int(gsm8kLimit, opts.gsm8k !== undefined ? '--gsm8k' : '--gsm8k-limit', 1),
-        nShot: int(opts.nShot, '--n-shot', 0),
-        maxNewTokens: int(opts.maxNewTokens, '--max-new-tokens', 1),
-        mmdTokens: int(opts.mmdTokens, '--mmd-tokens', 2),
-        speed: {
-          batchSizes: intList(opts.speedBatchSizes, '--speed-batch-sizes', 1),
-          promptTokens: int(opts.speedPromptTokens, '--speed-prompt-tokens', 1),
-          newTokens: int(opts.speedNewTokens, '--speed-new-tokens', 1),
-          repeats: int(opts.speedRepeats, '--speed-repeats', 1),
-        },
-        threads: opts.threads === undefined ? undefined : int(opts.threads, '--threads', 0),
-      };
-      // The report folder must be a folder we can write: checked before any work.
-      if (outDir !== undefined) {
-        if (existsSync(outDir) && !statSync(outDir).isDirectory())
-          throw new HopscotchError(ErrorCodes.EXISTS, `--out ${outDir} exists and is not a folder`);
-        mkdirSync(outDir, { recursive: true });
-      }
-      // Read the variant source before loading the model, so a bad file fails fast.
-      const fitFile = opts.fit ? { ...readFitFile(opts.fit), trace: traceInFit(opts.fit) } : undefined;
-      if (opts.adapter) readAdapter(opts.adapter);
-
-      const model = await load(opts.model, { device: opts.device as 'cpu' | 'cuda' | 'auto', threads: numbers.threads, log });
-      try {
-        const inputs: ReportInputs = {};
-        let fit: FitLike | undefined = fitFile;
-        if (opts.adapter) {
-          const a = loadAdapter(model, opts.adapter);
-          fit = { skipped: a.skipped, theta: a.theta };
-          inputs.adapter = opts.adapter;
-          inputs.adapterSettings = { toolVersion: a.metadata.toolVersion, settings: a.metadata.settings };
-        }
-        if (opts.fit) inputs.fit = opts.fit;
-        if (opts.data) inputs.data = opts.data;
-        if (typeof opts.text === 'string') inputs.text = opts.text;
-        if (opts.trace) inputs.trace = opts.trace;
-        const trace = opts.trace ? readTraceFile(opts.trace, model.config.numLayers) : undefined;
-        const heldOut = opts.data ? await loadDataset(opts.data, { vocabSize: model.config.vocabSize }) : undefined;
-        const controller = new AbortController();
-        const onSigint = () => controller.abort();
-        process.once('SIGINT', onSigint);
-        try {
-          const report = await evaluateModel(model, {
-            fit,
-            trace,
-            inputs,
-            heldOut: tasks.has('loss') || trace?.kind === 'selection' ? heldOut : undefined,
-            text: tasks.has('text')
-              ? {
-                  text: typeof opts.text === 'string' ? await readText(opts.text) : undefined,
-                  windowLength: numbers.windowLength,
-                  maxWindows: numbers.textWindows,
-                }
-              : undefined,
-            gsm8k: tasks.has('gsm8k')
-              ? {
-                  limit: numbers.gsm8kLimit,
-                  nShot: numbers.nShot,
-                  maxNewTokens: numbers.maxNewTokens,
-                  chatTemplate: opts.chatTemplate ?? false,
-                }
-              : undefined,
-            mmd: tasks.has('mmd') ? { samples: heldOut ?? gsm8kSamples(model, 16), maxTokens: numbers.mmdTokens } : undefined,
-            svd: tasks.has('svd') ? {} : undefined,
-            speed: tasks.has('speed') ? numbers.speed : undefined,
-            // Each finished task is written at once: a later failure loses nothing done.
-            onTask: outDir === undefined ? undefined : async (partial) => void (await writeReport(outDir, partial)),
-            log,
-            signal: controller.signal,
-          });
-          if (outDir) {
-            const files = await writeReport(outDir, report);
-            log(`wrote ${files.join(', ')} to ${outDir}`);
-          }
-          if (opts.json) printJson(report);
-          else printReport(report);
-        } finally {
-          process.removeListener('SIGINT', onSigint);
-        }
-      } finally {
-        model.dispose();
-      }
-    });
+    .option('--text <file>', 'text task: plain-text file (default: the bundled WikiText-2 test split)')
+    .addOption(intOption('--window-length <n>', 'text task: tokens per perplexity window (default min(1024, max_position_embeddings))', { min: 2 }))
+    .addOption(intOption('--text-windows <n>', 'text task: perplexity windows to evaluate', { min: 1 }, 40))
+    .addOption(intOption('--gsm8k-limit <n>', 'gsm8k task: the first n test questions (default all 1319)', { min: 1 }))
+    .addOption(intOption('--n-shot <n>', 'gsm8k task: few-shot examples', { min: 0 }, 5))
+    .addOption(intOption('--max-new-tokens <n>', 'gsm8k task: generation limit (lm-eval max_gen_toks)', { min: 1 }, 256))
+    .option('--chat-template', "gsm8k task: prompts through the model's chat template (few-shot examples as turns)")
+    .addOption(intOption('--mmd-tokens <n>', 'mmd task: tokens sampled', { min: 2 }, 512))
+    .addOption(intListOption('--speed-batch-sizes <list>', 'speed task: batch sizes', { min: 1 }, [1, 8]))
+    .addOption(intOption('--speed-prompt-tokens <n>', 'speed task: prompt length', { min: 1 }, 128))
+    .addOption(intOption('--speed-new-tokens <n>', 'speed task: decoded tokens', { min: 1 }, 32))
+    .addOption(intOption('--speed-repeats <n>', 'speed task: timed runs per configuration (median)', { min: 1 }, 3))
+    .addOption(jsonOption())
+    .action(async (o: EvalOptions) => runEval(modelOptions.pick(o), o));
 }

@@ -7,66 +7,68 @@
  * interrupted run started again with the same arguments resumes from it and prints
  * exactly the fit of an uninterrupted run.
  */
-import { ErrorCodes, HopscotchError } from '../errors.js';
-import { rescale, validateSkip, type Fit } from '../rescale.js';
+import type { Command } from 'commander';
+
+import { rescale, validateSkip } from '../rescale.js';
 import { toJSON } from '../theta.js';
+import { ProgressReporter } from './progress-bar.js';
 import {
   type DataArgs,
   type ModelArgs,
+  type RescaleRunArgs,
+  type TrainingArgs,
+  type ValidationArgs,
+  argumentError,
+  checkFitForModel,
+  dataArgs,
+  dataOptions,
+  describeTheta,
+  formatLoss,
   interruptible,
+  jsonOption,
+  layerListOption,
+  modelOptions,
   obtainDataset,
   obtainValidation,
   openModel,
-  readThetaFile,
+  printResult,
+  readFitFile,
+  rescaleOptions,
+  saveJson,
   skipForTheta,
-} from './cmd-shared.js';
-import { describeTheta } from './cmd-select.js';
-import { formatLoss, printJson, printLines, saveJson } from './output.js';
-import { ProgressReporter } from './progress-bar.js';
+  trainingOptions,
+  validationOptions,
+} from './shared.js';
 
-export interface RescaleArgs {
-  /** Skipped layers (default: the list recorded in `theta`'s file). */
-  skip?: number[];
-  /** File holding the starting theta (a fit or selection JSON). */
-  theta?: string;
-  /** Exact epochs; without it the run converges on held-out loss. */
-  epochs?: number;
-  maxEpochs?: number;
-  patience?: number;
-  /** Fraction of the data held out (default: the library's for a converging run). */
-  holdout?: number;
-  /** Held-out dataset file (instead of a slice of the data). */
-  validation?: string;
-  lr: number;
-  batchSize: number;
-  tokenCap?: number;
-  seed: number;
-  /** Checkpoint file: written after every optimizer step; an existing one is resumed. */
-  checkpoint?: string;
-}
+type RescaleArgs = RescaleRunArgs &
+  TrainingArgs &
+  ValidationArgs & {
+    /** Skipped layers (default: the list recorded in `theta`'s file). */
+    skip?: number[];
+    /** File holding the starting theta (a fit or selection JSON). */
+    theta?: string;
+    /** Checkpoint file: written after every optimizer step; an existing one is resumed. */
+    checkpoint?: string;
+  };
 
-export interface RescaleCommandArgs {
+interface RescaleCommandArgs {
   model: ModelArgs;
   data: DataArgs;
   rescale: RescaleArgs;
   save?: string;
-  json: boolean;
+  json?: boolean;
 }
 
-/** The JSON form of a fit, as `rescale --json` prints it and `export --fit` reads it. */
-export function fitToJSON(fit: Fit, settings: Record<string, unknown>) {
-  return { ...fit, theta: toJSON(fit.theta), settings };
-}
+const thisRescale = rescaleOptions('the rescale', 'exact passes over the data (default: until the held-out loss stops improving)');
 
-export async function runRescale(args: RescaleCommandArgs): Promise<void> {
+async function runRescale(args: RescaleCommandArgs): Promise<void> {
   const progress = new ProgressReporter();
   const r = args.rescale;
-  if (r.skip === undefined && r.theta === undefined)
-    throw new HopscotchError(ErrorCodes.ARGUMENT, 'give the skipped layers with --skip, or a fit/selection with --theta');
+  if (r.skip === undefined && r.theta === undefined) throw argumentError('give the skipped layers with --skip, or a fit/selection with --theta');
   const model = await openModel(args.model);
   try {
     // Everything that needs no compute is checked before the data are generated.
-    const start = r.theta === undefined ? undefined : readThetaFile(r.theta, model);
+    const start = r.theta === undefined ? undefined : checkFitForModel(r.theta, readFitFile(r.theta), model);
     const skip = start === undefined ? r.skip! : skipForTheta(r.theta!, start, r.skip);
     validateSkip(skip, model.config.numLayers);
     const validation = await obtainValidation(model, r.validation, progress);
@@ -91,23 +93,43 @@ export async function runRescale(args: RescaleCommandArgs): Promise<void> {
     });
     const { checkpoint: _c, skip: _s, theta: thetaFrom, ...rest } = r;
     const settings = Object.fromEntries(Object.entries({ ...rest, thetaFrom }).filter(([, v]) => v !== undefined));
-    const json = fitToJSON(fit, settings);
+    const json = { ...fit, theta: toJSON(fit.theta), settings };
     if (args.save !== undefined) await saveJson(args.save, json);
-    if (args.json) printJson(json);
-    else
-      printLines([
-        `skipped      ${fit.skipped.join(', ') || '(none)'}`,
-        `steps        ${fit.steps} (${fit.epochLosses.length} epochs, stopped by ${fit.stoppedBy})`,
-        `epoch loss   ${fit.epochLosses.map((x) => formatLoss(x)).join(' -> ')}`,
-        ...(fit.validationCurve && fit.validationCurve.length > 0
-          ? [
-              `held-out     ${fit.validationCurve.map((x) => formatLoss(x)).join(' -> ')}  (${fit.validationSamples} samples; kept epoch ${fit.bestEpoch ?? fit.epochLosses.length}: ${formatLoss(fit.validationLoss ?? NaN)})`,
-            ]
-          : []),
-        '',
-        ...describeTheta(fit.theta, fit.skipped),
-      ]);
+    printResult(args.json, json, () => [
+      `skipped      ${fit.skipped.join(', ') || '(none)'}`,
+      `steps        ${fit.steps} (${fit.epochLosses.length} epochs, stopped by ${fit.stoppedBy})`,
+      `epoch loss   ${fit.epochLosses.map((x) => formatLoss(x)).join(' -> ')}`,
+      ...(fit.validationCurve && fit.validationCurve.length > 0
+        ? [
+            `held-out     ${fit.validationCurve.map((x) => formatLoss(x)).join(' -> ')}  (${fit.validationSamples} samples; kept epoch ${fit.bestEpoch ?? fit.epochLosses.length}: ${formatLoss(fit.validationLoss ?? NaN)})`,
+          ]
+        : []),
+      '',
+      ...describeTheta(fit.theta, fit.skipped),
+    ]);
   } finally {
     model.dispose();
   }
+}
+
+export function registerRescale(program: Command): void {
+  const cmd = program.command('rescale').description('learn theta (4 scalars per layer) for a fixed list of skipped attention blocks');
+  for (const group of [modelOptions, dataOptions, trainingOptions, validationOptions, thisRescale]) group.addTo(cmd);
+  cmd
+    .addOption(layerListOption('--skip <layers>', "skipped attention layers, comma-separated (e.g. 3,7); default: the --theta file's list"))
+    .option('--theta <file>', 'start from the theta in this fit or selection JSON (default: all ones); its skip list is used unless --skip is given')
+    .option('--checkpoint <file>', 'save progress here after every optimizer step; an existing file is resumed')
+    .option('--save <file>', 'also write the fit JSON to this file')
+    .addOption(jsonOption())
+    .action(async (o: { skip?: number[]; theta?: string; checkpoint?: string; save?: string; json?: boolean }) => {
+      const rescale: RescaleArgs = {
+        ...thisRescale.pick(o),
+        ...trainingOptions.pick(o),
+        ...validationOptions.pick(o),
+        skip: o.skip,
+        theta: o.theta,
+        checkpoint: o.checkpoint,
+      };
+      await runRescale({ model: modelOptions.pick(o), data: dataArgs(o), rescale, save: o.save, json: o.json });
+    });
 }

@@ -1,37 +1,46 @@
 #!/usr/bin/env node
 /**
- * The `hopscotch` command line: the library's surface from a shell.
- * Results go to stdout (`--json`: the last line is the result object); progress and
- * logs go to stderr. Errors print their code and exit with status 1.
+ * The `hopscotch` command line: the library's surface from a shell, one file per command
+ * (`cmd-<name>.ts`) over the conventions of `shared.ts` (stdout, `--json`, exit status).
  */
 import { Command, CommanderError } from 'commander';
 
-import { HopscotchError } from '../errors.js';
-import { registerCommands } from './commands.js';
+import { registerBench } from './cmd-bench.js';
+import { registerData } from './cmd-data.js';
+import { registerDemo } from './cmd-demo.js';
+import { registerEval } from './cmd-eval.js';
+import { registerExport } from './cmd-export.js';
+import { registerInspect } from './cmd-inspect.js';
+import { registerProbe } from './cmd-probe.js';
+import { registerRescale } from './cmd-rescale.js';
+import { registerRun } from './cmd-run.js';
+import { registerSelect } from './cmd-select.js';
+import { configureErrors, reportError } from './shared.js';
 
 const program = new Command();
 program
   .name('hopscotch')
   .description('Skip redundant attention blocks in decoder LLMs and rescale the rest (Hopscotch).')
-  .showHelpAfterError()
   .exitOverride();
+configureErrors(program);
 
-registerCommands(program);
+for (const register of [
+  registerDemo,
+  registerRun,
+  registerSelect,
+  registerRescale,
+  registerData,
+  registerProbe,
+  registerExport,
+  registerEval,
+  registerBench,
+  registerInspect,
+])
+  register(program);
 
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  const e = err as { code?: string; message?: string; name?: string };
-  if (err instanceof CommanderError) {
-    process.exitCode = err.exitCode;
-  } else if (e?.name === 'AbortError' || e?.code === 'HOPSCOTCH_ERR_ABORTED') {
-    process.stderr.write('hopscotch: interrupted\n');
-    process.exitCode = 130;
-  } else if (err instanceof HopscotchError) {
-    process.stderr.write(`hopscotch: ${err.code}: ${err.message}\n`);
-    process.exitCode = 1;
-  } else {
-    process.stderr.write(`hopscotch: ${e?.code ?? 'error'}: ${e?.message ?? String(err)}\n`);
-    process.exitCode = 1;
-  }
+  // Commander has printed its own errors (and help) already.
+  process.exitCode = err instanceof CommanderError ? err.exitCode : reportError(err);
 }

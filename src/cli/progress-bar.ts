@@ -7,7 +7,7 @@
 import cliProgress from 'cli-progress';
 
 import type { ProgressEvent } from '../progress.js';
-import { formatLoss, formatSeconds } from './output.js';
+import { formatLoss, formatSeconds } from './shared.js';
 
 export interface ProgressReporterOptions {
   /** Default process.stderr. */

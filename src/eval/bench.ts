@@ -15,6 +15,7 @@
  */
 import { mulberry32 } from '../batching.js';
 import { check } from '../errors.js';
+import { checkSkip } from '../layers.js';
 import { throwIfAborted } from '../progress.js';
 import type { Model, Theta } from '../types.js';
 
@@ -139,8 +140,7 @@ export function benchPlan(numLayers: number, opts: BenchOptions = {}) {
   const seed = opts.seed ?? 0;
   for (const k of skipCounts)
     check(Number.isInteger(k) && k >= 0 && k <= order.length, `skip count ${k} must be an integer in [0, ${order.length}] (the skip order has ${order.length} layers)`);
-  for (const l of order) check(Number.isInteger(l) && l >= 0 && l < numLayers, `skip order has layer ${l}, outside [0, ${numLayers})`);
-  check(new Set(order).size === order.length, 'skip order repeats a layer');
+  checkSkip(order, numLayers, 'skipOrder');
   for (const b of batchSizes) check(Number.isInteger(b) && b > 0, `batch size must be a positive integer, got ${b}`);
   check(Number.isInteger(promptTokens) && promptTokens > 0, `promptTokens must be a positive integer, got ${promptTokens}`);
   check(Number.isInteger(newTokens) && newTokens > 0, `newTokens must be a positive integer, got ${newTokens}`);

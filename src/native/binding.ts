@@ -155,6 +155,8 @@ export interface GgufInfo {
 export interface CudaProbe {
   available: boolean;
   message: string;
+  /** Why the backend library is unusable: HOPSCOTCH_ERR_CUDA_ABI when it was refused at the handshake. */
+  code?: string;
   library: string;
   version?: string;
   tried: string[];

@@ -9,7 +9,7 @@
  *  - the training loss of a rescale;
  *  - generation speed against the number of skipped blocks.
  */
-import type { TraceEntry } from '../checkpoint.js';
+import { type TraceEntry, bestOfEachStep } from '../checkpoint.js';
 import { type LineSeries, type Marker, barChart, heatmap, lineChart } from './charts.js';
 import { elbowIndex } from './elbow.js';
 import { PALETTE } from './svg.js';
@@ -56,15 +56,12 @@ export function probeLossChart(trace: readonly TraceEntry[], opts: { title?: str
  * with the held-out loss of that probe when the selection recorded one.
  */
 export function removalCurve(trace: readonly TraceEntry[]): { k: number; layer: number; loss: number; validation?: number }[] {
-  const byStep = new Map<number, TraceEntry>();
-  for (const e of trace) {
-    if (e.droppedAt !== undefined) continue; // dropped early by successive halving: a score over fewer steps
-    const cur = byStep.get(e.step);
-    if (!cur || e.score < cur.score || (e.score === cur.score && e.candidate < cur.candidate)) byStep.set(e.step, e);
-  }
-  return [...byStep.entries()]
-    .sort((a, b) => a[0] - b[0])
-    .map(([step, e]) => ({ k: step, layer: e.candidate, loss: e.score, ...(e.validation === undefined ? {} : { validation: e.validation }) }));
+  return bestOfEachStep(trace).map((e) => ({
+    k: e.step,
+    layer: e.candidate,
+    loss: e.score,
+    ...(e.validation === undefined ? {} : { validation: e.validation }),
+  }));
 }
 
 export interface RemovalCurveOptions {

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import { datasetDigest, readDataset } from '../../src/dataset.js';
 import { inspect } from '../../src/model.js';
-import { startCli } from './cli-run.js';
+import { jsonResult, startCli } from './cli-run.js';
 import { demoModel, fixtureDir } from '../helpers.js';
 
 const work = mkdtempSync(join(tmpdir(), 'hs-cli-data-'));
@@ -21,10 +21,6 @@ writeFileSync(
   Array.from({ length: 12 }, (_, i) => JSON.stringify({ prompt: `Once upon a time, a child number ${i} saw a dog` })).join('\n') + '\n',
 );
 
-function lastJson(stdout: string): Record<string, unknown> {
-  const lines = stdout.trimEnd().split('\n');
-  return JSON.parse(lines[lines.length - 1]) as Record<string, unknown>;
-}
 
 const key = (s: { prompt: number[] }) => s.prompt.join(',');
 
@@ -34,7 +30,7 @@ describe('hopscotch data', () => {
     const base = ['data', '--model', model, '--prompts', prompts, '--out', out, '--max-new-tokens', '32', '--device', 'cpu'];
     const r = await cli([...base, '--holdout', '0.25', '--seed', '3', '--json']);
     expect(r.code, r.stderr).toBe(0);
-    const j = lastJson(r.stdout);
+    const j = jsonResult(r);
     expect(j).toMatchObject({ out, validation: join(work, 'set.val.jsonl'), samples: 9, validationSamples: 3, prompts: 12 });
     const train = await readDataset(out, { fingerprint: inspect(model).fingerprint });
     const val = await readDataset(join(work, 'set.val.jsonl'), { fingerprint: inspect(model).fingerprint });

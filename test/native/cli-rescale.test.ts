@@ -10,7 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { loadPrompts, recoverySet, saveDataset } from '../../src/dataset.js';
 import { load } from '../../src/model.js';
-import { type CliResult, mainJs, startCli } from './cli-run.js';
+import { type CliResult, jsonResult, mainJs, startCli, waitFor as waitForCli } from './cli-run.js';
 import { demoModel, root } from '../helpers.js';
 
 const work = mkdtempSync(join(tmpdir(), 'hs-cli-rescale-'));
@@ -29,10 +29,7 @@ interface FitJson {
   steps: number;
 }
 
-function lastJson(r: Result): FitJson {
-  const lines = r.stdout.trimEnd().split('\n');
-  return JSON.parse(lines[lines.length - 1]) as FitJson;
-}
+const lastJson = (r: Result) => jsonResult<FitJson>(r);
 
 // 48 samples in batches of 4 for 4 epochs: 48 optimizer steps.
 const STEPS = 48;
@@ -88,13 +85,7 @@ function readWhileRunning(file: string, torn: { count: number }): { state: { los
   }
 }
 
-async function waitFor(cond: () => boolean, what: string, ms = 60_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
+const waitFor = (cond: () => boolean, what: string) => waitForCli(cond, what, 60_000, 2);
 
 let reference: FitJson;
 

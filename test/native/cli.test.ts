@@ -10,7 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadPrompts, recoverySet, saveDataset } from '../../src/dataset.js';
 import { inspect, load } from '../../src/model.js';
 import type { Sample } from '../../src/types.js';
-import { type CliResult, mainJs, startCli } from './cli-run.js';
+import { type CliResult, jsonResult, mainJs, startCli, waitFor } from './cli-run.js';
 import { demoModel, fixtureDir, root } from '../helpers.js';
 
 const inert = fixtureDir('llama-inert');
@@ -22,10 +22,7 @@ const start = (args: string[]) => startCli(work, args);
 
 const cli = (args: string[]) => start(args).done;
 
-function lastJson(r: Result): Record<string, unknown> {
-  const lines = r.stdout.trimEnd().split('\n');
-  return JSON.parse(lines[lines.length - 1]) as Record<string, unknown>;
-}
+const lastJson = (r: Result) => jsonResult(r);
 
 /** The fixture's own greedy answers to 48 story openings (the tokenizer is the demo model's). */
 async function fixtureData(): Promise<Sample[]> {
@@ -48,14 +45,6 @@ function checkpointProgress(file: string): number {
     return c.state.trace.length + c.state.probes.length + c.state.losses.length;
   } catch {
     return -1;
-  }
-}
-
-async function waitFor(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
   }
 }
 
@@ -158,6 +147,13 @@ describe('argument errors', () => {
     [['select', '--model', inert, '--data', dataFile, '--prompts', dataFile, '--count', '2'], /cannot be used with/],
     [['rescale', '--model', inert, '--data', dataFile, '--skip', '1,x'], /--skip must be a comma-separated list/],
     [['select', '--model', inert, '--data', dataFile, '--count', '2', '--strategy', 'best'], /Allowed choices/],
+    [['run', '--model', inert, '--data', dataFile, '--skip', '2', '--out', join(work, 'never')], /unknown option '--skip'/],
+    [['export', '--model', inert, '--fit', dataFile, '--format', 'hf', '--out', join(work, 'never'), '--max-shard-bytes', 'lots'], /--max-shard-bytes must be a positive whole number/],
+    [['export', '--model', inert, '--fit', dataFile, '--format', 'hf', '--out', join(work, 'never'), '--device', 'gpu'], /Allowed choices are auto, cpu, cuda/],
+    [['eval', '--model', inert, '--mmd'], /unknown option '--mmd'/],
+    [['eval', '--model', inert, '--tasks', 'loss,bleu'], /--tasks: unknown task 'bleu'/],
+    [['eval', '--model', inert, '--tasks', 'svd', '--text', dataFile], /--text gives the text task its file/],
+    [['bench', '--model', inert, '--batch-sizes', '1,0'], /--batch-sizes must be a comma-separated list of integers >= 1/],
   ])('%j exits with 1 and HOPSCOTCH_ERR_ARGUMENT', async (args, message) => {
     const r = await cli(args as string[]);
     expect(r.code).toBe(1);
@@ -215,7 +211,7 @@ describe('mistakes are caught before the expensive work', () => {
   it('run --out EXISTING fails before loading the model or generating anything', async () => {
     const out = join(work, 'exists');
     mkdirSync(out, { recursive: true });
-    const r = await cli(['run', '--model', demoModel, '--prompts', fixturePrompts, '--skip', '1', '--out', out, '--device', 'cpu']);
+    const r = await cli(['run', '--model', demoModel, '--prompts', fixturePrompts, '--count', '1', '--out', out, '--device', 'cpu']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^hopscotch: HOPSCOTCH_ERR_EXISTS: /);
     expect(r.stderr).not.toMatch(/generat|data {7}/i);
@@ -224,7 +220,7 @@ describe('mistakes are caught before the expensive work', () => {
   it('--force never deletes a regular file', async () => {
     const file = join(work, 'a-file');
     writeFileSync(file, 'keep me');
-    const r = await cli(['run', '--model', demoModel, '--prompts', fixturePrompts, '--skip', '1', '--out', file, '--force', '--device', 'cpu']);
+    const r = await cli(['run', '--model', demoModel, '--prompts', fixturePrompts, '-k', '1', '--out', file, '--force', '--device', 'cpu']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/HOPSCOTCH_ERR_EXISTS: .* is not a folder/);
     expect(readFileSync(file, 'utf8')).toBe('keep me');
@@ -261,7 +257,7 @@ describe('hopscotch run', () => {
     const fitFile = join(work, 'run-fit.json');
     const r = await cli([
       'run', '--model', demoModel, '--prompts', prompts, '--max-new-tokens', '24', '--stop', '1,2',
-      '--skip', '1', '--batch-size', '4', '--probe-steps', '4', '--rescale-epochs', '1', '--max-epochs', '4',
+      '--count', '1', '--batch-size', '4', '--probe-steps', '4', '--rescale-epochs', '1', '--max-epochs', '4',
       '--out', out, '--format', 'hf', '--save-fit', fitFile, '--device', 'cpu', '--json',
     ]);
     expect(r.code, r.stderr).toBe(0);

@@ -15,7 +15,7 @@ import { type PlanState, planSelection, readPlan, resultFile, runPlanJob } from 
 import { type Selection, type SelectOptions, selectBlocks, selectionToJSON } from '../../src/select.js';
 import type { Model, Sample } from '../../src/types.js';
 import { demoModel, expectCode, fixtureDir, root } from '../helpers.js';
-import { type CliResult, startCli } from './cli-run.js';
+import { type CliResult, jsonResult, startCli } from './cli-run.js';
 
 const OPTS = { count: 2, probeSteps: 4, batchSize: 8, rescaleEpochs: 1, probing: 'halving' } satisfies SelectOptions;
 const CLI_OPTS = ['--count', '2', '--probe-steps', '4', '--batch-size', '8', '--rescale-epochs', '1', '--probing', 'halving', '--threads', '1', '--device', 'cpu'];
@@ -28,7 +28,7 @@ let reference: Selection;
 
 const lastJson = (r: CliResult) => {
   if (r.code !== 0) throw new Error(`exit ${r.code} ${r.signal}: ${r.stderr}`);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  return jsonResult<Record<string, any>>(r);
 };
 const cli = (args: string[]) => startCli(root, args).done;
 const comparable = (s: Selection | Record<string, any>) => {

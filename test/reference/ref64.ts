@@ -1,6 +1,6 @@
 /**
  * Plain float64 forward pass of the supported decoders, written for clarity and used as the
- * independent reference of the engine tests. It follows the design brief (section 2) and the
+ * independent reference of the engine tests. It follows the forward pass of docs/concepts.md and the
  * Hugging Face transformers modelling code:
  *
  *   h0     = embed[tokens] (* embedding_multiplier, Granite)

@@ -29,6 +29,7 @@ import defaultExport, {
   type ProbingOption,
   type ProgressCallback,
   type ProgressEvent,
+  type ProgressStream,
   type PromptInput,
   type RecoverySetOptions,
   type RescaleOptions,
@@ -48,6 +49,7 @@ import defaultExport, {
   hopscotch,
   load,
   loadAdapter,
+  progressStream,
   recoverySet,
   rescale,
   selectBlocks,
@@ -100,6 +102,17 @@ describe('entry points', () => {
     expectTypeOf<SelectOptions['onProgress']>().toEqualTypeOf<ProgressCallback | undefined>();
     expectTypeOf<RescaleOptions['onProgress']>().toEqualTypeOf<ProgressCallback | undefined>();
     expectTypeOf<ProgressCallback>().toEqualTypeOf<(event: ProgressEvent) => void>();
+  });
+
+  it('progressStream turns a call with onProgress into an async iterable of its events', () => {
+    expectTypeOf(progressStream).toEqualTypeOf<<T>(start: (onProgress: ProgressCallback) => Promise<T>) => ProgressStream<T>>();
+    expectTypeOf(hopscotch.progressStream).toEqualTypeOf(progressStream);
+    expectTypeOf<ProgressStream<Selection>>().toMatchTypeOf<AsyncIterable<ProgressEvent>>();
+    expectTypeOf<ProgressStream<Selection>['result']>().toEqualTypeOf<Promise<Selection>>();
+    // Type-only: never called.
+    const use = (model: Model, data: Dataset) => progressStream((onProgress) => selectBlocks(model, data, { count: 1, onProgress }));
+    expectTypeOf(use).returns.toEqualTypeOf<ProgressStream<Selection>>();
+    expect(typeof use).toBe('function');
   });
 
   it('option objects keep their fields and types', () => {
@@ -412,6 +425,7 @@ describe('errors', () => {
       SKIP: 'HOPSCOTCH_ERR_SKIP',
       DISPOSED: 'HOPSCOTCH_ERR_DISPOSED',
       CUDA: 'HOPSCOTCH_ERR_CUDA',
+      CUDA_ABI: 'HOPSCOTCH_ERR_CUDA_ABI',
       INTERNAL: 'HOPSCOTCH_ERR_INTERNAL',
       ARGUMENT: 'HOPSCOTCH_ERR_ARGUMENT',
       TOKENIZER: 'HOPSCOTCH_ERR_TOKENIZER',
