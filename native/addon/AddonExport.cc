@@ -43,15 +43,7 @@ Napi::Value ExportSafetensors(const Napi::CallbackInfo& info) {
       }
       tensors->push_back(std::move(t));
     }
-    auto meta = std::make_shared<std::map<std::string, std::string>>();
-    if (info[3].IsObject()) {
-      auto m = info[3].As<Napi::Object>();
-      auto keys = m.GetPropertyNames();
-      for (uint32_t i = 0; i < keys.Length(); ++i) {
-        std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
-        (*meta)[k] = get_string(m.Get(k), "metadata value");
-      }
-    }
+    auto meta = std::make_shared<std::map<std::string, std::string>>(get_string_map(info[3], "metadata value"));
     auto abort = std::make_shared<AbortFlag>(info[4]);
     auto written = std::make_shared<size_t>(0);
     return PromiseWorker::run(

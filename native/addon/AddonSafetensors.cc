@@ -158,15 +158,7 @@ Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
       blobs->emplace_back(p, p + ta.ByteLength());
       entries->push_back(std::move(e));
     }
-    std::map<std::string, std::string> meta;
-    if (info[2].IsObject()) {
-      auto m = info[2].As<Napi::Object>();
-      auto keys = m.GetPropertyNames();
-      for (uint32_t i = 0; i < keys.Length(); ++i) {
-        std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
-        meta[k] = get_string(m.Get(k), "metadata value");
-      }
-    }
+    std::map<std::string, std::string> meta = get_string_map(info[2], "metadata value");
     bool overwrite = info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
     auto written = std::make_shared<size_t>(0);
     return PromiseWorker::run(

@@ -22,6 +22,18 @@ std::string get_string(const Napi::Value& v, const char* what) {
   return v.As<Napi::String>().Utf8Value();
 }
 
+std::map<std::string, std::string> get_string_map(const Napi::Value& v, const char* what) {
+  std::map<std::string, std::string> out;
+  if (!v.IsObject()) return out;
+  auto o = v.As<Napi::Object>();
+  auto keys = o.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); ++i) {
+    std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
+    out[k] = get_string(o.Get(k), what);
+  }
+  return out;
+}
+
 std::vector<int32_t> get_int_array(const Napi::Value& v, const char* what) {
   std::vector<int32_t> out;
   if (v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,8 @@ Napi::Error make_error(Napi::Env env, const char* code, const std::string& messa
 
 // Argument readers: throw hs::Error(kArgument) naming `what` on a type mismatch.
 std::string get_string(const Napi::Value& v, const char* what);
+// An object of strings (safetensors metadata); anything but an object is an empty map.
+std::map<std::string, std::string> get_string_map(const Napi::Value& v, const char* what);
 std::vector<int32_t> get_int_array(const Napi::Value& v, const char* what);
 // Layer indices: a mistake is `code` (HOPSCOTCH_ERR_SKIP for a skip list, as the engine's
 // own check; HOPSCOTCH_ERR_ARGUMENT for hidden-state layers).
