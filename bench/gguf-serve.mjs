@@ -27,9 +27,10 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { writeRandomLlama } from './random-llama.mjs';
+
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const lib = await import(join(root, 'dist', 'index.js'));
-const { f16FromF32 } = await import(join(root, 'dist', 'export.js'));
 const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
 const loadDuring = [];
 const sampler = setInterval(() => loadDuring.push(os.loadavg()[0]), 10_000);
@@ -64,60 +65,9 @@ const C = argv.includes('--smoke')
   ? { layers: 16, hidden: 128, heads: 4, kvHeads: 2, headDim: 32, inter: 256, vocab: 1000 } // a quick check of the script itself
   : { layers: 16, hidden: 1024, heads: 16, kvHeads: 4, headDim: 64, inter: 2816, vocab: 32000 };
 
-function writeModel(dir) {
-  mkdirSync(dir, { recursive: true });
-  const shapes = [['model.embed_tokens.weight', [C.vocab, C.hidden]]];
-  for (let l = 0; l < C.layers; l++) {
-    const p = `model.layers.${l}.`;
-    shapes.push(
-      [`${p}input_layernorm.weight`, [C.hidden]],
-      [`${p}self_attn.q_proj.weight`, [C.heads * C.headDim, C.hidden]],
-      [`${p}self_attn.k_proj.weight`, [C.kvHeads * C.headDim, C.hidden]],
-      [`${p}self_attn.v_proj.weight`, [C.kvHeads * C.headDim, C.hidden]],
-      [`${p}self_attn.o_proj.weight`, [C.hidden, C.heads * C.headDim]],
-      [`${p}post_attention_layernorm.weight`, [C.hidden]],
-      [`${p}mlp.gate_proj.weight`, [C.inter, C.hidden]],
-      [`${p}mlp.up_proj.weight`, [C.inter, C.hidden]],
-      [`${p}mlp.down_proj.weight`, [C.hidden, C.inter]],
-    );
-  }
-  shapes.push(['model.norm.weight', [C.hidden]], ['lm_head.weight', [C.vocab, C.hidden]]);
-  let seed = 0x9e3779b9;
-  const uniform = () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const tensors = shapes.map(([name, shape]) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const data = new Uint16Array(n);
-    if (shape.length === 1) data.fill(f16FromF32(1));
-    else {
-      // Uniform with variance 1 / fan_in (embeddings: 1), so activations stay O(1).
-      const a = Math.sqrt(3 / (name.includes('embed') ? 1 : shape[1]));
-      for (let i = 0; i < n; i++) data[i] = f16FromF32((2 * uniform() - 1) * a);
-    }
-    return { name, dtype: 'F16', shape, data };
-  });
-  return tensors;
-}
-
 async function makeModel(dir) {
   rmSync(dir, { recursive: true, force: true });
-  const tensors = writeModel(dir);
-  const { binding } = await import(join(root, 'dist', 'native', 'binding.js'));
-  await binding().writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' }, false);
-  const config = {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: C.hidden, intermediate_size: C.inter,
-    num_hidden_layers: C.layers, num_attention_heads: C.heads, num_key_value_heads: C.kvHeads, head_dim: C.headDim,
-    hidden_act: 'silu', rms_norm_eps: 1e-5, rope_theta: 10000.0, vocab_size: C.vocab, max_position_embeddings: 2048,
-    tie_word_embeddings: false, torch_dtype: 'float16', bos_token_id: 1, eos_token_id: 2,
-  };
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2));
-  const { copyFileSync } = await import('node:fs');
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(root, 'models', 'stories260k', f), join(dir, f));
+  writeRandomLlama(dir, C, { dtype: 'F16' });
 }
 
 // ---------------------------------------------------------------------------------------

@@ -50,8 +50,8 @@ export function toolVersion(): string {
   return pkg.version ?? '0.0.0';
 }
 
-/** Reads the raw bytes of one tensor of a safetensors file (`offset` is from the file start). */
-export function readTensorBytes(path: string, info: SafetensorsTensorInfo): Buffer {
+/** Reads the raw bytes of one (small) tensor of the adapter file (`offset` is from the file start). */
+function readTensorBytes(path: string, info: SafetensorsTensorInfo): Buffer {
   const buf = Buffer.alloc(info.bytes);
   const fd = openSync(path, 'r');
   try {

@@ -18,6 +18,11 @@
  *   (or `qwen2` / `qwen3`) when nothing is skipped, `deci` with attention-free layers when
  *   something is. Written natively, one tensor at a time, and read back before the rename.
  *
+ * The `hf` and `decilm` shards are written by the addon straight from the checkpoint's
+ * files, one tensor at a time (native/core/safetensors_export.h): unchanged tensors are
+ * copied byte for byte, o_proj / down_proj are multiplied by their factor and re-encoded in
+ * their dtype; no tensor passes through JavaScript.
+ *
  * Every write is atomic: files go into a temporary folder next to `out`, the folded
  * checkpoint is loaded back and its logits compared with the scaled original, and only
  * then is the folder renamed to `out`. On any error the temporary folder is removed.
@@ -25,13 +30,13 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
-import { readTensorBytes, writeAdapterFile, ADAPTER_FILE } from './adapter.js';
+import { writeAdapterFile, ADAPTER_FILE } from './adapter.js';
 import { throwIfAborted } from './progress.js';
 import { ErrorCodes, HopscotchError, fromNative } from './errors.js';
 import { GGUF_TENSOR_TYPES, ggufArchitecture, planGguf, type GgufArchitecture, type GgufTensorTypeName, type GgufTokenizerInfo } from './gguf.js';
 import { checkSkip, checkTheta } from './layers.js';
 import { load } from './model.js';
-import { binding, type SafetensorsTensorInfo, type WriteTensor } from './native/binding.js';
+import { binding, withAbortFlag, type CheckpointTensorInfo, type FoldedTensor } from './native/binding.js';
 import type { Model, Theta } from './types.js';
 
 export type ExportFormat = 'scales' | 'hf' | 'decilm' | 'gguf';
@@ -133,8 +138,9 @@ export interface ExportOptions {
   /** Receives progress lines. */
   log?: (message: string) => void;
   /**
-   * Cancels the export between its stages (tensor writing, the load-back check, the final
-   * rename); the temporary folder is removed and nothing appears at `out`.
+   * Cancels the export between tensors while they are written and between the later stages
+   * (the load-back check, the final rename); the export rejects with `signal.reason`, the
+   * temporary folder is removed and nothing appears at `out`.
    */
   signal?: AbortSignal;
 }
@@ -236,87 +242,13 @@ function checkFit(model: Model, fit: ExportFit, format: ExportFormat): number[] 
 // ---------------------------------------------------------------------------------------
 // Source checkpoint
 
-interface SourceTensor extends SafetensorsTensorInfo {
-  file: string;
-}
-
-/** Every tensor of the model folder, from model.safetensors or the shards of its index. */
-function sourceTensors(dir: string): Map<string, SourceTensor> {
-  const index = join(dir, 'model.safetensors.index.json');
-  let files: string[];
-  if (existsSync(index)) {
-    const j = JSON.parse(readFileSync(index, 'utf8')) as { weight_map?: Record<string, string> };
-    files = [...new Set(Object.values(j.weight_map ?? {}))];
-  } else {
-    files = ['model.safetensors'];
+/** Every tensor of the model folder, from model.safetensors or the shards of its index (validated natively). */
+function sourceTensors(dir: string): Map<string, CheckpointTensorInfo> {
+  try {
+    return new Map(binding().inspectCheckpoint(dir).map((t) => [t.name, t]));
+  } catch (err) {
+    throw fromNative(err);
   }
-  const out = new Map<string, SourceTensor>();
-  for (const f of files) {
-    const path = join(dir, f);
-    let info: ReturnType<ReturnType<typeof binding>['inspectSafetensors']>;
-    try {
-      info = binding().inspectSafetensors(path);
-    } catch (err) {
-      throw fromNative(err);
-    }
-    for (const t of info.tensors) out.set(t.name, { ...t, file: path });
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------
-// Number formats
-
-const f32Scratch = new Float32Array(1);
-const u32Scratch = new Uint32Array(f32Scratch.buffer);
-
-/** fp32 -> bfloat16 bits, round to nearest even (NaN stays NaN). */
-export function bf16FromF32(v: number): number {
-  f32Scratch[0] = v;
-  const x = u32Scratch[0]!;
-  if ((x & 0x7f800000) === 0x7f800000) return (x >>> 16) | ((x & 0xffff) !== 0 ? 0x40 : 0);
-  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-/** fp32 -> IEEE half bits, round to nearest even, subnormals included. */
-export function f16FromF32(v: number): number {
-  f32Scratch[0] = v;
-  const x = u32Scratch[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  const mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    const m = mant | 0x800000;
-    const shift = 14 - e;
-    let h = m >>> shift;
-    const rem = m & ((1 << shift) - 1);
-    const halfway = 1 << (shift - 1);
-    if (rem > halfway || (rem === halfway && (h & 1) === 1)) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1) === 1)) h++;
-  return sign | h;
-}
-
-/** Encodes fp32 values as `dtype` bytes; throws if a value does not fit (overflow to inf). */
-function encode(values: Float32Array, dtype: string, name: string): Uint8Array {
-  if (dtype === 'F32') return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  const out = new Uint16Array(values.length);
-  const conv = dtype === 'BF16' ? bf16FromF32 : dtype === 'F16' ? f16FromF32 : null;
-  if (!conv) throw exportError(`tensor '${name}' has dtype ${dtype}; only F32, BF16 and F16 weights can be folded`);
-  for (let i = 0; i < values.length; i++) {
-    const bits = conv(values[i]!);
-    if ((bits & 0x7fff) >= (dtype === 'BF16' ? 0x7f80 : 0x7c00))
-      throw exportError(`folding theta into '${name}' overflows ${dtype} (value ${values[i]}); theta is too extreme for this dtype`);
-    out[i] = bits;
-  }
-  return new Uint8Array(out.buffer);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -328,7 +260,7 @@ interface PlannedTensor {
   shape: number[];
   bytes: number;
   /** Where the data comes from: raw copy, scaled copy, or zeros. */
-  source: { kind: 'copy'; from: SourceTensor } | { kind: 'scale'; from: SourceTensor; factor: number } | { kind: 'zeros' };
+  source: { kind: 'copy'; from: CheckpointTensorInfo } | { kind: 'scale'; from: CheckpointTensorInfo; factor: number } | { kind: 'zeros' };
 }
 
 interface FoldPlan {
@@ -371,7 +303,7 @@ function orderKey(name: string): [number, string] {
   return [Number.MAX_SAFE_INTEGER, name];
 }
 
-function planFold(model: Model, src: Map<string, SourceTensor>, fit: ExportFit, skipped: number[], dropSkippedAttention: boolean, addZeroOBias: boolean): FoldPlan {
+function planFold(model: Model, src: Map<string, CheckpointTensorInfo>, fit: ExportFit, skipped: number[], dropSkippedAttention: boolean, addZeroOBias: boolean): FoldPlan {
   const L = model.config.numLayers;
   const f = foldFactors(fit.theta, skipped);
   const skip = new Set(skipped);
@@ -428,26 +360,28 @@ function planFold(model: Model, src: Map<string, SourceTensor>, fit: ExportFit, 
   return plan;
 }
 
-function materialize(t: PlannedTensor): Uint8Array {
+/** What the addon writes for a planned tensor: its source copied or scaled, or zeros. */
+function foldedTensor(t: PlannedTensor): FoldedTensor {
+  const base = { name: t.name, dtype: t.dtype as FoldedTensor['dtype'], shape: t.shape };
   const s = t.source;
-  if (s.kind === 'zeros') return new Uint8Array(t.bytes);
-  if (s.kind === 'copy') {
-    const b = readTensorBytes(s.from.file, s.from);
-    return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-  }
-  let values: Float32Array;
-  try {
-    values = binding().readTensor(s.from.file, s.from.name);
-  } catch (err) {
-    throw fromNative(err);
-  }
-  if (s.factor === 0) values.fill(0);
-  else for (let i = 0; i < values.length; i++) values[i] = values[i]! * s.factor;
-  return encode(values, t.dtype, t.name);
+  if (s.kind === 'zeros') return base;
+  if (s.kind === 'copy') return { ...base, source: s.from.name };
+  return { ...base, source: s.from.name, scale: s.factor };
 }
 
-/** Writes the planned tensors as model.safetensors, or as shards plus an index when larger than `maxShardBytes`. */
-async function writeShards(dir: string, plan: PlannedTensor[], maxShardBytes: number, log?: (m: string) => void): Promise<string[]> {
+/**
+ * Writes the planned tensors as model.safetensors, or as shards plus an index when larger
+ * than `maxShardBytes`. Each shard is written by the addon straight from the checkpoint,
+ * one tensor at a time; `signal` is checked between tensors.
+ */
+async function writeShards(
+  modelDir: string,
+  dir: string,
+  plan: PlannedTensor[],
+  maxShardBytes: number,
+  log?: (m: string) => void,
+  signal?: AbortSignal,
+): Promise<string[]> {
   const groups: PlannedTensor[][] = [];
   let current: PlannedTensor[] = [];
   let size = 0;
@@ -468,18 +402,9 @@ async function writeShards(dir: string, plan: PlannedTensor[], maxShardBytes: nu
   const weightMap: Record<string, string> = {};
   let total = 0;
   for (let i = 0; i < n; i++) {
-    const tensors: WriteTensor[] = groups[i]!.map((t) => ({
-      name: t.name,
-      dtype: t.dtype as WriteTensor['dtype'],
-      shape: t.shape,
-      data: materialize(t),
-    }));
     const file = name(i);
-    try {
-      await binding().writeSafetensors(join(dir, file), tensors, { format: 'pt' }, false);
-    } catch (err) {
-      throw fromNative(err);
-    }
+    const tensors = groups[i]!.map(foldedTensor);
+    await withAbortFlag(signal, (abort) => binding().exportSafetensors(modelDir, join(dir, file), tensors, { format: 'pt' }, abort));
     for (const t of groups[i]!) {
       weightMap[t.name] = file;
       total += t.bytes;
@@ -739,7 +664,7 @@ export async function exportModel(model: Model, fit: ExportFit, opts: ExportOpti
       files.push(ADAPTER_FILE);
     } else {
       const p = plan!;
-      files.push(...(await writeShards(tmp, p.tensors, maxShardBytes, opts.log)));
+      files.push(...(await writeShards(model.dir, tmp, p.tensors, maxShardBytes, opts.log, opts.signal)));
       writeFileSync(join(tmp, 'config.json'), configText!);
       files.push('config.json', ...copyTokenizerFiles(model.dir, tmp));
       result.tensorBytes = p.tensors.reduce((a, t) => a + t.bytes, 0);

@@ -9,7 +9,6 @@
 #include "weights.h"
 
 namespace hsnapi {
-namespace {
 
 hs::DType parse_dtype(const std::string& s) {
   static const std::pair<const char*, hs::DType> table[] = {
@@ -20,6 +19,8 @@ hs::DType parse_dtype(const std::string& s) {
     if (s == name) return d;
   hs::fail(hs::code::kSafetensorsDtype, "unknown dtype '" + s + "'");
 }
+
+namespace {
 
 Napi::Object tensor_to_js(Napi::Env env, const hs::TensorView& t, const uint8_t* base) {
   auto o = Napi::Object::New(env);
@@ -88,17 +89,41 @@ Napi::Value InspectModel(const Napi::CallbackInfo& info) {
   });
 }
 
-// readTensor(path, name) -> Float32Array (F32/F16/BF16 converted)
+// inspectCheckpoint(dir) -> [{name, dtype, shape, offset, bytes, file}]: every tensor of a
+// model folder (model.safetensors, or the shards of a validated index), headers only.
+Napi::Value InspectCheckpoint(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    auto ckpt = hs::Checkpoint::open_dir(get_string(info[0], "dir"));
+    auto arr = Napi::Array::New(env);
+    uint32_t at = 0;
+    for (const auto& f : ckpt->files())
+      for (const auto& t : f->tensors()) {
+        if (ckpt->find(t.name) != &t) continue;  // in a shard, but not in the index
+        auto o = tensor_to_js(env, t, f->bytes());
+        o.Set("file", f->path());
+        arr.Set(at++, o);
+      }
+    return arr;
+  });
+}
+
+// readTensor(path, name) -> Promise<Float32Array> (F32/F16/BF16 converted)
 Napi::Value ReadTensor(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
     std::string path = get_string(info[0], "path"), name = get_string(info[1], "name");
-    auto f = hs::SafetensorsFile::open(path);
-    const hs::TensorView* t = f->find(name);
-    if (!t) hs::fail(hs::code::kMissingTensor, path + ": no tensor named '" + name + "'");
-    auto a = Napi::Float32Array::New(env, static_cast<size_t>(t->numel()));
-    hs::convert_to_f32(*t, a.Data());
-    return a;
+    auto values = std::make_shared<std::vector<float>>();
+    return PromiseWorker::run(
+        env,
+        [path, name, values] {
+          auto f = hs::SafetensorsFile::open(path);
+          const hs::TensorView* t = f->find(name);
+          if (!t) hs::fail(hs::code::kMissingTensor, path + ": no tensor named '" + name + "'");
+          values->resize(static_cast<size_t>(t->numel()));
+          hs::convert_to_f32(*t, values->data());
+        },
+        [values](Napi::Env env) -> Napi::Value { return float32_to_js(env, *values); });
   });
 }
 
@@ -133,15 +158,7 @@ Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
       blobs->emplace_back(p, p + ta.ByteLength());
       entries->push_back(std::move(e));
     }
-    std::map<std::string, std::string> meta;
-    if (info[2].IsObject()) {
-      auto m = info[2].As<Napi::Object>();
-      auto keys = m.GetPropertyNames();
-      for (uint32_t i = 0; i < keys.Length(); ++i) {
-        std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
-        meta[k] = get_string(m.Get(k), "metadata value");
-      }
-    }
+    std::map<std::string, std::string> meta = get_string_map(info[2], "metadata value");
     bool overwrite = info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
     auto written = std::make_shared<size_t>(0);
     return PromiseWorker::run(
@@ -192,6 +209,7 @@ Napi::Object config_to_js(Napi::Env env, const hs::ModelConfig& c) {
 void init_safetensors(Napi::Env env, Napi::Object exports) {
   exports.Set("inspectSafetensors", Napi::Function::New(env, InspectSafetensors, "inspectSafetensors"));
   exports.Set("inspectModel", Napi::Function::New(env, InspectModel, "inspectModel"));
+  exports.Set("inspectCheckpoint", Napi::Function::New(env, InspectCheckpoint, "inspectCheckpoint"));
   exports.Set("readTensor", Napi::Function::New(env, ReadTensor, "readTensor"));
   exports.Set("writeSafetensors", Napi::Function::New(env, WriteSafetensors, "writeSafetensors"));
 }

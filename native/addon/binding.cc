@@ -22,6 +22,18 @@ std::string get_string(const Napi::Value& v, const char* what) {
   return v.As<Napi::String>().Utf8Value();
 }
 
+std::map<std::string, std::string> get_string_map(const Napi::Value& v, const char* what) {
+  std::map<std::string, std::string> out;
+  if (!v.IsObject()) return out;
+  auto o = v.As<Napi::Object>();
+  auto keys = o.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); ++i) {
+    std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
+    out[k] = get_string(o.Get(k), what);
+  }
+  return out;
+}
+
 std::vector<int32_t> get_int_array(const Napi::Value& v, const char* what) {
   std::vector<int32_t> out;
   if (v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
@@ -159,6 +171,8 @@ void PromiseWorker::OnError(const Napi::Error& e) {
 Napi::Function init_model_class(Napi::Env env, InstanceData* data);
 void init_safetensors(Napi::Env env, Napi::Object exports);
 void init_gguf(Napi::Env env, Napi::Object exports);
+void init_export(Napi::Env env, Napi::Object exports);
+void init_eval(Napi::Env env, Napi::Object exports);
 void init_cuda(Napi::Env env, Napi::Object exports);
 
 }  // namespace hsnapi
@@ -169,6 +183,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", hsnapi::init_model_class(env, data));
   hsnapi::init_safetensors(env, exports);
   hsnapi::init_gguf(env, exports);
+  hsnapi::init_export(env, exports);
+  hsnapi::init_eval(env, exports);
   hsnapi::init_cuda(env, exports);
   exports.Set("gemmKernel", Napi::String::New(env, hs::gemm_kernel_name()));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,8 @@ Napi::Error make_error(Napi::Env env, const char* code, const std::string& messa
 
 // Argument readers: throw hs::Error(kArgument) naming `what` on a type mismatch.
 std::string get_string(const Napi::Value& v, const char* what);
+// An object of strings (safetensors metadata); anything but an object is an empty map.
+std::map<std::string, std::string> get_string_map(const Napi::Value& v, const char* what);
 std::vector<int32_t> get_int_array(const Napi::Value& v, const char* what);
 // Layer indices: a mistake is `code` (HOPSCOTCH_ERR_SKIP for a skip list, as the engine's
 // own check; HOPSCOTCH_ERR_ARGUMENT for hidden-state layers).
@@ -33,6 +36,36 @@ hs::Theta get_theta(const Napi::Value& v);
 Napi::Object theta_to_js(Napi::Env env, const hs::Theta& t);
 Napi::Float32Array float32_to_js(Napi::Env env, const std::vector<float>& v);
 Napi::Float64Array float64_to_js(Napi::Env env, const std::vector<double>& v);
+
+// "F32", "BF16", ... -> DType; throws HOPSCOTCH_ERR_SAFETENSORS_DTYPE for an unknown name.
+hs::DType parse_dtype(const std::string& s);
+
+// A cancellation flag shared with JS: an Int32Array over a SharedArrayBuffer that the
+// library sets (Atomics.store) when an AbortSignal fires (src/native/binding.ts
+// withAbortFlag). A worker polls it between units of work; the reference keeps the
+// memory alive until the worker is deleted, on the main thread.
+class AbortFlag {
+ public:
+  // undefined or null: a flag that is never set.
+  explicit AbortFlag(const Napi::Value& v) {
+    if (v.IsUndefined() || v.IsNull()) return;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        v.As<Napi::Int32Array>().ElementLength() < 1)
+      throw_arg("the abort flag must be an Int32Array");
+    auto a = v.As<Napi::Int32Array>();
+    word_ = a.Data();
+    ref_ = Napi::Persistent(a);
+  }
+  bool aborted() const { return word_ != nullptr && __atomic_load_n(word_, __ATOMIC_ACQUIRE) != 0; }
+  // A poll for the core functions; valid while this flag lives.
+  std::function<bool()> poll() const {
+    return [this] { return aborted(); };
+  }
+
+ private:
+  int32_t* word_ = nullptr;
+  Napi::Reference<Napi::Int32Array> ref_;
+};
 
 // Runs `work` on the libuv pool and settles a promise with `done(env)`'s value.
 // `work` touches no JS; any exception becomes a rejected promise with its code.

@@ -32,6 +32,7 @@ inline constexpr const char* kCudaAbi = "HOPSCOTCH_ERR_CUDA_ABI";
 inline constexpr const char* kInternal = "HOPSCOTCH_ERR_INTERNAL";
 inline constexpr const char* kArgument = "HOPSCOTCH_ERR_ARGUMENT";
 inline constexpr const char* kExport = "HOPSCOTCH_ERR_EXPORT";
+inline constexpr const char* kAborted = "HOPSCOTCH_ERR_ABORTED";
 }  // namespace code
 
 class Error : public std::runtime_error {

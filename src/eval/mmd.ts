@@ -18,46 +18,20 @@
  * Both are unbiased, so for two samples of one distribution they scatter around 0 and
  * can be slightly negative.
  *
+ * The pairwise distances and kernel sums run in the addon on the libuv pool
+ * (native/core/mmd.h), in float64.
+ *
  * For a model, the same token positions (a seeded subsample of every prompt and
  * response token of the samples) are taken from both models, so X and Y are the two
  * models' hidden states of the same inputs (paired, m = n).
  */
 import { mixSeed, shuffledIndices } from '../batching.js';
 import { check } from '../errors.js';
+import { binding, withAbortFlag } from '../native/binding.js';
 import { throwIfAborted } from '../progress.js';
 import type { Model, Sample, Theta } from '../types.js';
 
 type Vectors = Float32Array | Float64Array;
-
-/** Squared Euclidean distances between every pair of rows of `z` (count x dim), row-major. */
-function pairwiseSquared(z: Vectors, count: number, dim: number): Float64Array {
-  const norms = new Float64Array(count);
-  for (let i = 0; i < count; i++) {
-    let s = 0;
-    for (let k = 0; k < dim; k++) s += z[i * dim + k] * z[i * dim + k];
-    norms[i] = s;
-  }
-  const d = new Float64Array(count * count);
-  for (let i = 0; i < count; i++) {
-    const oi = i * dim;
-    for (let j = i + 1; j < count; j++) {
-      const oj = j * dim;
-      let dot = 0;
-      for (let k = 0; k < dim; k++) dot += z[oi + k] * z[oj + k];
-      const v = Math.max(0, norms[i] + norms[j] - 2 * dot);
-      d[i * count + j] = v;
-      d[j * count + i] = v;
-    }
-  }
-  return d;
-}
-
-function median(values: Float64Array): number {
-  if (values.length === 0) return 0;
-  const s = Float64Array.from(values).sort();
-  const h = s.length >> 1;
-  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
-}
 
 export interface Mmd2Result {
   /** Unbiased MMD^2 estimate. */
@@ -68,45 +42,25 @@ export interface Mmd2Result {
 
 /**
  * Unbiased MMD^2 between the rows of `x` (m x dim) and of `y` (n x dim), both row-major,
- * m, n >= 2; rows i of x and y are taken as a pair when m = n (see the file comment). `bandwidth` defaults to the median heuristic over the pooled rows (a
- * median of 0, all points equal, falls back to 1).
+ * m, n >= 2; rows i of x and y are taken as a pair when m = n (see the file comment).
+ * `bandwidth` defaults to the median heuristic over the pooled rows (a median of 0, all
+ * points equal, falls back to 1). Computed in the addon, off the main thread; `signal`
+ * cancels it (the call rejects with `signal.reason`).
  */
-export function mmd2Unbiased(x: Vectors, y: Vectors, dim: number, opts: { bandwidth?: number } = {}): Mmd2Result {
+export async function mmd2Unbiased(
+  x: Vectors,
+  y: Vectors,
+  dim: number,
+  opts: { bandwidth?: number; signal?: AbortSignal } = {},
+): Promise<Mmd2Result> {
   check(Number.isInteger(dim) && dim > 0, `dim must be a positive integer, got ${dim}`);
   check(x.length % dim === 0 && y.length % dim === 0, `sample lengths ${x.length} and ${y.length} are not multiples of dim ${dim}`);
   const m = x.length / dim;
   const n = y.length / dim;
   check(m >= 2 && n >= 2, `MMD needs at least two points per sample, got ${m} and ${n}`);
-  const count = m + n;
-  const z = new Float64Array(count * dim);
-  z.set(x, 0);
-  z.set(y, m * dim);
-  const d = pairwiseSquared(z, count, dim);
-  let bandwidth = opts.bandwidth;
-  if (bandwidth === undefined) {
-    const upper = new Float64Array((count * (count - 1)) / 2);
-    let at = 0;
-    for (let i = 0; i < count; i++) for (let j = i + 1; j < count; j++) upper[at++] = Math.sqrt(d[i * count + j]);
-    bandwidth = median(upper) || 1;
-  }
-  check(Number.isFinite(bandwidth) && bandwidth > 0, `bandwidth must be a positive number, got ${bandwidth}`);
-  const g = 1 / (2 * bandwidth * bandwidth);
-  const paired = m === n;
-  let kxx = 0;
-  let kyy = 0;
-  let kxy = 0;
-  for (let i = 0; i < count; i++)
-    for (let j = i + 1; j < count; j++) {
-      if (paired && j === i + m) continue; // k(x_i, y_i): left out of the paired U-statistic
-      const k = Math.exp(-d[i * count + j] * g);
-      if (i < m && j < m) kxx += 2 * k;
-      else if (i >= m && j >= m) kyy += 2 * k;
-      else kxy += k;
-    }
-  const mmd2 = paired
-    ? (kxx + kyy - 2 * kxy) / (m * (m - 1))
-    : kxx / (m * (m - 1)) + kyy / (n * (n - 1)) - (2 * kxy) / (m * n);
-  return { mmd2, bandwidth };
+  const { bandwidth } = opts;
+  if (bandwidth !== undefined) check(Number.isFinite(bandwidth) && bandwidth > 0, `bandwidth must be a positive number, got ${bandwidth}`);
+  return withAbortFlag(opts.signal, (abort) => binding().mmd2(x, y, dim, bandwidth, abort));
 }
 
 /** A modified model to compare with the base: its theta and skip list. */
@@ -196,7 +150,8 @@ export async function layerShift(
   const out: LayerShift = { layers, tokens: take, variants: [] };
   for (const v of variants) {
     const hv = await hiddenAt(model, samples, chosen, layers, v, batchSize, take, opts.signal);
-    const r = layers.map((_, li) => mmd2Unbiased(base[li], hv[li], h));
+    const r: Mmd2Result[] = [];
+    for (let li = 0; li < layers.length; li++) r.push(await mmd2Unbiased(base[li], hv[li], h, { signal: opts.signal }));
     out.variants.push({ name: v.name, mmd2: r.map((x) => x.mmd2), bandwidth: r.map((x) => x.bandwidth) });
   }
   return out;

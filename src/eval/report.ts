@@ -313,7 +313,7 @@ export async function evaluateModel(model: Model, opts: EvaluateOptions): Promis
   }
   if (opts.svd) {
     log('largest singular values');
-    report.spectral = spectralNorms(model.dir, { tolerance: opts.svd.tolerance, signal: opts.signal });
+    report.spectral = await spectralNorms(model.dir, { tolerance: opts.svd.tolerance, signal: opts.signal });
     await done('svd');
   }
   if (traceSource) {

@@ -5,16 +5,17 @@
  *
  * sigma_max is found by power iteration on W^T W from a seeded random unit vector:
  * v <- W^T W v / ||W^T W v||, sigma = ||W v||, until the relative change of sigma is at
- * most `tolerance`. Sums are accumulated in float64. Weights are read straight from the
- * checkpoint's safetensors files (any dtype the engine reads, returned as float32), one
- * matrix at a time, so no model needs to be loaded.
+ * most `tolerance`. The iteration runs in the addon on the libuv pool (native/core/spectral.h),
+ * with float64 sums in a fixed order; weights are read straight from the checkpoint's
+ * safetensors files (any dtype the engine reads, widened to float32), one matrix at a time,
+ * so no model needs to be loaded.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { mulberry32 } from '../batching.js';
 import { ErrorCodes, HopscotchError, check, fromNative } from '../errors.js';
-import { binding } from '../native/binding.js';
+import { binding, withAbortFlag, type NativePowerIteration } from '../native/binding.js';
 import { throwIfAborted } from '../progress.js';
 
 export interface PowerIterationOptions {
@@ -24,6 +25,8 @@ export interface PowerIterationOptions {
   tolerance?: number;
   /** Default 1000. */
   maxIterations?: number;
+  /** Cancels between iterations; the call rejects with `signal.reason`. */
+  signal?: AbortSignal;
 }
 
 export interface SingularValue {
@@ -32,54 +35,25 @@ export interface SingularValue {
   converged: boolean;
 }
 
-/** Largest singular value of the row-major `rows` x `cols` matrix `w`. */
-export function topSingularValue(
+/** The native options: a seeded start vector of `cols` values (uniform in [-0.5, 0.5)) and the stopping rule. */
+function powerIteration(cols: number, opts: PowerIterationOptions): NativePowerIteration {
+  const rng = mulberry32(opts.seed ?? 0);
+  const start = new Float64Array(cols);
+  for (let c = 0; c < cols; c++) start[c] = rng() - 0.5;
+  return { start, tolerance: opts.tolerance ?? 1e-6, maxIterations: opts.maxIterations ?? 1000 };
+}
+
+/** Largest singular value of the row-major `rows` x `cols` matrix `w` (computed in the addon, off the main thread). */
+export async function topSingularValue(
   w: Float32Array | Float64Array,
   rows: number,
   cols: number,
   opts: PowerIterationOptions = {},
-): SingularValue {
+): Promise<SingularValue> {
   check(Number.isInteger(rows) && rows > 0 && Number.isInteger(cols) && cols > 0, `bad matrix shape ${rows} x ${cols}`);
   check(w.length === rows * cols, `matrix has ${w.length} values, expected ${rows} x ${cols}`);
-  const tolerance = opts.tolerance ?? 1e-6;
-  const maxIterations = opts.maxIterations ?? 1000;
-  const rng = mulberry32(opts.seed ?? 0);
-  let v: Float64Array = new Float64Array(cols);
-  for (let c = 0; c < cols; c++) v[c] = rng() - 0.5;
-  const normalize = (a: Float64Array): number => {
-    let s = 0;
-    for (let i = 0; i < a.length; i++) s += a[i] * a[i];
-    const n = Math.sqrt(s);
-    if (n > 0) for (let i = 0; i < a.length; i++) a[i] /= n;
-    return n;
-  };
-  normalize(v);
-  const u = new Float64Array(rows);
-  let next: Float64Array = new Float64Array(cols);
-  let sigma = 0;
-  for (let it = 1; it <= maxIterations; it++) {
-    // u = W v
-    for (let r = 0; r < rows; r++) {
-      let s = 0;
-      const o = r * cols;
-      for (let c = 0; c < cols; c++) s += w[o + c] * v[c];
-      u[r] = s;
-    }
-    const prev = sigma;
-    sigma = normalize(u);
-    if (sigma === 0) return { sigma: 0, iterations: it, converged: true };
-    // next = W^T u (u is unit), the direction of W^T W v
-    next.fill(0);
-    for (let r = 0; r < rows; r++) {
-      const ur = u[r];
-      const o = r * cols;
-      for (let c = 0; c < cols; c++) next[c] += w[o + c] * ur;
-    }
-    normalize(next);
-    [v, next] = [next, v];
-    if (it > 1 && Math.abs(sigma - prev) <= tolerance * sigma) return { sigma, iterations: it, converged: true };
-  }
-  return { sigma, iterations: maxIterations, converged: false };
+  const p = powerIteration(cols, opts);
+  return withAbortFlag(opts.signal, (abort) => binding().topSingularValue(w, rows, cols, p, abort));
 }
 
 /** The block matrices, in figure order, with their tensor name suffixes. */
@@ -102,7 +76,6 @@ export interface SpectralOptions extends PowerIterationOptions {
   matrices?: readonly BlockMatrix[];
   /** Called after each matrix. */
   onMatrix?: (layer: number, matrix: BlockMatrix, result: SingularValue | null) => void;
-  signal?: AbortSignal;
 }
 
 export interface SpectralNorms {
@@ -115,33 +88,13 @@ export interface SpectralNorms {
   unconverged: { layer: number; matrix: BlockMatrix }[];
 }
 
-/** Where each tensor lives: model.safetensors, or the shards of model.safetensors.index.json. */
+/** Where each tensor lives: model.safetensors, or the shards of model.safetensors.index.json (validated natively). */
 function tensorFiles(dir: string): Map<string, { file: string; shape: number[] }> {
-  const map = new Map<string, { file: string; shape: number[] }>();
-  const index = join(dir, 'model.safetensors.index.json');
-  let files: string[];
-  if (existsSync(index)) {
-    let j: { weight_map?: Record<string, string> };
-    try {
-      j = JSON.parse(readFileSync(index, 'utf8')) as typeof j;
-    } catch (err) {
-      throw new HopscotchError(ErrorCodes.SAFETENSORS_INDEX, `cannot read ${index}: ${(err as Error).message}`, { cause: err });
-    }
-    files = [...new Set(Object.values(j.weight_map ?? {}))].map((f) => join(dir, f));
-  } else {
-    files = [join(dir, 'model.safetensors')];
-    if (!existsSync(files[0])) throw new HopscotchError(ErrorCodes.IO, `no model.safetensors or index in ${dir}`);
+  try {
+    return new Map(binding().inspectCheckpoint(dir).map((t) => [t.name, { file: t.file, shape: t.shape }]));
+  } catch (err) {
+    throw fromNative(err);
   }
-  for (const file of files) {
-    let info;
-    try {
-      info = binding().inspectSafetensors(file);
-    } catch (err) {
-      throw fromNative(err);
-    }
-    for (const t of info.tensors) map.set(t.name, { file, shape: t.shape });
-  }
-  return map;
 }
 
 /** Number of decoder layers, from config.json (num_hidden_layers, or n_layer / num_layers). */
@@ -156,8 +109,8 @@ function numLayersOf(dir: string): number {
   throw new HopscotchError(ErrorCodes.CONFIG_INVALID, `${join(dir, 'config.json')} has no num_hidden_layers`);
 }
 
-/** sigma_max of every block matrix of the checkpoint in `dir` (a model folder). */
-export function spectralNorms(dir: string, opts: SpectralOptions = {}): SpectralNorms {
+/** sigma_max of every block matrix of the checkpoint in `dir` (a model folder), one matrix at a time in the addon. */
+export async function spectralNorms(dir: string, opts: SpectralOptions = {}): Promise<SpectralNorms> {
   const files = tensorFiles(dir);
   const n = numLayersOf(dir);
   const layers = [...(opts.layers ?? Array.from({ length: n }, (_, l) => l))];
@@ -182,13 +135,8 @@ export function spectralNorms(dir: string, opts: SpectralOptions = {}): Spectral
       }
       if (where.shape.length !== 2)
         throw new HopscotchError(ErrorCodes.SHAPE, `${name} in ${where.file} has shape [${where.shape}], expected a matrix`);
-      let w: Float32Array;
-      try {
-        w = binding().readTensor(where.file, name);
-      } catch (err) {
-        throw fromNative(err);
-      }
-      const r = topSingularValue(w, where.shape[0], where.shape[1], opts);
+      const p = powerIteration(where.shape[1], opts);
+      const r = await withAbortFlag(opts.signal, (abort) => binding().tensorTopSingularValue(where.file, name, p, abort));
       if (!r.converged) out.unconverged.push({ layer: l, matrix: m });
       row.push(r.sigma);
       its.push(r.iterations);

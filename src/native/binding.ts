@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { fromNative } from '../errors.js';
 import type { LayerStats, ModelConfig } from '../types.js';
 
 export interface NativeTheta {
@@ -74,6 +75,32 @@ export interface WriteTensor {
   dtype: 'F32' | 'F16' | 'BF16' | 'I32' | 'I64' | 'U8';
   shape: number[];
   data: ArrayBufferView;
+}
+
+/** A tensor of a model folder: its header entry and the safetensors file that holds it. */
+export interface CheckpointTensorInfo extends SafetensorsTensorInfo {
+  file: string;
+}
+
+/**
+ * One tensor of an `exportSafetensors` file: the checkpoint tensor `source` copied byte for
+ * byte, or multiplied by `scale` (widened to fp32, multiplied in float64, rounded to fp32,
+ * encoded in `dtype` round-to-nearest-even); zeros without a source.
+ */
+export interface FoldedTensor {
+  name: string;
+  /** The source's dtype. */
+  dtype: WriteTensor['dtype'];
+  shape: number[];
+  source?: string;
+  scale?: number;
+}
+
+/** Options of a power iteration: the start vector (normalized by the addon) and the stopping rule. */
+export interface NativePowerIteration {
+  start: Float64Array;
+  tolerance: number;
+  maxIterations: number;
 }
 
 /** One GGUF key/value as the addon reads and writes it. */
@@ -149,8 +176,39 @@ export interface Binding {
     fileSize: number;
   };
   inspectModel(dir: string): { config: ModelConfig; tensors: number; files: number; fingerprint: string };
-  readTensor(path: string, name: string): Float32Array;
+  /** Every tensor of a model folder: model.safetensors, or the shards of its (validated) index. */
+  inspectCheckpoint(dir: string): CheckpointTensorInfo[];
+  readTensor(path: string, name: string): Promise<Float32Array>;
   writeSafetensors(path: string, tensors: WriteTensor[], metadata: Record<string, string>, overwrite: boolean): Promise<number>;
+  /** Writes `path` (which must not exist) from the checkpoint in `modelDir`, one tensor at a time; resolves to the bytes written. */
+  exportSafetensors(
+    modelDir: string,
+    path: string,
+    tensors: FoldedTensor[],
+    metadata: Record<string, string>,
+    abort?: Int32Array,
+  ): Promise<number>;
+  topSingularValue(
+    values: Float32Array | Float64Array,
+    rows: number,
+    cols: number,
+    opts: NativePowerIteration,
+    abort?: Int32Array,
+  ): Promise<{ sigma: number; iterations: number; converged: boolean }>;
+  /** Power iteration on a 2-D F32/F16/BF16 tensor of a safetensors file. */
+  tensorTopSingularValue(
+    path: string,
+    name: string,
+    opts: NativePowerIteration,
+    abort?: Int32Array,
+  ): Promise<{ sigma: number; iterations: number; converged: boolean }>;
+  mmd2(
+    x: Float32Array | Float64Array,
+    y: Float32Array | Float64Array,
+    dim: number,
+    bandwidth: number | undefined,
+    abort?: Int32Array,
+  ): Promise<{ mmd2: number; bandwidth: number }>;
   exportGguf(
     modelDir: string,
     out: string,
@@ -178,4 +236,24 @@ export function binding(): Binding {
     cached = load(packageRoot);
   }
   return cached;
+}
+
+/**
+ * Runs a native call that polls an abort flag between units of work: the flag (an
+ * Int32Array over a SharedArrayBuffer) is set when `signal` aborts, a call stopped that way
+ * rejects with `signal.reason`, and other errors are re-typed as HopscotchError.
+ */
+export async function withAbortFlag<T>(signal: AbortSignal | undefined, call: (abort: Int32Array | undefined) => Promise<T>): Promise<T> {
+  const flag = signal ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
+  const onAbort = () => Atomics.store(flag!, 0, 1);
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await call(flag);
+  } catch (err) {
+    if (signal?.aborted) throw signal.reason ?? fromNative(err);
+    throw fromNative(err);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
 }

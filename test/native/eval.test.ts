@@ -73,35 +73,35 @@ describe('mmd2Unbiased', () => {
   const y = normals(60 * dim, 2);
   const shifted = normals(60 * dim, 3).map((v) => v + 1);
 
-  it('agrees with a direct double loop, bandwidth included', () => {
-    const r = mmd2Unbiased(x, shifted, dim);
+  it('agrees with a direct double loop, bandwidth included', async () => {
+    const r = await mmd2Unbiased(x, shifted, dim);
     const pooled = [...rowsOf(x, dim), ...rowsOf(shifted, dim)];
     expect(r.bandwidth).toBeCloseTo(medianDistance(pooled), 10);
     expect(r.mmd2).toBeCloseTo(mmd2Direct(rowsOf(x, dim), rowsOf(shifted, dim), r.bandwidth), 10);
-    const fixed = mmd2Unbiased(x, y, dim, { bandwidth: 0.7 });
+    const fixed = await mmd2Unbiased(x, y, dim, { bandwidth: 0.7 });
     expect(fixed.mmd2).toBeCloseTo(mmd2Direct(rowsOf(x, dim), rowsOf(y, dim), 0.7), 10);
   });
 
-  it('uses the two-sample form for samples of different sizes', () => {
+  it('uses the two-sample form for samples of different sizes', async () => {
     const y40 = y.subarray(0, 40 * dim);
-    const r = mmd2Unbiased(x, y40, dim);
+    const r = await mmd2Unbiased(x, y40, dim);
     expect(r.mmd2).toBeCloseTo(mmd2Direct(rowsOf(x, dim), rowsOf(y40, dim), r.bandwidth), 10);
   });
 
-  it('is exactly 0 for identical paired samples', () => {
-    expect(Math.abs(mmd2Unbiased(x, Float64Array.from(x), dim).mmd2)).toBeLessThan(1e-12);
+  it('is exactly 0 for identical paired samples', async () => {
+    expect(Math.abs((await mmd2Unbiased(x, Float64Array.from(x), dim)).mmd2)).toBeLessThan(1e-12);
   });
 
-  it('is about 0 for one distribution and clearly positive for a shifted one', () => {
-    const same = mmd2Unbiased(x, y, dim).mmd2;
-    const diff = mmd2Unbiased(x, shifted, dim).mmd2;
+  it('is about 0 for one distribution and clearly positive for a shifted one', async () => {
+    const same = (await mmd2Unbiased(x, y, dim)).mmd2;
+    const diff = (await mmd2Unbiased(x, shifted, dim)).mmd2;
     expect(Math.abs(same)).toBeLessThan(0.02);
     expect(diff).toBeGreaterThan(0.1);
     expect(diff).toBeGreaterThan(10 * Math.abs(same));
   });
 
-  it('rejects samples with fewer than two points', () => {
-    expect(() => mmd2Unbiased(new Float64Array(dim), y, dim)).toThrow(/two points/);
+  it('rejects samples with fewer than two points', async () => {
+    await expect(mmd2Unbiased(new Float64Array(dim), y, dim)).rejects.toThrow(/two points/);
   });
 });
 
@@ -164,25 +164,25 @@ function jacobiMaxEigen(a: number[][]): number {
 }
 
 describe('topSingularValue', () => {
-  it('finds the largest singular value of a matrix built from known ones', () => {
+  it('finds the largest singular value of a matrix built from known ones', async () => {
     const w = withSingularValues(12, 8, [7, 3, 2, 0.5], 11);
-    const r = topSingularValue(w, 12, 8, { tolerance: 1e-12 });
+    const r = await topSingularValue(w, 12, 8, { tolerance: 1e-12 });
     expect(r.converged).toBe(true);
     expect(Math.abs(r.sigma - 7) / 7).toBeLessThan(1e-9);
     const wide = withSingularValues(5, 9, [2.5, 2.4, 1], 21);
-    expect(Math.abs(topSingularValue(wide, 5, 9, { tolerance: 1e-12, maxIterations: 5000 }).sigma - 2.5)).toBeLessThan(1e-6);
+    expect(Math.abs((await topSingularValue(wide, 5, 9, { tolerance: 1e-12, maxIterations: 5000 })).sigma - 2.5)).toBeLessThan(1e-6);
   });
 
-  it('gives 0 for a zero matrix and reports non-convergence', () => {
-    expect(topSingularValue(new Float32Array(12), 3, 4)).toEqual({ sigma: 0, iterations: 1, converged: true });
+  it('gives 0 for a zero matrix and reports non-convergence', async () => {
+    expect(await topSingularValue(new Float32Array(12), 3, 4)).toEqual({ sigma: 0, iterations: 1, converged: true });
     const slow = withSingularValues(6, 6, [1, 0.999999, 0.5], 31);
-    expect(topSingularValue(slow, 6, 6, { tolerance: 1e-15, maxIterations: 3 }).converged).toBe(false);
+    expect((await topSingularValue(slow, 6, 6, { tolerance: 1e-15, maxIterations: 3 })).converged).toBe(false);
   });
 });
 
 describe('spectralNorms on checkpoints', () => {
-  it('reports 0 for the inert fixture layer 2 o_proj and positive values elsewhere', () => {
-    const r = spectralNorms(fixtureDir('llama-inert'));
+  it('reports 0 for the inert fixture layer 2 o_proj and positive values elsewhere', async () => {
+    const r = await spectralNorms(fixtureDir('llama-inert'));
     expect(r.layers).toEqual([0, 1, 2, 3]);
     expect(r.matrices).toEqual(['q', 'k', 'v', 'o', 'gate', 'up', 'down']);
     const o = r.matrices.indexOf('o');
@@ -194,7 +194,7 @@ describe('spectralNorms on checkpoints', () => {
 
   it('agrees with a Jacobi eigen-solve of W^T W on one real matrix', async () => {
     const { binding } = await import('../../src/native/binding.js');
-    const w = binding().readTensor(join(demoModel, 'model.safetensors'), 'model.layers.1.self_attn.q_proj.weight');
+    const w = await binding().readTensor(join(demoModel, 'model.safetensors'), 'model.layers.1.self_attn.q_proj.weight');
     const n = 64;
     const g = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => {
       let s = 0;
@@ -202,13 +202,13 @@ describe('spectralNorms on checkpoints', () => {
       return s;
     }));
     const expected = Math.sqrt(jacobiMaxEigen(g));
-    const r = spectralNorms(demoModel, { layers: [1], matrices: ['q'], tolerance: 1e-10, maxIterations: 20000 });
+    const r = await spectralNorms(demoModel, { layers: [1], matrices: ['q'], tolerance: 1e-10, maxIterations: 20000 });
     expect(Math.abs(r.sigma[0][0]! - expected) / expected).toBeLessThan(1e-5);
   });
 
-  it('reads sharded checkpoints', () => {
-    const a = spectralNorms(fixtureDir('llama-sharded'), { matrices: ['down'] });
-    const b = spectralNorms(fixtureDir('llama-gqa'), { matrices: ['down'] });
+  it('reads sharded checkpoints', async () => {
+    const a = await spectralNorms(fixtureDir('llama-sharded'), { matrices: ['down'] });
+    const b = await spectralNorms(fixtureDir('llama-gqa'), { matrices: ['down'] });
     expect(a.sigma).toEqual(b.sigma);
   });
 });

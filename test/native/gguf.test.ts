@@ -37,7 +37,7 @@ function randomTheta(numLayers: number, seed: number): Theta {
 }
 
 const meta = (info: GgufInfo, key: string) => info.metadata.find((m) => m.key === key)?.value;
-const src = (model: Model, name: string) => binding().readTensor(path.join(model.dir, 'model.safetensors'), name);
+const src = (model: Model, name: string): Promise<Float32Array> => binding().readTensor(path.join(model.dir, 'model.safetensors'), name);
 
 /** llama.cpp's converter permutation, written from its definition: reshape(heads, 2, hd/2, cols).swapaxes(1, 2). */
 function permuteReference(w: Float32Array, rows: number, heads: number): Float32Array {
@@ -96,20 +96,20 @@ describe('gguf export of the demo model with skipped attention (deci)', () => {
     expect(summarizeGguf(info)).toMatchObject({ architecture: 'deci', layers: 5, attentionFree: [2, 4], tokenizer: 'llama', vocabSize: 512 });
   });
 
-  it('folds theta into attn_output / ffn_down exactly as the hf export and permutes q/k rows like llama.cpp', () => {
+  it('folds theta into attn_output / ffn_down exactly as the hf export and permutes q/k rows like llama.cpp', async () => {
     const f = foldFactors(theta, skip);
     for (const [l, kind] of [[0, 'att'], [1, 'mlp'], [3, 'att'], [4, 'mlp']] as const) {
       const [g, s] = kind === 'att' ? ['attn_output', 'self_attn.o_proj'] : ['ffn_down', 'mlp.down_proj'];
       const got = readGgufTensor(out, `blk.${l}.${g}.weight`);
-      const want = src(model, `model.layers.${l}.${s}.weight`).map((v) => Math.fround(v * Math.fround(f[kind][l]!)));
+      const want = (await src(model, `model.layers.${l}.${s}.weight`)).map((v) => Math.fround(v * Math.fround(f[kind][l]!)));
       expect(got).toEqual(want);
     }
     const c = model.config;
-    expect(readGgufTensor(out, 'blk.1.attn_q.weight')).toEqual(permuteReference(src(model, 'model.layers.1.self_attn.q_proj.weight'), c.numHeads * c.headDim, c.numHeads));
-    expect(readGgufTensor(out, 'blk.1.attn_k.weight')).toEqual(permuteReference(src(model, 'model.layers.1.self_attn.k_proj.weight'), c.numKvHeads * c.headDim, c.numKvHeads));
-    expect(readGgufTensor(out, 'blk.1.attn_v.weight')).toEqual(src(model, 'model.layers.1.self_attn.v_proj.weight'));
+    expect(readGgufTensor(out, 'blk.1.attn_q.weight')).toEqual(permuteReference(await src(model, 'model.layers.1.self_attn.q_proj.weight'), c.numHeads * c.headDim, c.numHeads));
+    expect(readGgufTensor(out, 'blk.1.attn_k.weight')).toEqual(permuteReference(await src(model, 'model.layers.1.self_attn.k_proj.weight'), c.numKvHeads * c.headDim, c.numKvHeads));
+    expect(readGgufTensor(out, 'blk.1.attn_v.weight')).toEqual(await src(model, 'model.layers.1.self_attn.v_proj.weight'));
     // The permutation is not the identity (the test can fail).
-    expect(readGgufTensor(out, 'blk.1.attn_q.weight')).not.toEqual(src(model, 'model.layers.1.self_attn.q_proj.weight'));
+    expect(readGgufTensor(out, 'blk.1.attn_q.weight')).not.toEqual(await src(model, 'model.layers.1.self_attn.q_proj.weight'));
   });
 
   it('embeds the SentencePiece-style tokenizer: tokens, byte tokens, scores from merge ranks, special ids', () => {
@@ -162,7 +162,7 @@ describe('gguf export of the demo model with skipped attention (deci)', () => {
     expect(r.gguf?.f16Fallback).toEqual([0, 1, 2, 3, 4].map((l) => `blk.${l}.ffn_down.weight`));
     expect(meta(info, 'general.file_type')).toBe(7);
     expect(meta(info, 'general.quantization_version')).toBe(2);
-    const want = src(model, 'model.layers.0.mlp.gate_proj.weight');
+    const want = await src(model, 'model.layers.0.mlp.gate_proj.weight');
     const got = readGgufTensor(o, 'blk.0.ffn_gate.weight');
     for (let b = 0; b < want.length / 32; b++) {
       const block = want.subarray(b * 32, b * 32 + 32);
@@ -176,7 +176,7 @@ describe('gguf export of the demo model with skipped attention (deci)', () => {
     for (const [t, rel] of [['F16', 2 ** -11], ['BF16', 2 ** -8]] as const) {
       const o = path.join(work, `demo-${t}.gguf`);
       await exportModel(model, { skipped: skip, theta }, { out: o, format: 'gguf', ggufType: t });
-      const want = src(model, 'model.layers.3.mlp.up_proj.weight');
+      const want = await src(model, 'model.layers.3.mlp.up_proj.weight');
       const got = readGgufTensor(o, 'blk.3.ffn_up.weight');
       expect(inspectGguf(o).tensors.find((x) => x.name === 'blk.3.ffn_up.weight')?.type).toBe(t);
       let worst = 0;
@@ -232,7 +232,7 @@ describe('gguf export refusals (typed, before any work, nothing written)', () =>
         const names = inspectGguf(o).tensors.map((t) => t.name);
         if (name === 'qwen2') expect(names).toContain('blk.0.attn_k.bias');
         else expect(names).toContain('blk.0.attn_q_norm.weight');
-        expect(readGgufTensor(o, 'blk.0.attn_q.weight')).toEqual(src(model, 'model.layers.0.self_attn.q_proj.weight'));
+        expect(readGgufTensor(o, 'blk.0.attn_q.weight')).toEqual(await src(model, 'model.layers.0.self_attn.q_proj.weight'));
       } finally {
         model.dispose();
       }

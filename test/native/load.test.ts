@@ -91,12 +91,14 @@ describe('load', () => {
     const info = binding().inspectSafetensors(path);
     const drop = new Set(['model.layers.0.self_attn.q_proj.weight', 'model.layers.1.mlp.down_proj.weight']);
     const kept = info.tensors.filter((t) => !drop.has(t.name));
-    const tensors = kept.map((t) => ({
-      name: t.name,
-      dtype: 'F32' as const,
-      shape: t.shape,
-      data: binding().readTensor(path, t.name),
-    }));
+    const tensors = await Promise.all(
+      kept.map(async (t) => ({
+        name: t.name,
+        dtype: 'F32' as const,
+        shape: t.shape,
+        data: await binding().readTensor(path, t.name),
+      })),
+    );
     await binding().writeSafetensors(path, tensors, {}, true);
     let message = '';
     try {

@@ -64,9 +64,9 @@ describe('safetensors writer', () => {
       ['b', 'BF16', [3]],
       ['c', 'F16', [3]],
     ]);
-    expect(Array.from(binding().readTensor(path, 'a'))).toEqual(Array.from(f32));
-    expect(Array.from(binding().readTensor(path, 'b'))).toEqual([1, -2, 0.5]);
-    expect(Array.from(binding().readTensor(path, 'c'))).toEqual([1, -2, 0.5]);
+    expect(Array.from(await binding().readTensor(path, 'a'))).toEqual(Array.from(f32));
+    expect(Array.from(await binding().readTensor(path, 'b'))).toEqual([1, -2, 0.5]);
+    expect(Array.from(await binding().readTensor(path, 'c'))).toEqual([1, -2, 0.5]);
     // The header is padded to 8 bytes, as the format recommends.
     const n = Number(readFileSync(path).readBigUInt64LE(0));
     expect(n % 8).toBe(0);
@@ -82,7 +82,7 @@ describe('safetensors writer', () => {
     await expectCode(binding().writeSafetensors(path, t, {}, false), 'HOPSCOTCH_ERR_EXISTS');
     expect(readFileSync(path, 'utf8')).toBe('old');
     await binding().writeSafetensors(path, t, {}, true);
-    expect(Array.from(binding().readTensor(path, 'a'))).toEqual([1]);
+    expect(Array.from(await binding().readTensor(path, 'a'))).toEqual([1]);
     expect(readdirSync(dir)).toEqual(['x.safetensors']);
   });
 

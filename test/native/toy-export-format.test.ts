@@ -61,11 +61,11 @@ describe('a toy export format added by following docs/internals.md', () => {
     const file = join(out, TOY_FILE);
     const want = foldFromConcepts(theta, skipped);
     for (const k of ['att', 'mlp', 'c'] as const) {
-      const got = binding().readTensor(file, k);
+      const got = await binding().readTensor(file, k);
       expect(got.length, k).toBe(L);
       for (let l = 0; l < L; l++) expect(Math.abs(got[l]! - want[k][l]!), `${k}[${l}]`).toBeLessThanOrEqual(1e-6 * Math.abs(want[k][l]!));
     }
-    expect(binding().readTensor(file, 'att')[1]).toBe(0);
+    expect((await binding().readTensor(file, 'att'))[1]).toBe(0);
     const info = binding().inspectSafetensors(file);
     expect(info.metadata).toEqual({ format: 'toy-fold', skipped: JSON.stringify([1, L - 1]), fingerprint: model.fingerprint });
     expect(r.bytes).toBe(info.fileSize);
