@@ -561,9 +561,9 @@ describe('hopscotch eval (command line)', () => {
     for (const f of svgs) expect(md).toContain(`](${f})`);
   });
 
-  it('--trace with a fit draws its training loss; --fit and the older flags still work', async () => {
+  it('--trace with a fit draws its training loss; --fit gives the variants', async () => {
     const out = join(work, 'report-fit');
-    const r = await run(['--model', inert, '--fit', files.selection, '--data', files.data, '--svd', '--report', out, '--trace', files.fit, '--device', 'cpu', '--json']);
+    const r = await run(['--model', inert, '--fit', files.selection, '--data', files.data, '--tasks', 'loss,svd', '--out', out, '--trace', files.fit, '--device', 'cpu', '--json']);
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
     expect(report.tasks).toEqual(['loss', 'svd']);
@@ -585,7 +585,7 @@ describe('hopscotch eval (command line)', () => {
     await bad(['--tasks', 'loss,bleu', '--data', files.data], /unknown task 'bleu'/);
     await bad(['--tasks', 'loss'], /needs the held-out samples/);
     await bad(['--tasks', 'mmd', '--data', files.data], /--adapter or --fit/);
-    await bad(['--adapter', files.adapter, '--fit', files.fit, '--tasks', 'svd'], /pass one/);
+    await bad(['--adapter', files.adapter, '--fit', files.fit, '--tasks', 'svd'], /'--adapter <file>' cannot be used with option '--fit <file>'/);
     await bad(['--tasks', 'svd', '--trace', files.data], /cannot read trace file/);
     writeFileSync(join(work, 'other.json'), JSON.stringify({ skipped: [1] }));
     await bad(['--tasks', 'svd', '--trace', join(work, 'other.json')], /neither a selection/);
