@@ -10,40 +10,9 @@ import { closeSync, copyFileSync, mkdirSync, openSync, writeFileSync, writeSync 
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { bf16Bits as bf16FromF32, f16Bits as f16FromF32 } from '../scripts/half-bits.mjs';
+
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** fp32 -> bfloat16 bits, round to nearest even (finite inputs). */
-export function bf16FromF32(v) {
-  f32[0] = v;
-  const x = u32[0];
-  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-/** fp32 -> IEEE half bits, round to nearest even, subnormals included (finite inputs). */
-export function f16FromF32(v) {
-  f32[0] = v;
-  const x = u32[0];
-  const sign = (x >>> 16) & 0x8000;
-  const e = ((x >>> 23) & 0xff) - 127 + 15;
-  const mant = x & 0x7fffff;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    const m = mant | 0x800000;
-    const shift = 14 - e;
-    let h = m >>> shift;
-    const rem = m & ((1 << shift) - 1);
-    const halfway = 1 << (shift - 1);
-    if (rem > halfway || (rem === halfway && (h & 1) === 1)) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1) === 1)) h++;
-  return sign | h;
-}
 
 /** Tensor names and shapes of an untied Llama in file order. */
 export function llamaShapes(C) {
