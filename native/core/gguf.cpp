@@ -19,7 +19,6 @@ namespace hs::gguf {
 
 namespace {
 
-std::string errno_text() { return std::strerror(errno); }
 
 // Caps that keep a hostile header from asking for absurd allocations even when the
 // counts fit the file (each entry still needs its bytes in the file).
@@ -129,26 +128,6 @@ Value read_scalar(Cursor& c, ValueType t, const std::string& what, const std::st
 
 bool mul_ok(uint64_t a, uint64_t b, uint64_t* out) { return !__builtin_mul_overflow(a, b, out); }
 bool add_ok(uint64_t a, uint64_t b, uint64_t* out) { return !__builtin_add_overflow(a, b, out); }
-
-void write_fully(int fd, const std::string& path, const void* data, size_t nbytes) {
-  const uint8_t* p = static_cast<const uint8_t*>(data);
-  while (nbytes > 0) {
-    ssize_t w = ::write(fd, p, nbytes);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail(code::kIo, path + ": write failed: " + errno_text());
-    }
-    p += w;
-    nbytes -= static_cast<size_t>(w);
-  }
-}
-
-std::string parent_dir(const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
 
 void put_u(std::string& b, uint64_t v, size_t bytes) {
   for (size_t i = 0; i < bytes; ++i) b.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
@@ -504,67 +483,42 @@ Writer::Writer(const std::string& path, const std::vector<KeyValue>& kvs, std::v
   }
   while (head.size() % kDefaultAlignment) head.push_back('\0');
 
-  struct stat st;
-  if (!overwrite_ && ::stat(path_.c_str(), &st) == 0) fail(code::kExists, path_ + ": already exists");
-  tmp_ = path_ + ".tmp-" + std::to_string(::getpid());
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd_ < 0) fail(code::kIo, tmp_ + ": cannot create: " + errno_text());
-  try {
-    write_fully(fd_, tmp_, head.data(), head.size());
-  } catch (...) {
-    ::close(fd_);
-    fd_ = -1;
-    ::unlink(tmp_.c_str());
-    throw;
-  }
+  file_ = std::make_unique<AtomicFile>(path_, overwrite_);
+  file_->write(head.data(), head.size());
   pos_ = head.size();
 }
 
-Writer::~Writer() {
-  if (fd_ >= 0) ::close(fd_);
-  if (!published_ && !tmp_.empty()) ::unlink(tmp_.c_str());
-}
+Writer::~Writer() = default;
 
 void Writer::write_tensor(const uint8_t* data, size_t nbytes) {
-  if (finished_ || fd_ < 0 || next_ >= tensors_.size()) fail(code::kInternal, path_ + ": more tensors written than declared");
+  if (finished_ || next_ >= tensors_.size()) fail(code::kInternal, path_ + ": more tensors written than declared");
   if (nbytes != sizes_[next_])
     fail(code::kInternal, path_ + ": tensor '" + tensors_[next_].name + "' has " + std::to_string(nbytes) + " bytes, declared " +
                               std::to_string(sizes_[next_]));
-  write_fully(fd_, tmp_, data, nbytes);
+  file_->write(data, nbytes);
   sums_.push_back(fnv1a64(data, nbytes));
   pos_ += nbytes;
   ++next_;
   if (next_ < tensors_.size() && pos_ % kDefaultAlignment) {
     static const uint8_t zeros[kDefaultAlignment] = {};
     const size_t pad = kDefaultAlignment - pos_ % kDefaultAlignment;
-    write_fully(fd_, tmp_, zeros, pad);
+    file_->write(zeros, pad);
     pos_ += pad;
   }
 }
 
 uint64_t Writer::finish() {
-  if (finished_ || fd_ < 0) fail(code::kInternal, path_ + ": finish called twice");
+  if (finished_) fail(code::kInternal, path_ + ": finish called twice");
   if (next_ != tensors_.size())
     fail(code::kInternal, path_ + ": wrote " + std::to_string(next_) + " of " + std::to_string(tensors_.size()) + " tensors");
-  if (::fsync(fd_) != 0) fail(code::kIo, tmp_ + ": fsync failed: " + errno_text());
-  int rc = ::close(fd_);
-  fd_ = -1;
-  if (rc != 0) fail(code::kIo, tmp_ + ": close failed: " + errno_text());
+  file_->sync_and_close();
   finished_ = true;
   return pos_;
 }
 
 void Writer::publish() {
-  if (!finished_ || published_) fail(code::kInternal, path_ + ": publish before finish");
-  struct stat st;
-  if (!overwrite_ && ::stat(path_.c_str(), &st) == 0) fail(code::kExists, path_ + ": already exists");
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail(code::kIo, path_ + ": rename from " + tmp_ + " failed: " + errno_text());
-  published_ = true;
-  int dfd = ::open(parent_dir(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  if (!finished_) fail(code::kInternal, path_ + ": publish before finish");
+  file_->publish();
 }
 
 }  // namespace hs::gguf

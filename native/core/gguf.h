@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "files.h"
+
 namespace hs::gguf {
 
 inline constexpr uint32_t kVersion = 3;
@@ -138,18 +140,18 @@ class Writer {
   uint64_t finish();
   // Renames the finished temporary file over `path` (refusing an existing one unless overwrite).
   void publish();
-  const std::string& temp_path() const { return tmp_; }
+  const std::string& temp_path() const { return file_->temp_path(); }
   const std::vector<uint64_t>& checksums() const { return sums_; }
 
  private:
-  std::string path_, tmp_;
+  std::string path_;
   bool overwrite_ = false;
-  int fd_ = -1;
+  std::unique_ptr<AtomicFile> file_;
   std::vector<Tensor> tensors_;
   std::vector<uint64_t> sizes_, sums_;
   size_t next_ = 0;
   uint64_t pos_ = 0;
-  bool finished_ = false, published_ = false;
+  bool finished_ = false;
 };
 
 }  // namespace hs::gguf

@@ -30,7 +30,6 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100ull * 1000 * 1000;
 
-std::string errno_text() { return std::strerror(errno); }
 
 bool parse_dtype(const std::string& s, DType* out) {
   static const struct {
@@ -85,27 +84,6 @@ std::string join_path(const std::string& dir, const std::string& name) {
   return dir.back() == '/' ? dir + name : dir + "/" + name;
 }
 
-void write_fully(int fd, const std::string& path, const void* data, size_t nbytes) {
-  const uint8_t* p = static_cast<const uint8_t*>(data);
-  size_t left = nbytes;
-  while (left > 0) {
-    ssize_t w = ::write(fd, p, left);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail(code::kIo, path + ": write failed: " + errno_text());
-    }
-    p += w;
-    left -= static_cast<size_t>(w);
-  }
-}
-
-std::string parent_dir(const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
 }  // namespace
 
 const char* dtype_name(DType d) {
@@ -157,59 +135,6 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 
 // ---------------------------------------------------------------------------
 // SafetensorsFile
-
-ReadOnlyMapping map_readonly(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(code::kIo, path + ": cannot open: " + errno_text());
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    std::string why = errno_text();
-    ::close(fd);
-    fail(code::kIo, path + ": cannot stat: " + why);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(code::kIo, path + ": not a regular file");
-  }
-  ReadOnlyMapping m;
-  m.size = static_cast<size_t>(st.st_size);
-  if (m.size > 0) {
-    void* p = ::mmap(nullptr, m.size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      std::string why = errno_text();
-      ::close(fd);
-      fail(code::kIo, path + ": mmap failed: " + why);
-    }
-    m.base = static_cast<const uint8_t*>(p);
-    m.mapped = true;
-  }
-  ::close(fd);
-  return m;
-}
-
-std::string read_small_file(const std::string& path, size_t max_bytes, const char* too_large) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(code::kIo, path + ": cannot open: " + errno_text());
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      std::string why = errno_text();
-      ::close(fd);
-      fail(code::kIo, path + ": read failed: " + why);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > max_bytes) {
-      ::close(fd);
-      fail(too_large, path + ": file larger than " + std::to_string(max_bytes) + " bytes");
-    }
-  }
-  ::close(fd);
-  return out;
-}
 
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   const ReadOnlyMapping m = map_readonly(path);
@@ -527,61 +452,37 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<Entry>
   while (text.size() % 8 != 0) text.push_back(' ');
   if (text.size() > kMaxHeaderBytes) fail(code::kArgument, path + ": header would exceed the 100 MB limit");
 
-  if (!overwrite && file_exists(path_)) fail(code::kExists, path_ + ": already exists");
-  tmp_ = path_ + ".tmp-" + std::to_string(::getpid());
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd_ < 0) fail(code::kIo, tmp_ + ": cannot create: " + errno_text());
-
+  file_ = std::make_unique<AtomicFile>(path_, overwrite);
   uint8_t len[8];
   uint64_t n = text.size();
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
-  try {
-    write_fully(fd_, tmp_, len, 8);
-    write_fully(fd_, tmp_, text.data(), text.size());
-  } catch (...) {
-    ::close(fd_);
-    fd_ = -1;
-    ::unlink(tmp_.c_str());
-    throw;
-  }
+  file_->write(len, 8);
+  file_->write(text.data(), text.size());
   header_bytes_ = 8 + text.size();
 }
 
-SafetensorsWriter::~SafetensorsWriter() {
-  if (fd_ >= 0) ::close(fd_);
-  if (!done_ && !tmp_.empty()) ::unlink(tmp_.c_str());
-}
+SafetensorsWriter::~SafetensorsWriter() = default;
 
 void SafetensorsWriter::write_data(const void* data, size_t nbytes) {
-  if (done_ || fd_ < 0) fail(code::kInternal, path_ + ": write after finish");
+  if (done_) fail(code::kInternal, path_ + ": write after finish");
   if (nbytes > expected_ - written_) {
     fail(code::kInternal, path_ + ": write of " + std::to_string(nbytes) + " bytes exceeds the declared " +
                               std::to_string(expected_) + " data bytes (" + std::to_string(written_) +
                               " already written)");
   }
-  write_fully(fd_, tmp_, data, nbytes);
+  file_->write(data, nbytes);
   written_ += nbytes;
 }
 
 size_t SafetensorsWriter::finish() {
-  if (done_ || fd_ < 0) fail(code::kInternal, path_ + ": finish called twice");
+  if (done_) fail(code::kInternal, path_ + ": finish called twice");
   if (written_ != expected_) {
     fail(code::kInternal, path_ + ": wrote " + std::to_string(written_) + " data bytes, declared " +
                               std::to_string(expected_));
   }
-  if (::fsync(fd_) != 0) fail(code::kIo, tmp_ + ": fsync failed: " + errno_text());
-  int rc = ::close(fd_);
-  fd_ = -1;
-  if (rc != 0) fail(code::kIo, tmp_ + ": close failed: " + errno_text());
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
-    fail(code::kIo, path_ + ": rename from " + tmp_ + " failed: " + errno_text());
-  }
+  file_->sync_and_close();
+  file_->publish();
   done_ = true;
-  int dfd = ::open(parent_dir(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
   return header_bytes_ + written_;
 }
 

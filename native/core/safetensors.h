@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "files.h"
+
 namespace hs {
 
 enum class DType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL };
@@ -29,19 +31,6 @@ struct TensorView {
 };
 
 // One mapped safetensors file.
-// A regular file mapped read-only (a zero-length file is not mapped: base is null).
-// Throws HOPSCOTCH_ERR_IO naming the path when it cannot be opened, is not a regular
-// file or cannot be mapped. Shared by the safetensors and GGUF readers.
-struct ReadOnlyMapping {
-  const uint8_t* base = nullptr;
-  size_t size = 0;
-  bool mapped = false;
-};
-ReadOnlyMapping map_readonly(const std::string& path);
-// The whole of a small file (a config or an index). HOPSCOTCH_ERR_IO naming the path when
-// it cannot be opened or read; `too_large` (a code) when it exceeds max_bytes.
-std::string read_small_file(const std::string& path, size_t max_bytes, const char* too_large);
-
 class SafetensorsFile {
  public:
   // Maps and validates. Throws hs::Error (HOPSCOTCH_ERR_IO / _SAFETENSORS_HEADER /
@@ -110,8 +99,8 @@ class SafetensorsWriter {
   size_t finish();
 
  private:
-  std::string path_, tmp_;
-  int fd_ = -1;
+  std::string path_;
+  std::unique_ptr<AtomicFile> file_;
   size_t expected_ = 0, written_ = 0;
   size_t header_bytes_ = 0;  // 8-byte length + padded JSON header
   bool done_ = false;

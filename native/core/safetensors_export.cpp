@@ -22,7 +22,6 @@ namespace {
 // Bytes read per piece of an unchanged tensor.
 constexpr size_t kCopyChunk = size_t{8} << 20;
 
-std::string errno_text() { return std::strerror(errno); }
 
 // The checkpoint's files opened for reading: tensors are read with pread into a small
 // buffer (the mapping is used for the validated header only, so no weight page is mapped).

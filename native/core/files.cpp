@@ -1,0 +1,137 @@
+// See files.h.
+#include "files.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "errors.h"
+
+namespace hs {
+
+std::string errno_text() { return std::strerror(errno); }
+
+ReadOnlyMapping map_readonly(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(code::kIo, path + ": cannot open: " + errno_text());
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    std::string why = errno_text();
+    ::close(fd);
+    fail(code::kIo, path + ": cannot stat: " + why);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(code::kIo, path + ": not a regular file");
+  }
+  ReadOnlyMapping m;
+  m.size = static_cast<size_t>(st.st_size);
+  if (m.size > 0) {
+    void* p = ::mmap(nullptr, m.size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      std::string why = errno_text();
+      ::close(fd);
+      fail(code::kIo, path + ": mmap failed: " + why);
+    }
+    m.base = static_cast<const uint8_t*>(p);
+    m.mapped = true;
+  }
+  ::close(fd);
+  return m;
+}
+
+std::string read_small_file(const std::string& path, size_t max_bytes, const char* too_large) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(code::kIo, path + ": cannot open: " + errno_text());
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      std::string why = errno_text();
+      ::close(fd);
+      fail(code::kIo, path + ": read failed: " + why);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) {
+      ::close(fd);
+      fail(too_large, path + ": file larger than " + std::to_string(max_bytes) + " bytes");
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+namespace {
+
+bool exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string parent_dir(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(const std::string& path, bool overwrite) : path_(path), overwrite_(overwrite) {
+  if (!overwrite_ && exists(path_)) fail(code::kExists, path_ + ": already exists");
+  tmp_ = path_ + ".tmp-" + std::to_string(::getpid());
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    std::string why = errno_text();
+    tmp_.clear();  // not ours: nothing to remove
+    fail(code::kIo, path_ + ".tmp-" + std::to_string(::getpid()) + ": cannot create: " + why);
+  }
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!published_ && !tmp_.empty()) ::unlink(tmp_.c_str());
+}
+
+void AtomicFile::write(const void* data, size_t nbytes) {
+  if (fd_ < 0) fail(code::kInternal, path_ + ": write after close");
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  while (nbytes > 0) {
+    ssize_t w = ::write(fd_, p, nbytes);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail(code::kIo, tmp_ + ": write failed: " + errno_text());
+    }
+    p += w;
+    nbytes -= static_cast<size_t>(w);
+  }
+}
+
+void AtomicFile::sync_and_close() {
+  if (fd_ < 0) fail(code::kInternal, path_ + ": closed twice");
+  if (::fsync(fd_) != 0) fail(code::kIo, tmp_ + ": fsync failed: " + errno_text());
+  int rc = ::close(fd_);
+  fd_ = -1;
+  if (rc != 0) fail(code::kIo, tmp_ + ": close failed: " + errno_text());
+}
+
+void AtomicFile::publish() {
+  if (fd_ >= 0 || published_) fail(code::kInternal, path_ + ": publish before sync_and_close, or twice");
+  if (!overwrite_ && exists(path_)) fail(code::kExists, path_ + ": already exists");
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail(code::kIo, path_ + ": rename from " + tmp_ + " failed: " + errno_text());
+  published_ = true;
+  int dfd = ::open(parent_dir(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace hs
