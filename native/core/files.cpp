@@ -6,8 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "errors.h"
 
@@ -111,7 +113,48 @@ void AtomicFile::write(const void* data, size_t nbytes) {
     }
     p += w;
     nbytes -= static_cast<size_t>(w);
+    wrote(static_cast<uint64_t>(w));
   }
+}
+
+void AtomicFile::copy_from(int src_fd, uint64_t offset, size_t nbytes, const std::string& src_path) {
+  if (fd_ < 0) fail(code::kInternal, path_ + ": write after close");
+  auto off = static_cast<off_t>(offset);
+#ifdef __linux__
+  while (nbytes > 0) {
+    ssize_t c = ::copy_file_range(src_fd, &off, fd_, nullptr, nbytes, 0);
+    if (c < 0 && errno == EINTR) continue;
+    if (c < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL)) break;  // not here: buffer
+    if (c < 0) fail(code::kIo, tmp_ + ": copy from " + src_path + " failed: " + errno_text());
+    if (c == 0) fail(code::kIo, src_path + ": unexpected end of file");
+    nbytes -= static_cast<size_t>(c);
+    wrote(static_cast<uint64_t>(c));
+  }
+#endif
+  std::vector<uint8_t> buf(std::min(nbytes, size_t{8} << 20));
+  while (nbytes > 0) {
+    ssize_t r = ::pread(src_fd, buf.data(), std::min(nbytes, buf.size()), off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) fail(code::kIo, src_path + ": read failed: " + errno_text());
+    if (r == 0) fail(code::kIo, src_path + ": unexpected end of file");
+    write(buf.data(), static_cast<size_t>(r));
+    off += r;
+    nbytes -= static_cast<size_t>(r);
+  }
+}
+
+void AtomicFile::wrote(uint64_t n) {
+  written_ += n;
+#ifdef __linux__
+  // Start the disk writing what is complete while the caller produces the rest, instead of
+  // leaving a whole file of dirty pages to the final fsync (the kernel's own write-back
+  // starts only past its dirty threshold, typically 10% of memory). Asynchronous: it queues
+  // the write-back and returns; the fsync in sync_and_close() still makes the file durable.
+  if (written_ - kicked_ >= kWritebackChunk) {
+    ::sync_file_range(fd_, static_cast<off_t>(kicked_), static_cast<off_t>(written_ - kicked_), SYNC_FILE_RANGE_WRITE);
+    kicked_ = written_;
+  }
+#endif
 }
 
 void AtomicFile::sync_and_close() {

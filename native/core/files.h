@@ -39,6 +39,9 @@ class AtomicFile {
 
   // Appends all `nbytes` (retrying short writes and EINTR) or throws HOPSCOTCH_ERR_IO.
   void write(const void* data, size_t nbytes);
+  // Appends `nbytes` of the open file `src_fd` from byte `offset`, copied by the kernel
+  // (copy_file_range) where it can, else read and written through a buffer.
+  void copy_from(int src_fd, uint64_t offset, size_t nbytes, const std::string& src_path);
   // fsync and close: the temporary file is complete on disk (it can be read back by path).
   void sync_and_close();
   // Renames the closed temporary file over `path` (refusing a file that appeared meanwhile
@@ -53,6 +56,10 @@ class AtomicFile {
   bool overwrite_ = false;
   int fd_ = -1;
   bool published_ = false;
+  // Bytes written, and how many of them have been handed to the disk's write-back.
+  uint64_t written_ = 0, kicked_ = 0;
+  static constexpr uint64_t kWritebackChunk = uint64_t{32} << 20;
+  void wrote(uint64_t n);  // counts written bytes and queues their write-back
 };
 
 }  // namespace hs

@@ -474,6 +474,17 @@ void SafetensorsWriter::write_data(const void* data, size_t nbytes) {
   written_ += nbytes;
 }
 
+void SafetensorsWriter::copy_data(int src_fd, uint64_t offset, size_t nbytes, const std::string& src_path) {
+  if (done_) fail(code::kInternal, path_ + ": write after finish");
+  if (nbytes > expected_ - written_) {
+    fail(code::kInternal, path_ + ": copy of " + std::to_string(nbytes) + " bytes exceeds the declared " +
+                              std::to_string(expected_) + " data bytes (" + std::to_string(written_) +
+                              " already written)");
+  }
+  file_->copy_from(src_fd, offset, nbytes, src_path);
+  written_ += nbytes;
+}
+
 size_t SafetensorsWriter::finish() {
   if (done_) fail(code::kInternal, path_ + ": finish called twice");
   if (written_ != expected_) {

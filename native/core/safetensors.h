@@ -95,6 +95,9 @@ class SafetensorsWriter {
   ~SafetensorsWriter();
   // Append bytes of the current tensor(s), in declaration order.
   void write_data(const void* data, size_t nbytes);
+  // The same, copying `nbytes` of the open file `src_fd` from byte `offset` (see
+  // AtomicFile::copy_from).
+  void copy_data(int src_fd, uint64_t offset, size_t nbytes, const std::string& src_path);
   // Checks every declared byte was written, fsyncs, renames. Returns bytes written.
   size_t finish();
 

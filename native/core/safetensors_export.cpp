@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <cstring>
 #include <future>
 #include <memory>
@@ -19,29 +20,38 @@ namespace hs {
 
 namespace {
 
-// Bytes read per piece of an unchanged tensor.
+// Bytes copied per piece of an unchanged tensor (the abort flag is checked between pieces).
 constexpr size_t kCopyChunk = size_t{8} << 20;
 
 
-// The checkpoint's files opened for reading: tensors are read with pread into a small
-// buffer (the mapping is used for the validated header only, so no weight page is mapped).
+// The checkpoint's files opened for reading, all of them before any piece is produced (the
+// producer thread and the writer then only look them up): folded tensors are read with
+// pread into a small buffer, unchanged ones copied file to file by the kernel (the mapping
+// is used for the validated header only, so no weight page is mapped).
 class SourceFiles {
  public:
+  explicit SourceFiles(const std::vector<std::unique_ptr<SafetensorsFile>>& files) {
+    for (const auto& f : files) {
+      int fd = ::open(f->path().c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) fail(code::kIo, f->path() + ": cannot open: " + errno_text());
+      ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+      open_.emplace(f->path(), Source{fd, f.get()});
+    }
+  }
   ~SourceFiles() {
-    for (const auto& kv : fds_) ::close(kv.second);
+    for (const auto& kv : open_) ::close(kv.second.fd);
+  }
+  int fd(const TensorView& t) const { return open_.at(t.file).fd; }
+  // Byte `at` of `t`'s data, as an offset in its file.
+  uint64_t offset(const TensorView& t, size_t at) const {
+    return static_cast<uint64_t>(t.data - open_.at(t.file).file->bytes()) + at;
   }
   // Reads `n` bytes of `t` from byte `at` of its data.
-  void read(const TensorView& t, const SafetensorsFile& file, size_t at, size_t n, uint8_t* out) {
-    auto it = fds_.find(t.file);
-    if (it == fds_.end()) {
-      int fd = ::open(t.file.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) fail(code::kIo, t.file + ": cannot open: " + errno_text());
-      ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-      it = fds_.emplace(t.file, fd).first;
-    }
-    const uint64_t offset = static_cast<uint64_t>(t.data - file.bytes()) + at;
+  void read(const TensorView& t, size_t at, size_t n, uint8_t* out) const {
+    const int f = fd(t);
+    const uint64_t offset0 = offset(t, at);
     for (size_t done = 0; done < n;) {
-      const ssize_t r = ::pread(it->second, out + done, n - done, static_cast<off_t>(offset + done));
+      const ssize_t r = ::pread(f, out + done, n - done, static_cast<off_t>(offset0 + done));
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) fail(code::kIo, t.file + ": read failed: " + errno_text());
       if (r == 0) fail(code::kIo, t.file + ": unexpected end of file reading tensor '" + t.name + "'");
@@ -50,7 +60,11 @@ class SourceFiles {
   }
 
  private:
-  std::map<std::string, int> fds_;
+  struct Source {
+    int fd;
+    const SafetensorsFile* file;
+  };
+  std::map<std::string, Source> open_;
 };
 
 float widen(const uint8_t* src, DType dtype, size_t i) {
@@ -100,8 +114,6 @@ size_t write_folded_safetensors(const std::string& model_dir, const std::string&
     if (aborted && aborted()) fail(code::kAborted, path + ": the export was aborted");
   };
   std::unique_ptr<Checkpoint> ckpt = Checkpoint::open_dir(model_dir);
-  std::map<std::string, const SafetensorsFile*> file_of;
-  for (const auto& f : ckpt->files()) file_of.emplace(f->path(), f.get());
   // The whole plan is checked before the file is created.
   std::vector<const TensorView*> sources;
   std::vector<SafetensorsWriter::Entry> entries;
@@ -147,8 +159,10 @@ size_t write_folded_safetensors(const std::string& model_dir, const std::string&
     for (size_t at = 0; at < n; at += chunk) pieces.push_back({k, at, std::min(chunk, n - at)});
   }
   // A piece is read (and folded) into one of two buffers on a second thread while the
-  // previous one is written from the other.
-  SourceFiles files;
+  // previous one is written from the other; an unchanged tensor's pieces are copied by the
+  // writer, file to file.
+  SourceFiles files(ckpt->files());
+  constexpr size_t kCopied = SIZE_MAX;
   struct Buffers {
     std::vector<uint8_t> in, out;
   } slots[2];
@@ -160,14 +174,10 @@ size_t write_folded_safetensors(const std::string& model_dir, const std::string&
       b.out.assign(p.len * esize, 0);
       return p.len * esize;
     }
-    if (!t.scaled) {
-      b.out.resize(p.len);
-      files.read(*v, *file_of.at(v->file), p.at, p.len, b.out.data());
-      return p.len;
-    }
+    if (!t.scaled) return kCopied;
     b.in.resize(p.len * esize);
     b.out.resize(p.len * esize);
-    files.read(*v, *file_of.at(v->file), p.at * esize, p.len * esize, b.in.data());
+    files.read(*v, p.at * esize, p.len * esize, b.in.data());
     const size_t bad = fold_elements(b.in.data(), t.dtype, p.len, t.scale, b.out.data());
     if (bad != p.len) {
       const float value = static_cast<float>(static_cast<double>(widen(b.in.data(), t.dtype, bad)) * t.scale);
@@ -184,7 +194,12 @@ size_t write_folded_safetensors(const std::string& model_dir, const std::string&
     stop_if_aborted();
     if (i + 1 < pieces.size())
       next = std::async(std::launch::async, produce, std::cref(pieces[i + 1]), std::ref(slots[(i + 1) % 2]));
-    writer.write_data(slots[i % 2].out.data(), bytes);
+    if (bytes == kCopied) {
+      const TensorView& v = *sources[pieces[i].tensor];
+      writer.copy_data(files.fd(v), files.offset(v, pieces[i].at), pieces[i].len, v.file);
+    } else {
+      writer.write_data(slots[i % 2].out.data(), bytes);
+    }
   }
   stop_if_aborted();
   return writer.finish();

@@ -1,10 +1,11 @@
 // Writes one safetensors file whose tensors come from a checkpoint folder (the `hf` and
 // `decilm` exports): each output tensor is the source's bytes unchanged, the source
 // multiplied by a fold factor and re-encoded in its own dtype, or zeros. The checkpoint is
-// opened with the validating reader (its index and headers); the data is read with pread
-// in pieces of at most 8 MB (copies) or kFoldChunk elements (folds), each read and folded
-// on a second thread while the previous one is written, so memory stays a few tens of MB
-// whatever the size of the tensors: no tensor is ever held whole, no weight page mapped.
+// opened with the validating reader (its index and headers); unchanged tensors are copied
+// file to file in pieces of 8 MB (AtomicFile::copy_from), folded ones read with pread in
+// pieces of kFoldChunk elements and folded on a second thread while the previous piece is
+// written, so memory stays a few tens of MB whatever the size of the tensors: no tensor is
+// ever held whole, no weight page mapped.
 //
 // The fold is exact as the export defines it: each element is widened to fp32, multiplied
 // by the factor in double, rounded once to fp32 and encoded round-to-nearest-even
