@@ -32,6 +32,7 @@ const int = (name, dflt) => {
 const MODEL = arg('--model');
 if (!MODEL) throw new Error('--model DIR is required');
 const NAME = arg('--name', MODEL);
+const SLUG = NAME.replace(/[^A-Za-z0-9_.-]/g, '_');
 const THREADS = int('--threads', 2);
 const BATCH = int('--batch', 1);
 const REPS = int('--reps', 3);
@@ -52,7 +53,7 @@ const nodeLlamaCppVersion = JSON.parse(
 // links so the checkpoint's own folder is left as it is.
 let source = MODEL;
 if (!existsSync(join(MODEL, 'tokenizer.json'))) {
-  source = join(WORK, `${NAME.replace(/[^A-Za-z0-9_.-]/g, '_')}-with-tokenizer`);
+  source = join(WORK, `${SLUG}-with-tokenizer`);
   rmSync(source, { recursive: true, force: true });
   mkdirSync(source, { recursive: true });
   for (const f of readdirSync(MODEL)) symlinkSync(resolve(MODEL, f), join(source, f));
@@ -62,7 +63,7 @@ if (!existsSync(join(MODEL, 'tokenizer.json'))) {
 const model = await lib.load(source, { device: 'cpu', threads: THREADS });
 const dtype = model.config.dtype ?? 'F32';
 const ggufType = dtype === 'BF16' ? 'BF16' : dtype === 'F16' ? 'F16' : 'F32';
-const file = join(WORK, `${NAME.replace(/[^A-Za-z0-9_.-]/g, '_')}-${ggufType}.gguf`);
+const file = join(WORK, `${SLUG}-${ggufType}.gguf`);
 if (!existsSync(file) || statSync(file).mtimeMs < statSync(join(MODEL, 'config.json')).mtimeMs) {
   const theta = lib.theta.ones(model.config.numLayers);
   await lib.exportModel(model, { skipped: [], theta }, { out: file, format: 'gguf', force: true, ggufType });

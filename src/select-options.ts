@@ -277,7 +277,7 @@ export function resolveSelectOptions(model: Model, data: Dataset, opts: SelectOp
     probing,
     plan,
     rankData,
-    trainEpochSteps: makeBatches(plan.train, { ...batching, epoch: 0 }).length,
+    trainEpochSteps: rankData === plan.train ? epochSteps : makeBatches(plan.train, { ...batching, epoch: 0 }).length,
     available,
     identity,
   };

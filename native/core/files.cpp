@@ -88,13 +88,10 @@ std::string parent_dir(const std::string& path) {
 
 AtomicFile::AtomicFile(const std::string& path, bool overwrite) : path_(path), overwrite_(overwrite) {
   if (!overwrite_ && exists(path_)) fail(code::kExists, path_ + ": already exists");
-  tmp_ = path_ + ".tmp-" + std::to_string(::getpid());
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd_ < 0) {
-    std::string why = errno_text();
-    tmp_.clear();  // not ours: nothing to remove
-    fail(code::kIo, path_ + ".tmp-" + std::to_string(::getpid()) + ": cannot create: " + why);
-  }
+  const std::string tmp = path_ + ".tmp-" + std::to_string(::getpid());
+  fd_ = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail(code::kIo, tmp + ": cannot create: " + errno_text());
+  tmp_ = tmp;  // ours from here: the destructor removes it unless published
 }
 
 AtomicFile::~AtomicFile() {

@@ -463,24 +463,23 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<Entry>
 
 SafetensorsWriter::~SafetensorsWriter() = default;
 
-void SafetensorsWriter::write_data(const void* data, size_t nbytes) {
+void SafetensorsWriter::check_room(size_t nbytes) const {
   if (done_) fail(code::kInternal, path_ + ": write after finish");
   if (nbytes > expected_ - written_) {
     fail(code::kInternal, path_ + ": write of " + std::to_string(nbytes) + " bytes exceeds the declared " +
                               std::to_string(expected_) + " data bytes (" + std::to_string(written_) +
                               " already written)");
   }
+}
+
+void SafetensorsWriter::write_data(const void* data, size_t nbytes) {
+  check_room(nbytes);
   file_->write(data, nbytes);
   written_ += nbytes;
 }
 
 void SafetensorsWriter::copy_data(int src_fd, uint64_t offset, size_t nbytes, const std::string& src_path) {
-  if (done_) fail(code::kInternal, path_ + ": write after finish");
-  if (nbytes > expected_ - written_) {
-    fail(code::kInternal, path_ + ": copy of " + std::to_string(nbytes) + " bytes exceeds the declared " +
-                              std::to_string(expected_) + " data bytes (" + std::to_string(written_) +
-                              " already written)");
-  }
+  check_room(nbytes);
   file_->copy_from(src_fd, offset, nbytes, src_path);
   written_ += nbytes;
 }

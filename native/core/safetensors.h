@@ -102,6 +102,8 @@ class SafetensorsWriter {
   size_t finish();
 
  private:
+  // Refuses a write after finish() or past the declared data bytes (HOPSCOTCH_ERR_INTERNAL).
+  void check_room(size_t nbytes) const;
   std::string path_;
   std::unique_ptr<AtomicFile> file_;
   size_t expected_ = 0, written_ = 0;

@@ -15,11 +15,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define HS_HD __host__ __device__
-#else
-#define HS_HD
-#endif
+#include "host_device.h"
 
 namespace hs::cuda::mma {
 

@@ -43,6 +43,22 @@ std::string json_escape(const std::string& s) {
   return o;
 }
 
+// The engine `make` returns, released to the caller; nullptr with "CODE: message" in `err`
+// when it throws (no exception crosses the library boundary).
+template <class Make>
+hs::Engine* create_engine(char* err, size_t n, Make make) {
+  try {
+    return make().release();
+  } catch (const hs::Error& e) {
+    write_out(err, n, std::string(e.code()) + ": " + e.what());
+  } catch (const std::exception& e) {
+    write_out(err, n, std::string(hs::code::kInternal) + ": " + e.what());
+  } catch (...) {
+    write_out(err, n, std::string(hs::code::kInternal) + ": unknown error while creating the CUDA engine");
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 extern "C" {
@@ -85,32 +101,18 @@ __attribute__((visibility("default"))) int hopscotch_cuda_probe(char* msg, size_
 
 __attribute__((visibility("default"))) hs::Engine* hopscotch_cuda_create(const hs::LoadedModel* model, char* err,
                                                                          size_t n) {
-  try {
+  return create_engine(err, n, [&] {
     if (model == nullptr) hs::fail(hs::code::kArgument, "hopscotch_cuda_create: model is null");
-    return hs::cuda::make_cuda_engine(*model).release();
-  } catch (const hs::Error& e) {
-    write_out(err, n, std::string(e.code()) + ": " + e.what());
-  } catch (const std::exception& e) {
-    write_out(err, n, std::string(hs::code::kInternal) + ": " + e.what());
-  } catch (...) {
-    write_out(err, n, std::string(hs::code::kInternal) + ": unknown error while creating the CUDA engine");
-  }
-  return nullptr;
+    return hs::cuda::make_cuda_engine(*model);
+  });
 }
 
 __attribute__((visibility("default"))) hs::Engine* hopscotch_cuda_create_random(const hs::ModelConfig* cfg,
                                                                                 uint32_t seed, char* err, size_t n) {
-  try {
+  return create_engine(err, n, [&] {
     if (cfg == nullptr) hs::fail(hs::code::kArgument, "hopscotch_cuda_create_random: cfg is null");
-    return hs::cuda::make_cuda_engine_random(*cfg, seed).release();
-  } catch (const hs::Error& e) {
-    write_out(err, n, std::string(e.code()) + ": " + e.what());
-  } catch (const std::exception& e) {
-    write_out(err, n, std::string(hs::code::kInternal) + ": " + e.what());
-  } catch (...) {
-    write_out(err, n, std::string(hs::code::kInternal) + ": unknown error while creating the CUDA engine");
-  }
-  return nullptr;
+    return hs::cuda::make_cuda_engine_random(*cfg, seed);
+  });
 }
 
 }  // extern "C"
